@@ -1,0 +1,5 @@
+import sys
+
+from dehazeddpm.cli import main
+
+sys.exit(main())

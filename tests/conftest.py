@@ -1,0 +1,26 @@
+"""Shared test fixtures: where the parity data lives, small deterministic helpers."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+# The reference parity fixtures live beside the repository root (never copied into it).
+PARITY_DIR = Path(os.environ.get("DEHAZEDDPM_PARITY_DIR", REPO.parent / "shared" / "parity"))
+
+
+@pytest.fixture(scope="session")
+def parity_dir() -> Path:
+    if not PARITY_DIR.is_dir():
+        pytest.fail(f"parity fixtures not found at {PARITY_DIR}; set DEHAZEDDPM_PARITY_DIR")
+    return PARITY_DIR
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_threads():
+    # Two cores on CI: keep torch from oversubscribing when pytest runs in parallel helpers.
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    yield
