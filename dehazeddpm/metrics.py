@@ -1,0 +1,112 @@
+"""Full-reference image quality metrics: PSNR and SSIM on image-space data (``[0, 1]``).
+
+Inputs may be torch tensors ``NxCxHxW`` / ``CxHxW`` or numpy arrays ``HxWxC`` (also ``CxHxW``
+tensors given as numpy and ``HxWxC`` tensors, recognised by which axis has 1 or 3 entries) or
+``HxW``. Both arguments must have the same shape. Integer data is refused: pass floats, scaled to
+``data_range`` (1.0 for image space), so an unscaled uint8 image cannot silently give a wrong
+number. Everything is computed in float64.
+
+SSIM follows Wang et al. 2004 as implemented by ``skimage.metrics.structural_similarity`` with
+``gaussian_weights=True, sigma=1.5, use_sample_covariance=False``: an 11x11 Gaussian window
+(sigma 1.5, truncated at 3.5 sigma), K1 = 0.01, K2 = 0.03, averaged over the valid (uncropped)
+window positions of each channel, then over channels (and images of a batch).
+"""
+from __future__ import annotations
+
+import math
+from typing import Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["psnr", "ssim"]
+
+ArrayLike = Union[torch.Tensor, np.ndarray]
+
+_SSIM_SIGMA = 1.5
+_SSIM_TRUNCATE = 3.5  # skimage/scipy default: radius = int(3.5 * 1.5 + 0.5) = 5 -> 11 taps
+_SSIM_K1 = 0.01
+_SSIM_K2 = 0.03
+
+
+def _as_nchw(x: ArrayLike, name: str) -> torch.Tensor:
+    """Array/tensor in one of the accepted layouts -> float64 NxCxHxW tensor (no copy of meaning)."""
+    if isinstance(x, np.ndarray):
+        numpy_input = True
+        t = torch.from_numpy(np.ascontiguousarray(x))
+    elif isinstance(x, torch.Tensor):
+        numpy_input = False
+        t = x.detach()
+    else:
+        raise TypeError(f"{name}: expected a torch.Tensor or numpy array, got {type(x).__name__}")
+    if not t.is_floating_point():
+        raise TypeError(f"{name}: expected floats scaled to data_range, got dtype {t.dtype}")
+    t = t.to(torch.float64)
+    if t.ndim == 2:
+        return t[None, None]
+    if t.ndim == 3:
+        first, last = t.shape[0] in (1, 3), t.shape[-1] in (1, 3)
+        # numpy images are conventionally HxWxC and tensors CxHxW: prefer that reading
+        if last and (numpy_input or not first):
+            t = t.permute(2, 0, 1)
+        elif not first:
+            raise ValueError(f"{name}: cannot tell the channel axis of shape {tuple(t.shape)}")
+        return t[None]
+    if t.ndim == 4:
+        return t
+    raise ValueError(f"{name}: expected 2, 3 or 4 dimensions, got shape {tuple(t.shape)}")
+
+
+def _pair(a: ArrayLike, b: ArrayLike) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = _as_nchw(a, "a"), _as_nchw(b, "b")
+    if x.shape != y.shape:
+        raise ValueError(f"shape mismatch: {tuple(x.shape)} vs {tuple(y.shape)} (after layout normalisation)")
+    return x, y.to(x.device)
+
+
+def psnr(a: ArrayLike, b: ArrayLike, data_range: float = 1.0) -> float:
+    """Peak signal-to-noise ratio in dB: ``10 log10(data_range^2 / MSE)``, MSE over all pixels
+    and channels (and the whole batch). Identical inputs give ``inf``.
+    """
+    x, y = _pair(a, b)
+    mse = float(torch.mean((x - y) ** 2))
+    if mse == 0.0:
+        return math.inf
+    return 10.0 * math.log10(data_range**2 / mse)
+
+
+def _gaussian_taps(sigma: float = _SSIM_SIGMA, truncate: float = _SSIM_TRUNCATE) -> torch.Tensor:
+    radius = int(truncate * sigma + 0.5)
+    xs = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    g = torch.exp(-0.5 * (xs / sigma) ** 2)
+    return g / g.sum()
+
+
+def ssim(a: ArrayLike, b: ArrayLike, data_range: float = 1.0) -> float:
+    """Mean structural similarity (Gaussian window 11, sigma 1.5, K1 0.01, K2 0.03).
+
+    Computed per channel and averaged, over valid window positions only (no padding), which is
+    exactly what skimage's ``structural_similarity(..., gaussian_weights=True, sigma=1.5,
+    use_sample_covariance=False, channel_axis=-1)`` reports. Images must be at least 11x11.
+    """
+    x, y = _pair(a, b)
+    n, c, h, w = x.shape
+    g = _gaussian_taps().to(x.device)
+    k = g.numel()
+    if h < k or w < k:
+        raise ValueError(f"ssim needs images of at least {k}x{k}, got {h}x{w}")
+    x = x.reshape(n * c, 1, h, w)
+    y = y.reshape(n * c, 1, h, w)
+    # one separable 'valid' Gaussian pass over the five moment maps at once
+    stack = torch.cat([x, y, x * x, y * y, x * y], dim=1).reshape(n * c * 5, 1, h, w)
+    stack = F.conv2d(stack, g.view(1, 1, k, 1))
+    stack = F.conv2d(stack, g.view(1, 1, 1, k))
+    mu_x, mu_y, e_xx, e_yy, e_xy = stack.reshape(n * c, 5, h - k + 1, w - k + 1).unbind(1)
+    var_x = e_xx - mu_x * mu_x
+    var_y = e_yy - mu_y * mu_y
+    cov = e_xy - mu_x * mu_y
+    c1 = (_SSIM_K1 * data_range) ** 2
+    c2 = (_SSIM_K2 * data_range) ** 2
+    s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return float(s.mean())
