@@ -1,0 +1,124 @@
+"""Tiled evaluation of the denoiser, so large images fit in memory without seams.
+
+:class:`TiledDenoiser` wraps a UNet and has the same call signature,
+``(x_in (B, C, H, W), noise_level (B,)) -> eps (B, out_channel, H, W)``. It cuts the input into
+overlapping tiles, runs them in batches and blends the noise predictions with a smooth weight
+window normalised by the summed weights. Because the blend happens on eps at *every* sampling
+step, neighbouring tiles are pulled towards one consistent image and no seam builds up (blending
+only the final images would leave each tile's independent sample visible).
+"""
+from __future__ import annotations
+
+import math
+from typing import List, Optional
+
+import torch
+from torch import nn
+
+# Weights never reach zero: every pixel stays covered with a positive total weight, and pixels
+# at the outer image border (covered by a single tile) keep their full prediction.
+_MIN_WEIGHT = 1e-3
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> List[int]:
+    """Start offsets of tiles of size ``tile`` covering ``[0, length)`` with at least ``overlap``.
+
+    The first tile starts at 0 and the last one is flush with the end (``length - tile``), so the
+    whole axis is covered; a single ``[0]`` when the axis fits one tile.
+    """
+    if tile <= 0:
+        raise ValueError(f"tile must be positive, got {tile}")
+    if not 0 <= overlap < tile:
+        raise ValueError(f"overlap must be in [0, tile), got {overlap} for tile {tile}")
+    if length <= tile:
+        return [0]
+    stride = tile - overlap
+    starts = list(range(0, length - tile, stride))
+    starts.append(length - tile)
+    return starts
+
+
+def ramp_window(size: int, overlap: int, *, at_start: bool, at_end: bool) -> torch.Tensor:
+    """1-D blending weights of length ``size`` (float32, in [_MIN_WEIGHT, 1]).
+
+    A raised-cosine ramp over ``overlap`` pixels on each side that borders another tile; sides on
+    the image border (``at_start``/``at_end``) stay at 1 since nothing is blended there.
+    """
+    w = torch.ones(size, dtype=torch.float64)
+    n = min(overlap, size // 2)
+    if n > 0:
+        pos = (torch.arange(n, dtype=torch.float64) + 0.5) / n  # in (0, 1): never exactly 0
+        ramp = 0.5 - 0.5 * torch.cos(math.pi * pos)
+        if not at_start:
+            w[:n] = ramp
+        if not at_end:
+            w[size - n:] = ramp.flip(0)
+    return w.clamp(min=_MIN_WEIGHT).float()
+
+
+class TiledDenoiser(nn.Module):
+    """Evaluate ``unet`` tile by tile and blend the predictions (see module docstring).
+
+    Args:
+        unet: the denoiser, called as ``unet(x_in, noise_level)``.
+        tile_size: tile side in pixels; rounded up to a multiple of ``unet.config.size_multiple``.
+        overlap: pixels shared by neighbouring tiles (default ``tile_size // 4``); larger overlaps
+            blend more smoothly and cost more tiles.
+        tile_batch: tiles evaluated per UNet call (default 1, the least memory; memory grows
+            linearly with it, throughput on a GPU too).
+    Inputs whose sides both fit one tile go straight to ``unet``.
+    """
+
+    def __init__(self, unet: nn.Module, tile_size: int, overlap: Optional[int] = None, tile_batch: int = 1):
+        super().__init__()
+        self.unet = unet
+        mult = int(getattr(getattr(unet, "config", None), "size_multiple", 1))
+        self.tile_size = int(math.ceil(int(tile_size) / mult) * mult)
+        self.overlap = self.tile_size // 4 if overlap is None else int(overlap)
+        if not 0 <= self.overlap < self.tile_size:
+            raise ValueError(f"overlap must be in [0, {self.tile_size}), got {self.overlap}")
+        if tile_batch < 1:
+            raise ValueError("tile_batch must be >= 1")
+        self.tile_batch = int(tile_batch)
+
+    @property
+    def config(self):
+        """The wrapped UNet's config (so callers can treat this like the UNet)."""
+        return self.unet.config
+
+    def tiles(self, h: int, w: int) -> List[tuple]:
+        """(top, left, tile_h, tile_w) of every tile for an H x W input."""
+        th, tw = min(self.tile_size, h), min(self.tile_size, w)
+        return [(y, x, th, tw) for y in tile_starts(h, th, min(self.overlap, th - 1))
+                for x in tile_starts(w, tw, min(self.overlap, tw - 1))]
+
+    def forward(self, x_in: torch.Tensor, noise_level: torch.Tensor) -> torch.Tensor:
+        """x_in: (B, C, H, W) ``cat([condition, x_t])``; noise_level: (B,). Returns eps, float32."""
+        b, _, h, w = x_in.shape
+        if h <= self.tile_size and w <= self.tile_size:
+            return self.unet(x_in, noise_level)
+        noise_level = noise_level.reshape(-1).to(x_in.device)
+        if noise_level.numel() == 1:
+            noise_level = noise_level.expand(b)
+        boxes = self.tiles(h, w)
+        th, tw = boxes[0][2], boxes[0][3]
+        ys = sorted({y for y, _, _, _ in boxes})
+        xs = sorted({x for _, x, _, _ in boxes})
+        out: Optional[torch.Tensor] = None
+        wsum = torch.zeros(1, 1, h, w, device=x_in.device, dtype=torch.float32)
+        # Process tiles in chunks; each chunk stacks tiles of every batch item along dim 0.
+        for start in range(0, len(boxes), self.tile_batch):
+            chunk = boxes[start:start + self.tile_batch]
+            crops = torch.cat([x_in[:, :, y:y + th, x:x + tw] for y, x, _, _ in chunk], 0)
+            levels = noise_level.repeat(len(chunk))
+            eps = self.unet(crops, levels).float()
+            if out is None:
+                out = torch.zeros(b, eps.shape[1], h, w, device=x_in.device, dtype=torch.float32)
+            for k, (y, x, _, _) in enumerate(chunk):
+                wy = ramp_window(th, self.overlap, at_start=y == ys[0], at_end=y == ys[-1]).to(x_in.device)
+                wx = ramp_window(tw, self.overlap, at_start=x == xs[0], at_end=x == xs[-1]).to(x_in.device)
+                weight = (wy[:, None] * wx[None, :])[None, None]
+                out[:, :, y:y + th, x:x + tw] += eps[k * b:(k + 1) * b] * weight
+                wsum[:, :, y:y + th, x:x + tw] += weight
+        assert out is not None
+        return out / wsum

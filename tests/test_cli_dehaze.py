@@ -1,0 +1,185 @@
+"""`dehazeddpm dehaze` / `dehazeddpm eval`: inputs of every kind, corrupt files, resume, sharding."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dehazeddpm import NoiseSchedule, Stage1Net, UNet, save_denoiser, save_stage1
+from dehazeddpm.cli import main
+from dehazeddpm.commands import collect_inputs, dist_env, pair_folders, shard
+from dehazeddpm.imageio import load_image
+from dehazeddpm.metrics import psnr, ssim
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny tensors: a second thread gains nothing, and on a shared, busy machine its barrier
+    # waits (a descheduled worker) made single calls take seconds.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory) -> list:
+    d = tmp_path_factory.mktemp("ckpt")
+    torch.manual_seed(0)
+    save_stage1(Stage1Net(), d / "s1.pth")
+    unet = UNet(in_channel=7, out_channel=3, inner_channel=16, norm_groups=8, channel_mults=(1, 2),
+                attn_res=(8,), res_blocks=1, image_size=16)
+    sched = NoiseSchedule.from_config({"schedule": "linear", "n_timestep": 2000,
+                                       "linear_start": 1e-6, "linear_end": 1e-2})
+    save_denoiser(unet, d / "den_gen.pth", sched)
+    return ["--stage1", str(d / "s1.pth"), "--denoiser", str(d / "den_gen.pth"), "--unet-config", '{"norm_groups": 8}', "--steps", "2", "--quiet"]
+
+
+SIZES = {"odd": (53, 37), "gray": (11, 9), "rgba": (10, 12), "deep": (6, 13), "tiny": (1, 1)}  # (w, h)
+
+
+@pytest.fixture()
+def inputs(tmp_path) -> Path:
+    d = tmp_path / "in"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)).save(d / "odd.png")
+    Image.fromarray(rng.integers(0, 256, (9, 11), dtype=np.uint8), mode="L").save(d / "gray.png")
+    Image.fromarray(rng.integers(0, 256, (12, 10, 4), dtype=np.uint8), mode="RGBA").save(d / "rgba.png")
+    Image.fromarray(rng.integers(0, 65536, (13, 6), dtype=np.uint16)).save(d / "deep.png")  # I;16
+    Image.fromarray(np.full((1, 1, 3), 200, dtype=np.uint8)).save(d / "tiny.png")
+    (d / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not really a png")
+    (d / "notes.txt").write_text("not an image")
+    return d
+
+
+def _listing(d: Path) -> dict:
+    return {p.name: p.stat().st_mtime_ns for p in sorted(d.iterdir())}
+
+
+def test_dehaze_folder_resume_and_errors(tmp_path, inputs, ckpts, capsys):
+    out = tmp_path / "out"
+    rc = main(["dehaze", str(inputs), "-o", str(out), *ckpts])
+    err = capsys.readouterr().err
+    assert rc == 1  # the corrupt input makes the run fail at the end ...
+    assert "corrupt.png" in err and "notes.txt" not in err
+    files = _listing(out)
+    assert sorted(files) == sorted(f"{k}.png" for k in SIZES)  # ... after writing all the others
+    for stem, size in SIZES.items():
+        with Image.open(out / f"{stem}.png") as im:
+            assert im.size == size and im.mode == "RGB"
+    assert not any(name.startswith(".") or name.endswith(".tmp") for name in os.listdir(out))
+
+    # A rerun resumes: nothing rewritten, same exit status.
+    rc2 = main(["dehaze", str(inputs), "-o", str(out), *ckpts])
+    assert rc2 == 1 and _listing(out) == files
+    # Deleting one output redoes that one only.
+    (out / "gray.png").unlink()
+    (inputs / "corrupt.png").unlink()
+    assert main(["dehaze", str(inputs), "-o", str(out), *ckpts]) == 0
+    after = _listing(out)
+    assert set(after) == set(files)
+    assert all(after[k] == files[k] for k in files if k != "gray.png")
+
+
+def test_dehaze_glob_and_intermediates(tmp_path, inputs, ckpts):
+    out = tmp_path / "o2"
+    assert main(["dehaze", str(inputs / "od*.png"), str(inputs / "tiny.png"), "-o", str(out),
+                 "--save-intermediates", *ckpts]) == 0
+    names = sorted(os.listdir(out))
+    assert names == sorted(f"{s}{suf}.png" for s in ("odd", "tiny") for suf in ("", "_J", "_T", "_A"))
+    for suf in ("", "_J", "_T", "_A"):
+        with Image.open(out / f"odd{suf}.png") as im:
+            assert im.size == (53, 37)
+    with Image.open(out / "odd_T.png") as im:
+        assert im.mode == "L"
+
+
+def test_dehaze_missing_input_is_an_error(tmp_path, ckpts, capsys):
+    rc = main(["dehaze", str(tmp_path / "nothing*.png"), "-o", str(tmp_path / "o"), *ckpts])
+    assert rc != 0 and "nothing" in capsys.readouterr().err
+
+
+def test_steps_zero_writes_stage1_j(tmp_path, inputs, ckpts):
+    out = tmp_path / "o3"
+    args = [a if a != "2" else "0" for a in ckpts]
+    assert main(["dehaze", str(inputs / "odd.png"), "-o", str(out), "--save-intermediates", *args]) == 0
+    assert np.array_equal(np.asarray(Image.open(out / "odd.png")), np.asarray(Image.open(out / "odd_J.png")))
+
+
+def test_collect_inputs(inputs):
+    paths, problems = collect_inputs([str(inputs), str(inputs / "odd.png"), str(inputs / "*.txt"), "nope/*.png"])
+    names = [p.name for p in paths]
+    assert names == sorted(names) and "notes.txt" not in names and names.count("odd.png") == 1
+    assert "corrupt.png" in names  # found by extension; decoding fails later and is reported
+    assert problems == [str(inputs / "*.txt"), "nope/*.png"]
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_shard_splits_sorted_inputs(world):
+    items = [f"img{i:02d}.png" for i in (7, 3, 0, 9, 4, 1, 8, 2, 6, 5, 10)]
+    parts = [shard(items, r, world) for r in range(world)]
+    assert sorted(sum(parts, [])) == sorted(items)  # every item exactly once
+    assert all(len(set(p)) == len(p) for p in parts)
+    assert max(map(len, parts)) - min(map(len, parts)) <= 1
+    for r, part in enumerate(parts):
+        assert part == sorted(items)[r::world]
+    with pytest.raises(ValueError):
+        shard(items, world, world)
+
+
+def test_dist_env():
+    assert dist_env({}) == (0, 1, 0)
+    assert dist_env({"WORLD_SIZE": "3", "RANK": "2", "LOCAL_RANK": "0"}) == (2, 3, 0)
+
+
+def test_eval_pred_and_hazy(tmp_path, ckpts, capsys):
+    rng = np.random.default_rng(1)
+    gt, pred, hazy = tmp_path / "gt", tmp_path / "pred", tmp_path / "hazy"
+    for d in (gt, pred, hazy):
+        d.mkdir()
+    for name in ("a", "b"):
+        g = rng.integers(0, 256, (16, 20, 3), dtype=np.uint8)
+        Image.fromarray(g).save(gt / f"{name}_GT.png")
+        noisy = np.clip(g.astype(int) + rng.integers(-20, 21, g.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(noisy).save(pred / f"{name}.png")
+        Image.fromarray(noisy).save(hazy / f"{name}_hazy.png")
+    pairs, lonely = pair_folders(pred, gt)
+    assert [k for k, _, _ in pairs] == ["a", "b"] and lonely == []
+
+    report = tmp_path / "r.json"
+    assert main(["eval", "--pred", str(pred), "--gt", str(gt), "--format", "json", "--out", str(report),
+                 "--quiet"]) == 0
+    data = json.loads(report.read_text())
+    expect = [psnr(load_image(pred / f"{n}.png"), load_image(gt / f"{n}_GT.png")) for n in ("a", "b")]
+    assert [r["psnr"] for r in data["images"]] == pytest.approx(expect)
+    assert data["mean"]["psnr"] == pytest.approx(sum(expect) / 2)
+    assert data["images"][0]["ssim"] == pytest.approx(ssim(load_image(pred / "a.png"), load_image(gt / "a_GT.png")))
+
+    capsys.readouterr()
+    assert main(["eval", "--hazy", str(hazy), "--gt", str(gt), *ckpts]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "name,psnr,ssim" and [ln.split(",")[0] for ln in lines[1:]] == ["a", "b", "mean"]
+
+
+def test_help_subprocess():
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    r = subprocess.run([sys.executable, "-m", "dehazeddpm", "dehaze", "--help"], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "--save-intermediates" in r.stdout and "--stage1" in r.stdout
+
+
+def test_unloadable_weights_exit_2(tmp_path, inputs, capsys):
+    rc = main(["dehaze", str(inputs / "odd.png"), "-o", str(tmp_path / "o"), "--stage1",
+               str(tmp_path / "missing_s1.pth"), "--denoiser", str(tmp_path / "missing_gen.pth"), "--quiet"])
+    assert rc == 2 and "missing_s1.pth" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -1,0 +1,243 @@
+"""DehazePipeline: sizes, input modes, step counts, determinism, trajectory, fusion, references."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from dehazeddpm import NoiseSchedule, Stage1Net, UNet, UNetConfig, save_denoiser, save_stage1
+from dehazeddpm.imageio import to_pil, to_signed, to_unit
+from dehazeddpm.pipeline import (DEFAULT_STEPS, TRAJECTORY_MAX_FRAMES, TRAJECTORY_MAX_SIDE, DehazePipeline,
+                                 fuse_transmission, pad_to_multiple)
+from dehazeddpm.samplers import sample
+
+SCHEDULE = {"schedule": "linear", "n_timestep": 2000, "linear_start": 1e-6, "linear_end": 1e-2}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny tensors: a second thread gains nothing, and on a shared, busy machine its barrier
+    # waits (a descheduled worker) made single calls take seconds.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_unet(seed: int = 0) -> UNet:
+    torch.manual_seed(seed)
+    return UNet(in_channel=7, out_channel=3, inner_channel=16, norm_groups=8, channel_mults=(1, 2),
+                attn_res=(8,), res_blocks=1, image_size=16).eval()
+
+
+def tiny_stage1(seed: int = 0) -> Stage1Net:
+    torch.manual_seed(seed)
+    return Stage1Net().eval()
+
+
+class Counting(nn.Module):
+    """Wraps a denoiser and counts its evaluations."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.calls = 0
+
+    @property
+    def config(self) -> UNetConfig:
+        return self.model.config
+
+    def forward(self, x, noise_level):
+        self.calls += 1
+        return self.model(x, noise_level)
+
+
+class Pointwise(nn.Module):
+    """A cheap stand-in denoiser: a 1x1 conv scaled by the noise level (no spatial mixing)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        self.conv = nn.Conv2d(7, 3, 1)
+        self.config = UNetConfig(in_channel=7, out_channel=3, inner_channel=16, channel_mults=(1, 2))
+
+    def forward(self, x, noise_level):
+        return self.conv(x) * noise_level.reshape(-1, 1, 1, 1)
+
+
+@pytest.fixture(scope="module")
+def pipe() -> DehazePipeline:
+    return DehazePipeline(tiny_stage1(), tiny_unet(), NoiseSchedule.from_config(SCHEDULE), device="cpu")
+
+
+@pytest.fixture()
+def counting_pipe(pipe) -> DehazePipeline:
+    return DehazePipeline(pipe.stage1, Counting(Pointwise()), NoiseSchedule.from_config(SCHEDULE), device="cpu")
+
+
+def _rand_image(h: int, w: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(1, 3, h, w, generator=g)
+
+
+@pytest.mark.parametrize("hw", [(37, 53), (5, 7), (1, 1)])
+def test_output_size_equals_input_size(pipe, hw):
+    res = pipe(_rand_image(*hw), steps=2, seed=0, progress=False)
+    assert res.image.size == (hw[1], hw[0])
+    assert res.J.shape == (1, 3, *hw) and res.T.shape == (1, 1, *hw) and res.I.shape == (1, 3, *hw)
+    assert res.A.shape == (1, 3, 1, 1)
+    for t in (res.J, res.T, res.A, res.I):
+        assert t.device.type == "cpu" and t.dtype == torch.float32
+        assert float(t.min()) >= 0 and float(t.max()) <= 1
+    assert res.steps == 2 and {"stage1", "denoise", "total"} <= set(res.timings)
+
+
+def test_input_modes(pipe):
+    rng = np.random.default_rng(0)
+    gray = Image.fromarray(rng.integers(0, 256, (9, 11), dtype=np.uint8), mode="L")
+    rgba = Image.fromarray(rng.integers(0, 256, (10, 12, 4), dtype=np.uint8), mode="RGBA")
+    deep = rng.integers(0, 65536, (13, 6, 3), dtype=np.uint16)
+    for src, size in ((gray, (11, 9)), (rgba, (12, 10)), (deep, (6, 13))):
+        res = pipe(src, steps=1, seed=0, progress=False)
+        assert res.image.size == size and res.image.mode == "RGB"
+
+
+def test_steps_zero_returns_j_without_denoiser(counting_pipe):
+    res = counting_pipe(_rand_image(20, 24), steps=0)
+    assert counting_pipe.denoiser.calls == 0
+    assert res.steps == 0
+    assert np.array_equal(np.asarray(res.image), np.asarray(to_pil(res.J)))
+
+
+def test_default_is_ddim_with_default_steps(counting_pipe):
+    assert 1 <= DEFAULT_STEPS <= 25
+    counting_pipe(_rand_image(16, 16), seed=0, progress=False)
+    assert counting_pipe.denoiser.calls == DEFAULT_STEPS
+
+
+def test_seed_is_deterministic(pipe):
+    x = _rand_image(16, 16, seed=3)
+    a = np.asarray(pipe(x, steps=3, seed=7, progress=False).image)
+    b = np.asarray(pipe(x, steps=3, seed=7, progress=False).image)
+    c = np.asarray(pipe(x, steps=3, seed=8, progress=False).image)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_ddpm_full_schedule_is_the_reference_path(pipe):
+    # A 40-step schedule keeps it fast; the pipeline must equal samplers.sample(ddpm) on the full one.
+    sched = NoiseSchedule.from_config({**SCHEDULE, "n_timestep": 40})
+    counted = Counting(Pointwise())
+    p = DehazePipeline(pipe.stage1, counted, sched, device="cpu")
+    x = _rand_image(16, 32, seed=5)
+    res = p(x, sampler="ddpm", seed=11, progress=False)
+    assert counted.calls == 40 and res.steps == 40
+    with torch.inference_mode():
+        out = pipe.stage1(x)
+        cond = torch.cat([to_signed(out.J), to_signed(out.T)], 1)
+        ref = sample(counted.model, cond, sched, "ddpm", generator=torch.Generator().manual_seed(11))
+    assert np.array_equal(np.asarray(res.image), np.asarray(to_pil(to_unit(ref).clamp(0, 1))))
+
+
+def test_start_strength_runs_fewer_steps(counting_pipe):
+    x = _rand_image(16, 16)
+    res = counting_pipe(x, steps=10, start_strength=0.5, seed=0, progress=False)
+    assert counting_pipe.denoiser.calls == 5 and res.steps == 5
+    with pytest.raises(ValueError):
+        counting_pipe(x, steps=10, start_strength=0.0)
+
+
+def test_trajectory_content_on_cpu_and_downscaled(pipe):
+    res = pipe(_rand_image(16, 300), steps=3, seed=0, progress=False, trajectory_every=1)
+    assert [f.step for f in res.trajectory] == [0, 1, 2]
+    ts = [f.t for f in res.trajectory]
+    assert ts == sorted(ts, reverse=True) and ts[0] == 1999
+    for f in res.trajectory:
+        assert f.x_t.device.type == "cpu" and f.x0.device.type == "cpu"
+        assert max(f.x0.shape[-2:]) <= TRAJECTORY_MAX_SIDE and f.x0.shape[-1] == TRAJECTORY_MAX_SIDE
+        assert f.x_t.shape == f.x0.shape == (1, 3, 14, 256)  # 16 x 300 scaled by 256/300 (area)
+        assert float(f.x0.min()) >= 0 and float(f.x0.max()) <= 1
+    assert pipe(_rand_image(16, 16), steps=2, progress=False).trajectory is None
+
+
+def test_trajectory_is_bounded(counting_pipe):
+    res = counting_pipe(_rand_image(16, 16), steps=400, seed=0, progress=False, trajectory_every=1)
+    assert counting_pipe.denoiser.calls == 400
+    assert 2 <= len(res.trajectory) <= TRAJECTORY_MAX_FRAMES
+    assert res.trajectory[-1].step == 399
+
+
+def test_fusion_function():
+    J = torch.rand(1, 3, 4, 5)
+    D = torch.rand(1, 3, 4, 5)
+    assert torch.equal(fuse_transmission(J, torch.ones(1, 1, 4, 5), D), J)
+    assert torch.equal(fuse_transmission(J, torch.zeros(1, 1, 4, 5), D), D)
+    mid = fuse_transmission(J, torch.full((1, 1, 4, 5), 0.7), D)
+    assert torch.allclose(mid, 0.5 * J + 0.5 * D)  # 0.7 is halfway between the default 0.5 and 0.9
+
+
+def test_fusion_in_pipeline(pipe):
+    x = _rand_image(16, 16)
+    plain = pipe(x, steps=2, seed=0, progress=False)
+    fused = pipe(x, steps=2, seed=0, progress=False, fusion="transmission")
+    expect = fuse_transmission(plain.J, plain.T, torch.from_numpy(np.array(plain.image)).permute(2, 0, 1)[None] / 255)
+    got = torch.from_numpy(np.array(fused.image)).permute(2, 0, 1)[None] / 255
+    assert (got - expect).abs().max() <= 1.01 / 255  # one 8-bit rounding step
+    with pytest.raises(ValueError):
+        pipe(x, fusion="nope")
+
+
+def test_tiled_pipeline_runs_and_keeps_size(pipe):
+    res = pipe(_rand_image(40, 70), steps=1, seed=0, tile_size=32, tile_overlap=8, progress=False)
+    assert res.image.size == (70, 40) and res.tile_size == 32
+
+
+def test_pad_to_multiple():
+    x = torch.arange(12.0).reshape(1, 1, 3, 4)
+    y, hw = pad_to_multiple(x, 16)
+    assert hw == (3, 4) and y.shape == (1, 1, 16, 16)
+    assert torch.equal(y[..., :3, :4], x) and torch.equal(y[0, 0, 3:, 0], torch.full((13,), 8.0))  # replicate
+    z, _ = pad_to_multiple(torch.rand(1, 3, 20, 30), 16)
+    assert z.shape == (1, 3, 32, 32) and torch.equal(z[..., 20, :30], z[..., 18, :30])  # reflect
+    assert pad_to_multiple(x, 1)[0] is x
+
+
+def test_choose_tile_cpu(pipe):
+    assert pipe.choose_tile(1024, 1024) is None
+    assert pipe.choose_tile(1040, 1024) == 512
+    assert pipe.size_multiple == 16
+
+
+def test_from_pretrained_uses_entry_config(tmp_path, pipe, monkeypatch):
+    # resolve() is replaced so the test needs no registry files; the entry's unet_config and
+    # schedule must be what the pipeline is built with.
+    import types
+    from dehazeddpm import weights
+    cfg = {"in_channel": 7, "out_channel": 3, "inner_channel": 16, "norm_groups": 8,
+           "channel_mults": [1, 2], "attn_res": [8], "res_blocks": 1, "dropout": 0.1, "image_size": 16}
+    p1, p2 = tmp_path / "s1.pth", tmp_path / "den.pth"
+    save_stage1(pipe.stage1, p1)
+    save_denoiser(pipe.denoiser, p2)
+    seen = {}
+
+    def fake_resolve(name, **kw):
+        seen["name"] = name
+        return types.SimpleNamespace(stage1=p1, denoiser=p2, unet_config=cfg,
+                                     schedule={**SCHEDULE, "n_timestep": 100})
+
+    monkeypatch.setattr(weights, "resolve", fake_resolve)
+    loaded = DehazePipeline.from_pretrained("nh-haze", device="cpu")
+    assert seen["name"] == "nh-haze"
+    assert loaded.denoiser.config.dropout == 0.1 and loaded.denoiser.config.inner_channel == 16
+    assert len(loaded.schedule) == 100
+    x = _rand_image(5, 7)
+    assert np.array_equal(np.asarray(loaded(x, steps=2, seed=1, progress=False).image),
+                          np.asarray(DehazePipeline(pipe.stage1, pipe.denoiser, loaded.schedule, "cpu")(
+                              x, steps=2, seed=1, progress=False).image))
+
+
+def test_lazy_import():
+    import dehazeddpm as dd
+    assert dd.DehazePipeline is DehazePipeline
