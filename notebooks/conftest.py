@@ -1,0 +1,8 @@
+"""Notebook runs under nbval: always in smoke mode (tiny images, few steps) and offline.
+
+The kernels nbval starts inherit this process's environment, so setting it here reaches them.
+"""
+import os
+
+os.environ.setdefault("DEHAZEDDPM_SMOKE", "1")
+os.environ.setdefault("DEHAZEDDPM_OFFLINE", "1")

@@ -1,0 +1,98 @@
+"""The committed notebooks are clean and consistent.
+
+No outputs and no execution counts, except the deterministic stored outputs of cells marked
+``# NBVAL_CHECK_OUTPUT`` (nbval compares those, and needs an execution count on them); each starts with an Open-in-Colab badge, a
+Colab clone cell (NBVAL_SKIP) and the colab_setup cell; and each matches what
+``notebooks/_build.py`` generates.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+NB_DIR = REPO / "notebooks"
+NAMES = [
+    "01_quickstart.ipynb",
+    "02_stage1_physics.ipynb",
+    "03_denoising_trajectory.ipynb",
+    "04_why_reference_inference_gives_noise.ipynb",
+    "05_evaluate.ipynb",
+]
+CHECK = "# NBVAL_CHECK_OUTPUT"
+
+
+def _load(name: str) -> dict:
+    return json.loads((NB_DIR / name).read_text(encoding="utf-8"))
+
+
+def _src(cell: dict) -> str:
+    s = cell.get("source", "")
+    return "".join(s) if isinstance(s, list) else s
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_outputs_stripped_except_checked_cells(name: str) -> None:
+    nb = _load(name)
+    checked = 0
+    for i, cell in enumerate(nb["cells"]):
+        if cell["cell_type"] != "code":
+            assert "outputs" not in cell and "execution_count" not in cell
+            continue
+        if _src(cell).lstrip().startswith(CHECK):
+            checked += 1
+            assert cell["outputs"], f"{name} cell {i} is NBVAL_CHECK_OUTPUT but has no stored output"
+            # nbval needs a count on a cell with stored outputs; numbered 1, 2, ... in order
+            assert cell["execution_count"] == checked, f"{name} cell {i}: execution_count"
+            for out in cell["outputs"]:
+                # only text: images or widget views would not be deterministic
+                assert out["output_type"] in ("stream", "execute_result"), out["output_type"]
+                assert out.get("execution_count") is None
+                if out["output_type"] == "stream":
+                    assert out["name"] == "stdout"
+        else:
+            assert cell["execution_count"] is None, f"{name} cell {i} has an execution count"
+            assert cell["outputs"] == [], f"{name} cell {i} has outputs"
+    assert checked >= 1, f"{name} has no NBVAL_CHECK_OUTPUT cell"
+    assert "widgets" not in nb["metadata"], "widget state must not be committed"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_badge_and_setup_cells(name: str) -> None:
+    cells = _load(name)["cells"]
+    badge = f"https://colab.research.google.com/github/dehazeddpm/dehazeddpm/blob/main/notebooks/{name}"
+    assert cells[0]["cell_type"] == "markdown" and badge in _src(cells[0])
+    assert "colab-badge.svg" in _src(cells[0])
+    clone, setup = _src(cells[1]), _src(cells[2])
+    assert cells[1]["cell_type"] == "code" and clone.startswith("# NBVAL_SKIP")
+    assert "if 'google.colab' in sys.modules:" in clone and "!git clone" in clone
+    assert cells[2]["cell_type"] == "code"
+    assert "sys.path.insert(0" in setup and "import colab_setup" in setup
+    assert "colab_setup.setup(weights='demo', install=True)" in setup
+    assert "SMOKE = " in setup and "'CI' in os.environ" in setup and "DEHAZEDDPM_SMOKE" in setup
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_colab_only_cells_are_skipped(name: str) -> None:
+    for cell in _load(name)["cells"]:
+        src = _src(cell)
+        if cell["cell_type"] == "code" and ("google.colab import files" in src or "!git" in src):
+            assert src.startswith("# NBVAL_SKIP"), src[:80]
+
+
+def test_notebooks_match_the_builder() -> None:
+    nbformat = pytest.importorskip("nbformat")
+    spec = importlib.util.spec_from_file_location("_nb_build", NB_DIR / "_build.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    assert sorted(build.NOTEBOOKS) == NAMES
+    for name in NAMES:
+        fresh = build.build(name)
+        committed = nbformat.read(NB_DIR / name, as_version=4)
+        assert [c.source for c in committed.cells] == [c.source for c in fresh.cells], (
+            f"{name} differs from notebooks/_build.py: run `python notebooks/_build.py`")
+        assert [c["id"] for c in committed.cells] == [c["id"] for c in fresh.cells]
+        nbformat.validate(committed)

@@ -1,0 +1,123 @@
+"""Static figures: right panels, labels and colorbars, no pyplot state."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+from PIL import Image
+
+from dehazeddpm import plotting
+from dehazeddpm.stage1 import Stage1Output
+
+
+def _stage1_output(h: int = 24, w: int = 32) -> tuple:
+    g = torch.Generator().manual_seed(0)
+    J = torch.rand(1, 3, h, w, generator=g)
+    T = torch.rand(1, 1, h, w, generator=g)
+    A = torch.tensor([0.8, 0.85, 0.9]).view(1, 3, 1, 1)
+    I = J * T + A * (1 - T)
+    hazy = (I + 0.01).clamp(0, 1)
+    return hazy, Stage1Output(J=J, coarse=J.flip(-1), T=T, A=A, I=I)
+
+
+def _titles(fig: Figure) -> list:
+    return [ax.get_title() for ax in fig.axes]
+
+
+def test_to_numpy_image_layouts() -> None:
+    t = torch.rand(1, 3, 5, 7)
+    assert plotting.to_numpy_image(t).shape == (5, 7, 3)
+    assert plotting.to_numpy_image(t[0]).shape == (5, 7, 3)
+    assert plotting.to_numpy_image(torch.rand(1, 1, 5, 7)).shape == (5, 7)
+    pil = Image.new("RGB", (7, 5), (255, 0, 0))
+    arr = plotting.to_numpy_image(pil)
+    assert arr.shape == (5, 7, 3) and arr[0, 0, 0] == 1.0 and arr[0, 0, 1] == 0.0
+    signed = plotting.signed_to_numpy(-torch.ones(1, 3, 2, 2))
+    assert np.all(signed == 0.0)
+
+
+def test_compose_wipe_positions() -> None:
+    before = torch.zeros(3, 10, 20)
+    after = torch.ones(3, 10, 20)
+    left = np.asarray(plotting.compose_wipe(before, after, 0.0))
+    right = np.asarray(plotting.compose_wipe(before, after, 1.0))
+    assert left.max() == 0 and right.min() == 255
+    mid = np.asarray(plotting.compose_wipe(before, after, 0.5))
+    assert mid[:, :9].min() == 255 and mid[:, 11:].max() == 0  # after left, before right
+    # different sizes: the second is resized to the first
+    assert plotting.compose_wipe(torch.zeros(3, 10, 20), torch.ones(3, 5, 10), 0.3).size == (20, 10)
+
+
+def test_png_helpers() -> None:
+    fig = plotting.plot_side_by_side([torch.rand(3, 8, 8)] * 2, ["a", "b"])
+    png = plotting.figure_to_png(fig)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert Image.open(io.BytesIO(plotting.image_to_png(torch.rand(3, 6, 9)))).size == (9, 6)
+    with pytest.raises(ValueError):
+        plotting.plot_side_by_side([torch.rand(3, 8, 8)], ["a", "b"])
+
+
+def test_plot_stage1_all_panels() -> None:
+    hazy, out = _stage1_output()
+    fig = plotting.plot_stage1(hazy, out)
+    titles = " ".join(_titles(fig))
+    for part in ("input", "J: clear", "coarse", "T: transmission", "A: airlight", "re-hazed", "|re-hazed"):
+        assert part in titles
+    labels = [ax.get_ylabel() for ax in fig.axes]
+    assert "t (1 = no haze)" in labels and "abs. error" in labels  # colorbars for T and the error
+    # the airlight values are written on the swatch
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert any("R 0.800" in t and "B 0.900" in t for t in texts)
+
+
+def test_plot_stage1_subset_and_errors() -> None:
+    hazy, out = _stage1_output()
+    fig = plotting.plot_stage1(hazy, out, panels=["hazy", "T"])
+    assert sum(1 for t in _titles(fig) if t) == 2
+    with pytest.raises(ValueError, match="unknown panels"):
+        plotting.plot_stage1(hazy, out, panels=["nope"])
+    err = plotting.rehaze_error(hazy, out.I)
+    assert err.shape == (24, 32) and abs(err.mean() - 0.01) < 0.005
+
+
+def test_trajectory_space_detection_and_plot() -> None:
+    from dehazeddpm.pipeline import TrajectoryFrame
+
+    signed = [(i, 100 - i, torch.rand(1, 3, 8, 8) * 2 - 1, torch.rand(1, 3, 8, 8) * 2 - 1) for i in range(9)]
+    unit = [TrajectoryFrame(i, 100 - i, torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)) for i in range(3)]
+    assert plotting.trajectory_is_signed(signed)
+    assert not plotting.trajectory_is_signed(unit)
+    fig = plotting.plot_trajectory(signed, max_columns=4)
+    assert len(fig.axes) == 8  # 2 rows x 4 columns, thinned from 9
+    titles = [t for t in _titles(fig) if t]
+    assert titles[0] == "step 0, t=100" and titles[-1] == "step 8, t=92"
+    assert fig.axes[0].get_ylabel() == "x_t"
+    with pytest.raises(ValueError):
+        plotting.plot_trajectory([])
+    assert len(plotting.trajectory_frame(unit[0].x_t, unit[0].x0).axes) == 2
+
+
+def test_sampler_comparison_and_bars_are_labelled() -> None:
+    records = [{"sampler": s, "steps": n, "seconds": n * 0.1, "psnr": 20 + n / 10}
+               for s in ("ddpm", "ddim") for n in (2, 4, 8)]
+    fig = plotting.plot_sampler_comparison(records)
+    ax_t, ax_p = fig.axes[:2]
+    assert ax_t.get_xlabel() == "sampling steps" and ax_t.get_ylabel() == "time (s)"
+    assert "PSNR" in ax_p.get_ylabel() and len(ax_p.get_lines()) == 2
+    rows = [{"name": n, "psnr_hazy": 10.0, "psnr_dehazed": 20.0, "ssim_hazy": 0.5, "ssim_dehazed": 0.8}
+            for n in ("a", "b")]
+    fig = plotting.plot_metrics_bar(rows)
+    assert [ax.get_ylabel() for ax in fig.axes] == ["PSNR (dB)", "SSIM"]
+    assert len(fig.axes[0].patches) == 4
+
+
+def test_tables() -> None:
+    rows = [{"name": "a", "psnr": 12.3456, "n": 3}, {"name": "b<", "psnr": float("inf"), "n": 4}]
+    md = plotting.metrics_table_markdown(rows, digits=2)
+    assert md.splitlines()[0] == "| name | psnr | n |"
+    assert "| a | 12.35 | 3 |" in md and "| b< | inf | 4 |" in md
+    html = plotting.metrics_table_html(rows, columns=["name", "psnr"])
+    assert "<th>name</th><th>psnr</th>" in html and "b&lt;" in html and "<td>12.346</td>" in html
