@@ -20,7 +20,10 @@ def parity_dir() -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _deterministic_threads():
-    # Two cores on CI: keep torch from oversubscribing when pytest runs in parallel helpers.
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+def _one_thread():
+    # Test tensors are tiny: a second thread gains nothing, and on a shared, busy 2-core machine
+    # its barrier waits (a descheduled worker) made single calls take seconds.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
     yield
+    torch.set_num_threads(before)

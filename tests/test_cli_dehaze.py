@@ -21,16 +21,6 @@ from dehazeddpm.metrics import psnr, ssim
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors: a second thread gains nothing, and on a shared, busy machine its barrier
-    # waits (a descheduled worker) made single calls take seconds.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory) -> list:
     d = tmp_path_factory.mktemp("ckpt")

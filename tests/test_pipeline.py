@@ -16,16 +16,6 @@ from dehazeddpm.samplers import sample
 SCHEDULE = {"schedule": "linear", "n_timestep": 2000, "linear_start": 1e-6, "linear_end": 1e-2}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors: a second thread gains nothing, and on a shared, busy machine its barrier
-    # waits (a descheduled worker) made single calls take seconds.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_unet(seed: int = 0) -> UNet:
     torch.manual_seed(seed)
     return UNet(in_channel=7, out_channel=3, inner_channel=16, norm_groups=8, channel_mults=(1, 2),

@@ -9,16 +9,6 @@ from dehazeddpm import UNet, UNetConfig
 from dehazeddpm.tiling import TiledDenoiser, ramp_window, tile_starts
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors: a second thread gains nothing, and on a shared, busy machine its barrier
-    # waits (a descheduled worker) made single calls take seconds.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class Pointwise(nn.Module):
     """1x1 convs only (no spatial mixing), scaled by each item's noise level."""
 

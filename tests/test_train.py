@@ -26,16 +26,6 @@ TINY_UNET = {"in_channel": 7, "out_channel": 3, "inner_channel": 8, "norm_groups
              "attn_res": [16], "res_blocks": 1, "dropout": 0.0, "image_size": 32}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # On a shared 2-core machine two OpenMP threads per process slow training steps 20-50x
-    # (spin-waiting on a busy core); one thread is robust and barely slower when idle.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def tiny_batch() -> dict:
     ds = SyntheticHazeDataset(builtin_photos("train"), crop=32, length=2, seed=3, fixed=True)
