@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dehazeddpm import NoiseSchedule, Stage1Net, UNet, UNetConfig  # noqa: E402
-from dehazeddpm.pipeline import DEFAULT_STEPS, DehazePipeline  # noqa: E402
+from dehazeddpm.pipeline import DEFAULT_STEPS, CountingDenoiser as Counting, DehazePipeline  # noqa: E402
 from dehazeddpm.tiling import TiledDenoiser  # noqa: E402
 
 RELEASED_UNET = {"in_channel": 7, "out_channel": 3, "inner_channel": 64, "norm_groups": 32,
@@ -61,23 +61,6 @@ def _sync(device: torch.device) -> None:
 def _unet(cfg: Dict[str, Any], device: torch.device, seed: int = 0) -> UNet:
     torch.manual_seed(seed)
     return UNet.from_config(cfg).to(device).eval()
-
-
-class Counting(nn.Module):
-    """Counts evaluations of the wrapped denoiser."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-        self.calls = 0
-
-    @property
-    def config(self) -> UNetConfig:
-        return self.model.config
-
-    def forward(self, x: torch.Tensor, noise_level: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        return self.model(x, noise_level)
 
 
 class _ZeroDenoiser(nn.Module):

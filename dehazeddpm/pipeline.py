@@ -52,6 +52,23 @@ FUSION_T_HIGH = 0.9
 FUSIONS = (None, "transmission")
 
 
+class CountingDenoiser(nn.Module):
+    """Wrap a denoiser and count its evaluations (``.calls``); same call signature and ``config``."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.calls = 0
+
+    @property
+    def config(self) -> Any:
+        return self.model.config
+
+    def forward(self, x: torch.Tensor, noise_level: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.model(x, noise_level)
+
+
 class TrajectoryFrame(NamedTuple):
     """One sampling step: ``x_t`` and predicted ``x0`` as (1, 3, h, w) CPU tensors in image space
     (``to_unit`` of diffusion space; ``x0`` clamped to [0, 1], ``x_t`` not clamped since noisy)."""

@@ -23,13 +23,17 @@ SAMPLERS = ("ddpm", "ddim")
 
 def _at(buf: torch.Tensor, i: "int | torch.Tensor", x: torch.Tensor) -> torch.Tensor:
     """Schedule value(s) at step index i, shaped to broadcast against x."""
-    v = buf.to(x.device)[i]
-    return v if v.dim() == 0 else v.reshape(-1, *([1] * (x.dim() - 1)))
+    if isinstance(i, int):
+        # A 0-dim CPU tensor broadcasts against tensors on any device: no per-step copy of the
+        # whole buffer onto the accelerator inside the sampling loop.
+        return buf[i]
+    return buf[i.cpu()].to(x.device).reshape(-1, *([1] * (x.dim() - 1)))
 
 
 def _noise_level(schedule: NoiseSchedule, i: "int | torch.Tensor", x: torch.Tensor) -> torch.Tensor:
-    v = schedule.noise_levels.to(x.device)[i]
-    return v.expand(x.shape[0]) if v.dim() == 0 else v
+    if isinstance(i, int):
+        return schedule.noise_levels[i].to(x.device).expand(x.shape[0])
+    return schedule.noise_levels[i.cpu()].to(x.device)
 
 
 def predict_noise(model: torch.nn.Module, x: torch.Tensor, noise_level: torch.Tensor,

@@ -9,7 +9,7 @@ from torch import nn
 
 from dehazeddpm import NoiseSchedule, Stage1Net, UNet, UNetConfig, save_denoiser, save_stage1
 from dehazeddpm.imageio import to_pil, to_signed, to_unit
-from dehazeddpm.pipeline import (DEFAULT_STEPS, TRAJECTORY_MAX_FRAMES, TRAJECTORY_MAX_SIDE, DehazePipeline,
+from dehazeddpm.pipeline import (DEFAULT_STEPS, CountingDenoiser as Counting, TRAJECTORY_MAX_FRAMES, TRAJECTORY_MAX_SIDE, DehazePipeline,
                                  fuse_transmission, pad_to_multiple)
 from dehazeddpm.samplers import sample
 
@@ -25,23 +25,6 @@ def tiny_unet(seed: int = 0) -> UNet:
 def tiny_stage1(seed: int = 0) -> Stage1Net:
     torch.manual_seed(seed)
     return Stage1Net().eval()
-
-
-class Counting(nn.Module):
-    """Wraps a denoiser and counts its evaluations."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-        self.calls = 0
-
-    @property
-    def config(self) -> UNetConfig:
-        return self.model.config
-
-    def forward(self, x, noise_level):
-        self.calls += 1
-        return self.model(x, noise_level)
 
 
 class Pointwise(nn.Module):
