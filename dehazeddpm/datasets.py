@@ -165,7 +165,7 @@ class PairedFolderDataset(Dataset):
 class SyntheticHazeDataset(Dataset):
     """Random hazy crops of clear photos, e.g. ``haze.builtin_photos("train")``.
 
-    Each item: pick a photo, pick a scale in [0.5, 1] (limited so the crop fits), take a random
+    Each item: pick a photo, pick a scale in [min_scale, 1] (limited so the crop fits), take a random
     window that becomes a ``crop x crop`` patch at that scale, flip it horizontally with
     probability 0.5, and haze it with :func:`haze.random_haze_params` using the photo's depth (its
     real depth or, if None, :func:`haze.depth_prior` of the *whole* photo, normalised once per
@@ -178,12 +178,16 @@ class SyntheticHazeDataset(Dataset):
     default); ``fixed=True`` ignores the epoch, for a validation set that never changes.
     """
 
-    def __init__(self, photos: Photos, *, crop: int, length: int, seed: int = 0, fixed: bool = False) -> None:
+    def __init__(self, photos: Photos, *, crop: int, length: int, seed: int = 0, fixed: bool = False,
+                 min_scale: float = 0.5) -> None:
         if not photos:
             raise ValueError("photos is empty")
         if crop < 1 or length < 1:
             raise ValueError(f"crop and length must be positive, got crop={crop}, length={length}")
+        if not 0 < min_scale <= 1:
+            raise ValueError(f"min_scale must lie in (0, 1], got {min_scale}")
         self.crop, self.length, self.seed, self.fixed, self.epoch = crop, length, seed, fixed, 0
+        self.min_scale = float(min_scale)
         self.names = list(photos)
         self.photos: list[tuple[torch.Tensor, torch.Tensor]] = []
         for name in self.names:
@@ -223,8 +227,8 @@ class SyntheticHazeDataset(Dataset):
         clear, depth = self.photos[k]
         h, w = clear.shape[1:]
         c = self.crop
-        # scale s in [max(0.5, c / shorter side), 1]: the source window c / s must fit the photo
-        s_min = max(0.5, c / min(h, w))
+        # scale s in [max(min_scale, c / shorter side), 1]: the source window c / s must fit the photo
+        s_min = max(self.min_scale, c / min(h, w))
         s = s_min + _rand(g) * (1.0 - s_min)
         win = min(min(h, w), max(c, round(c / s)))
         top, left = _randint(h - win + 1, g), _randint(w - win + 1, g)

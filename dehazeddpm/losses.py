@@ -26,13 +26,15 @@ def draw_noise_level(schedule: NoiseSchedule, batch: int, generator: Optional[to
 def diffusion_loss(unet: torch.nn.Module, x0: torch.Tensor, condition: torch.Tensor,
                    gamma: Optional[torch.Tensor] = None, noise: Optional[torch.Tensor] = None,
                    generator: Optional[torch.Generator] = None,
-                   schedule: Optional[NoiseSchedule] = None) -> torch.Tensor:
+                   schedule: Optional[NoiseSchedule] = None,
+                   frequency_weight: float = FREQUENCY_WEIGHT) -> torch.Tensor:
     """L1 noise loss plus 0.01 x L1 between FFT amplitudes of predicted and true x0, per element.
 
     x0: clean image (B, 3, H, W) in [-1, 1]; condition: (B, C, H, W) in [-1, 1].
     gamma: (B,) continuous noise level; drawn from ``schedule`` (default: the released training
     schedule, linear 1e-6..1e-2 over 2000 steps) when None. noise: (B, 3, H, W), drawn when None.
     Returns a scalar: (sum |eps - eps_hat| + 0.01 sum ||F x0_hat| - |F x0||) / (B*C*H*W).
+    ``frequency_weight`` replaces the 0.01 (0 drops the FFT term: see ``TrainConfig``).
     """
     b = x0.shape[0]
     if gamma is None:
@@ -45,8 +47,10 @@ def diffusion_loss(unet: torch.nn.Module, x0: torch.Tensor, condition: torch.Ten
     x_noisy = q_sample(gamma, x0, noise)
     eps = unet(torch.cat([condition, x_noisy], dim=1), gamma).float()
     noise_term = (noise - eps).abs().sum()
+    if not frequency_weight:
+        return noise_term / x0.numel()
     x0_pred = (x_noisy - (1 - g ** 2).sqrt() * eps) / g
     amp_pred = torch.fft.fftn(x0_pred, dim=(-2, -1)).abs()
     amp_true = torch.fft.fftn(x0, dim=(-2, -1)).abs()
     freq_term = (amp_pred - amp_true).abs().sum()
-    return (noise_term + FREQUENCY_WEIGHT * freq_term) / x0.numel()
+    return (noise_term + frequency_weight * freq_term) / x0.numel()

@@ -29,8 +29,8 @@ from torch.utils.data import DataLoader, Dataset
 from . import haze, imageio
 from .checkpoints import _atomic_save, load_stage1, save_denoiser, save_stage1
 from .config import load_json_with_comments
-from .datasets import PairedFolderDataset, SyntheticHazeDataset
-from .losses import diffusion_loss
+from .datasets import PairedFolderDataset, SyntheticHazeDataset, item_generator
+from .losses import FREQUENCY_WEIGHT, diffusion_loss
 from .metrics import psnr
 from .samplers import sample
 from .schedule import NoiseSchedule
@@ -53,6 +53,12 @@ class TrainConfig:
     (``hazy_dir``/``gt_dir`` pairs). ``steps`` counts optimiser steps; ``val_every``/``save_every``
     of 0 mean "only at the end". ``max_minutes`` stops early (checkpoint written) when the wall
     time runs out. ``ema_decay`` None disables the EMA; with it the checkpoints hold EMA weights.
+    ``min_scale``: synthetic crops are taken at a random scale in [min_scale, 1] of the photo
+    (lower: more scene per crop, closer to whole downsized images). ``lr_schedule``: ``"constant"``
+    (the reference) or ``"cosine"`` (decays to ``lr / 20`` at ``steps``). ``condition_pool`` (denoiser
+    only): 0 runs the frozen stage 1 on every batch; N > 0 runs it once over N fixed training crops
+    and trains on those (with fresh flips and noise), which removes stage 1 from the step cost.
+    ``frequency_weight``: weight of the diffusion loss's FFT-amplitude term (0.01, the reference).
     """
 
     stage: str = "stage1"
@@ -61,9 +67,11 @@ class TrainConfig:
     hazy_dir: Optional[str] = None
     gt_dir: Optional[str] = None
     crop: int = 64
+    min_scale: float = 0.5
     batch_size: int = 4
     steps: int = 1000
     lr: float = 2e-4
+    lr_schedule: str = "constant"
     seed: int = 0
     ema_decay: Optional[float] = None
     val_every: int = 0
@@ -79,6 +87,8 @@ class TrainConfig:
     val_sampler_steps: int = 10
     num_workers: int = 0
     grad_clip: Optional[float] = None
+    frequency_weight: float = 0.01
+    condition_pool: int = 0
     max_minutes: Optional[float] = None
     progress: bool = True
 
@@ -87,6 +97,10 @@ class TrainConfig:
             raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
         if self.data not in ("synthetic", "folder"):
             raise ValueError(f"data must be 'synthetic' or 'folder', got {self.data!r}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        if self.condition_pool < 0:
+            raise ValueError(f"condition_pool must be >= 0, got {self.condition_pool}")
         if self.data == "folder" and not (self.hazy_dir and self.gt_dir):
             raise ValueError("data='folder' needs hazy_dir and gt_dir")
         if self.stage == "denoiser" and not self.stage1_checkpoint:
@@ -197,15 +211,55 @@ def _build_datasets(cfg: TrainConfig) -> Tuple[Dataset, Dict[str, torch.Tensor]]
     vcrop = cfg.val_crop or cfg.crop
     if cfg.data == "synthetic":
         photos = haze.builtin_photos(cfg.photos)
-        train = SyntheticHazeDataset(photos, crop=cfg.crop, length=max(1000, cfg.batch_size * 8), seed=cfg.seed)
+        length = max(1000, cfg.batch_size * 8, cfg.condition_pool)
+        train = SyntheticHazeDataset(photos, crop=cfg.crop, length=length, seed=cfg.seed, min_scale=cfg.min_scale)
         # fixed crops from another seed: a validation set that never changes between runs
-        val_ds: Dataset = SyntheticHazeDataset(photos, crop=vcrop, length=cfg.num_val, seed=cfg.seed + 7919, fixed=True)
+        val_ds: Dataset = SyntheticHazeDataset(photos, crop=vcrop, length=cfg.num_val, seed=cfg.seed + 7919, fixed=True,
+                                               min_scale=cfg.min_scale)
     else:
         train = PairedFolderDataset(cfg.hazy_dir, cfg.gt_dir, crop=cfg.crop, flip=True, seed=cfg.seed)  # type: ignore[arg-type]
         val_ds = PairedFolderDataset(cfg.hazy_dir, cfg.gt_dir, crop=vcrop, flip=False, seed=cfg.seed + 7919)  # type: ignore[arg-type]
     items = [val_ds[i] for i in range(min(cfg.num_val, len(val_ds)))]  # type: ignore[arg-type]
     val = {k: torch.stack([it[k] for it in items]) for k in ("hazy", "gt")}
     return train, val
+
+
+class ConditionPool(Dataset):
+    """The first ``size`` items of ``base`` with the frozen stage 1's condition computed once.
+
+    Items: ``{"gt": 3xHxW in [0, 1], "condition": 4xHxW in [-1, 1]}``, both mirrored together with
+    probability 1/2, drawn from ``(seed, epoch, index)`` like the other datasets. Stage 1 is frozen
+    during denoiser training, so its output for a given crop never changes: computing it once per
+    crop instead of once per step gives the same condition for a fraction of the cost.
+    """
+
+    def __init__(self, base: Dataset, stage1: Stage1Net, size: int, seed: int, batch: int = 16,
+                 device: "torch.device | str" = "cpu") -> None:
+        if size < 1:
+            raise ValueError(f"size must be positive, got {size}")
+        if hasattr(base, "set_epoch"):
+            base.set_epoch(0)  # type: ignore[attr-defined]
+        n = min(size, len(base))  # type: ignore[arg-type]
+        gts, conds = [], []
+        for lo in range(0, n, batch):
+            items = [base[i] for i in range(lo, min(n, lo + batch))]
+            hazy = torch.stack([it["hazy"] for it in items]).to(device)
+            conds.append(stage1_condition(stage1, hazy).cpu())
+            gts.append(torch.stack([it["gt"] for it in items]))
+        self.gt, self.condition = torch.cat(gts), torch.cat(conds)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.gt.shape[0]
+
+    def __getitem__(self, index: int) -> dict:
+        gt, cond = self.gt[index], self.condition[index]
+        if torch.rand((), generator=item_generator(self.seed, self.epoch, index)) < 0.5:
+            gt, cond = gt.flip(-1), cond.flip(-1)
+        return {"gt": gt.contiguous(), "condition": cond.contiguous()}
 
 
 def _loader(train: Dataset, cfg: TrainConfig, start_step: int, d: _Dist) -> Iterator[Dict[str, Any]]:
@@ -308,11 +362,22 @@ def stage1_condition(stage1: Stage1Net, hazy01: torch.Tensor) -> torch.Tensor:
 
 
 def denoiser_loss(unet: torch.nn.Module, stage1: Stage1Net, batch: Dict[str, Any], schedule: NoiseSchedule,
-                  generator: Optional[torch.Generator] = None, device: "torch.device | str" = "cpu") -> torch.Tensor:
-    """``diffusion_loss`` on x0 = to_signed(gt) given the frozen stage 1's condition of batch["hazy"]."""
-    hazy, gt = batch["hazy"].to(device), batch["gt"].to(device)
-    return diffusion_loss(unet, imageio.to_signed(gt), stage1_condition(stage1, hazy),
-                          generator=generator, schedule=schedule)
+                  generator: Optional[torch.Generator] = None, device: "torch.device | str" = "cpu",
+                  frequency_weight: float = FREQUENCY_WEIGHT) -> torch.Tensor:
+    """``diffusion_loss`` on x0 = to_signed(gt) given the frozen stage 1's condition of batch["hazy"]
+    (or batch["condition"] when a :class:`ConditionPool` computed it already)."""
+    gt = batch["gt"].to(device)
+    cond = batch["condition"].to(device) if "condition" in batch else stage1_condition(stage1, batch["hazy"].to(device))
+    return diffusion_loss(unet, imageio.to_signed(gt), cond, generator=generator, schedule=schedule,
+                          frequency_weight=frequency_weight)
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """Learning rate of optimiser step ``step`` (0-based) under ``cfg.lr_schedule``."""
+    if cfg.lr_schedule == "constant" or cfg.steps <= 1:
+        return cfg.lr
+    floor = cfg.lr / 20  # not zero: the last steps still learn
+    return floor + 0.5 * (cfg.lr - floor) * (1 + math.cos(math.pi * min(step, cfg.steps - 1) / (cfg.steps - 1)))
 
 
 # -- the loop ---------------------------------------------------------------------------------------
@@ -370,6 +435,9 @@ def _run(cfg: TrainConfig, resume: bool) -> TrainResult:
     train_model = _wrap(model, d)
 
     train_ds, val = _build_datasets(cfg)
+    if cfg.stage == "denoiser" and cfg.condition_pool:
+        train_ds = ConditionPool(train_ds, stage1_frozen, cfg.condition_pool, cfg.seed,  # type: ignore[arg-type]
+                                 device=d.device)
     val = {k: v.to(d.device) for k, v in val.items()}
     batches = _loader(train_ds, cfg, step, d)
     losses: List[float] = []
@@ -383,7 +451,8 @@ def _run(cfg: TrainConfig, resume: bool) -> TrainResult:
     def compute_loss(batch: Dict[str, Any]) -> torch.Tensor:
         if cfg.stage == "stage1":
             return stage1_loss(train_model, batch, cfg.loss_weights, d.device)
-        return denoiser_loss(train_model, stage1_frozen, batch, schedule, loss_gen, d.device)  # type: ignore[arg-type]
+        return denoiser_loss(train_model, stage1_frozen, batch, schedule, loss_gen, d.device,  # type: ignore[arg-type]
+                             cfg.frequency_weight)
 
     def eval_model() -> torch.nn.Module:
         if ema is None:
@@ -416,6 +485,10 @@ def _run(cfg: TrainConfig, resume: bool) -> TrainResult:
                 row = [hazy, imageio.to_unit(cond[:, :3]), pred, gt]
         m.train(was)
         value = float(np.mean([psnr(pred[i], gt[i]) for i in range(gt.shape[0])]))
+        if cfg.stage == "denoiser" and not val_hist:
+            j = imageio.to_unit(cond[:, :3]).clamp(0, 1)
+            j_psnr = np.mean([psnr(j[i], gt[i]) for i in range(gt.shape[0])])
+            print(f"validation crops: stage-1 J alone reaches {j_psnr:.2f} dB")
         # grid: one row per validation image, columns hazy | (J) | prediction | gt
         grid = torch.cat([torch.cat(list(r), dim=-1) for r in zip(*row)], dim=-2)
         imageio.save_image_atomic(grid.cpu(), out / f"val_{cfg.stage}_{at:06d}.png")
@@ -457,6 +530,8 @@ def _run(cfg: TrainConfig, resume: bool) -> TrainResult:
             raise FloatingPointError(f"loss became {float(loss)} at step {step}")
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        for group in opt.param_groups:
+            group["lr"] = learning_rate(cfg, step)
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
@@ -470,8 +545,8 @@ def _run(cfg: TrainConfig, resume: bool) -> TrainResult:
                 bar.set_postfix(loss=f"{np.mean(losses[-cfg.log_every:]):.4f}")
         if d.main and cfg.val_every and step % cfg.val_every == 0 and step < cfg.steps:
             val_hist.append((step, validate(step)))
-            if bar is not None:
-                bar.write(f"step {step}: val PSNR {val_hist[-1][1]:.2f} dB")
+            msg = f"step {step}: val PSNR {val_hist[-1][1]:.2f} dB"
+            bar.write(msg) if bar is not None else print(msg, flush=True)
         if cfg.save_every and step % cfg.save_every == 0 and step < cfg.steps:
             if d.main:
                 last_ckpt = save(step, final=False)

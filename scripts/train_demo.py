@@ -1,10 +1,13 @@
 """Train the bundled demo weights on CPU (seeded) and record their provenance.
 
-Usage: ``python scripts/train_demo.py [--out runs/demo] [--minutes1 13] [--minutes2 13]``.
+Usage: ``python scripts/train_demo.py [--out runs/demo] [--phase all|stage1|denoiser|export] [--resume]``.
 Stage 1 is the standard ``Stage1Net``; stage 2 is a small SR3 UNet (image_size 64). Both train on
-synthetic haze over ``haze.builtin_photos("train")`` only (the eval photos are disjoint). Writes
-``dehazeddpm/assets/demo_{stage1,denoiser}.pth`` (fp16), ``demo_provenance.json`` and fills the
-``demo`` entry of ``weights.json`` (unet_config, schedule, sha256, size).
+synthetic haze over ``haze.builtin_photos("train")`` only (the eval photos are disjoint), for a
+fixed number of steps with a cosine learning rate, so a rerun with one torch thread retraces the
+same run. The denoiser trains on a pool of crops whose stage-1 condition is computed once
+(``condition_pool``). ``export`` writes ``dehazeddpm/assets/demo_{stage1,denoiser}.pth`` (fp16),
+``demo_provenance.json`` and fills the ``demo`` entry of ``weights.json`` (config, sha256, size).
+The phases can run as separate processes (e.g. the two stages on different machines).
 """
 from __future__ import annotations
 
@@ -13,7 +16,6 @@ import json
 import os
 import re
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -28,13 +30,14 @@ from dehazeddpm.weights import sha256_file  # noqa: E402
 
 ASSETS = ROOT / "dehazeddpm" / "assets"
 SEED = 0
-STAGE1 = dict(stage="stage1", crop=64, batch_size=4, steps=1500, lr=5e-4, seed=SEED, val_every=250,
-              num_val=4, val_crop=96)
+STAGE1 = dict(stage="stage1", crop=64, min_scale=0.25, batch_size=4, steps=2500, lr=5e-4, lr_schedule="cosine",
+              seed=SEED, val_every=500, num_val=4, val_crop=96, save_every=500, progress=False)
 UNET = {"in_channel": 7, "out_channel": 3, "inner_channel": 32, "norm_groups": 16, "channel_mults": [1, 2, 2],
         "attn_res": [16], "res_blocks": 1, "dropout": 0.0, "image_size": 64, "use_affine_level": False}
 SCHEDULE = {"schedule": "linear", "n_timestep": 2000, "linear_start": 1e-6, "linear_end": 1e-2}
-DENOISER = dict(stage="denoiser", crop=64, batch_size=4, steps=1500, lr=5e-4, seed=SEED, val_every=500,
-                num_val=4, val_crop=64, unet=UNET, schedule=SCHEDULE, val_sampler_steps=10)
+DENOISER = dict(stage="denoiser", crop=64, min_scale=0.25, batch_size=4, steps=6400, lr=2e-4, lr_schedule="cosine",
+                seed=SEED, val_every=400, num_val=4, val_crop=64, val_sampler_steps=20, unet=UNET, schedule=SCHEDULE,
+                ema_decay=0.998, grad_clip=1.0, condition_pool=2000, save_every=400, progress=False)
 
 
 def _registry_path() -> Path:
@@ -65,46 +68,61 @@ def update_registry(s1: Path, den: Path, note: str) -> None:
     os.replace(tmp, reg_path)
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--out", default=str(ROOT / "runs" / "demo"))
-    ap.add_argument("--minutes1", type=float, default=13.0, help="wall-time cap of stage 1")
-    ap.add_argument("--minutes2", type=float, default=13.0, help="wall-time cap of the denoiser")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: robust on a shared CPU)")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    t0 = time.time()
-    c1 = TrainConfig(out_dir=str(out / "stage1"), max_minutes=args.minutes1, **STAGE1)
-    r1 = train_stage1(c1)
-    c2 = TrainConfig(out_dir=str(out / "denoiser"), max_minutes=args.minutes2,
-                     stage1_checkpoint=str(r1.checkpoint), **DENOISER)
-    r2 = train_denoiser(c2)
-    total = time.time() - t0
-
+def export(s1_ckpt: Path, den_ckpt: Path, c1: TrainConfig, c2: TrainConfig, steps: dict, seconds: dict,
+           val: dict, command: str, threads: int) -> None:
+    """Write the fp16 assets, demo_provenance.json and the registry entry from two final checkpoints."""
     ASSETS.mkdir(parents=True, exist_ok=True)
     # fp16 storage halves the package data; load_state_dict copies back into fp32 parameters
-    s1 = load_stage1(r1.checkpoint).half()
-    s1_path = save_stage1(s1, ASSETS / "demo_stage1.pth")
-    unet = load_denoiser(r2.checkpoint, **{k: v for k, v in UNET.items()})
+    s1_path = save_stage1(load_stage1(s1_ckpt).half(), ASSETS / "demo_stage1.pth")
+    unet = load_denoiser(den_ckpt, **dict(UNET))
     den_path = save_denoiser(unet, ASSETS / "demo_denoiser.pth", NoiseSchedule.from_config(SCHEDULE), half=True)
     prov = {
         "recipe": {"stage1": c1.to_dict(), "denoiser": c2.to_dict()},
-        "steps_done": {"stage1": r1.step, "denoiser": r2.step},
-        "seconds": {"stage1": round(r1.seconds, 1), "denoiser": round(r2.seconds, 1), "total": round(total, 1)},
-        "final_val_psnr": {"stage1": r1.val_psnr[-1][1], "denoiser_ddim10": r2.val_psnr[-1][1]},
-        "val_history": {"stage1": r1.val_psnr, "denoiser": r2.val_psnr},
-        "command": "python scripts/train_demo.py " + " ".join(sys.argv[1:]),
-        "threads": args.threads, "device": "cpu", "seed": SEED,
+        "steps_done": steps, "seconds": seconds,
+        "final_val_psnr": {"stage1": val["stage1"][-1][1], "denoiser_ddim": val["denoiser"][-1][1]},
+        "val_history": val, "command": command, "threads": threads, "device": "cpu", "seed": SEED,
         "provenance": provenance(),
         "files": {p.name: sha256_file(p) for p in (s1_path, den_path)},
     }
     (ASSETS / "demo_provenance.json").write_text(json.dumps(prov, indent=2, default=str) + "\n")
     update_registry(s1_path, den_path,
-                    f"Trained on CPU by scripts/train_demo.py (seed {SEED}): stage 1 {r1.step} steps, denoiser "
-                    f"{r2.step} steps, {total / 60:.1f} min total; fp16 files. Demo quality only, not the paper's "
-                    "models. Provenance: assets/demo_provenance.json.")
+                    f"Trained on CPU by scripts/train_demo.py (seed {SEED}): stage 1 {steps['stage1']} steps, denoiser "
+                    f"{steps['denoiser']} steps, {sum(seconds.values()) / 60:.0f} min of training; fp16 files. Demo "
+                    "quality only, not the paper's models. Provenance: assets/demo_provenance.json.")
     print(json.dumps({k: prov[k] for k in ("steps_done", "seconds", "final_val_psnr")}, indent=2))
+
+
+def _sidecar(ckpt: Path) -> dict:
+    return json.loads(ckpt.with_suffix(".json").read_text())
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--out", default=str(ROOT / "runs" / "demo"))
+    ap.add_argument("--phase", choices=("all", "stage1", "denoiser", "export"), default="all",
+                    help="run one phase (the two stages can run on different days; export reads OUT)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: robust on a shared CPU)")
+    ap.add_argument("--resume", action="store_true", help="continue an interrupted phase from OUT")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    c1 = TrainConfig(out_dir=str(out / "stage1"), **STAGE1)
+    s1_ckpt = out / "stage1" / "stage1_final.pth"
+    c2 = TrainConfig(out_dir=str(out / "denoiser"), stage1_checkpoint=str(s1_ckpt), **DENOISER)
+    den_ckpt = out / "denoiser" / "denoiser_final.pth"
+    if args.phase in ("all", "stage1"):
+        train_stage1(c1, resume=args.resume)
+    if args.phase in ("all", "denoiser"):
+        train_denoiser(c2, resume=args.resume)
+    if args.phase in ("all", "export"):
+        side1, side2 = _sidecar(s1_ckpt), _sidecar(den_ckpt)
+        for side, cfg in ((side1, c1), (side2, c2)):
+            if side["step"] != cfg.steps:
+                raise SystemExit(f"{side['stage']} stopped at step {side['step']} of {cfg.steps}: rerun with --resume")
+        export(s1_ckpt, den_ckpt, c1, c2, {"stage1": side1["step"], "denoiser": side2["step"]},
+               {"stage1": side1["seconds"], "denoiser": side2["seconds"]},
+               {"stage1": side1["val_psnr"], "denoiser": side2["val_psnr"]},
+               "python scripts/train_demo.py " + " ".join(sys.argv[1:]), args.threads)
     return 0
 
 

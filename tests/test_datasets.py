@@ -212,6 +212,22 @@ def test_synthetic_determinism(small_photos):
     assert torch.equal(fixed[7]["hazy"], b[7]["hazy"])  # epoch 0 == fixed
 
 
+def test_synthetic_min_scale_sets_the_window_size():
+    # a horizontal ramp: a crop's value range is the width of its source window over the photo's
+    ramp = torch.linspace(0, 1, 200)[None, None, :].expand(3, 200, 200).contiguous()
+    photos = {"ramp": (ramp, torch.ones(200, 200))}
+
+    def mean_span(min_scale: float) -> float:
+        ds = SyntheticHazeDataset(photos, crop=16, length=40, seed=1, min_scale=min_scale)
+        return sum(float(ds[i]["gt"][0].max() - ds[i]["gt"][0].min()) for i in range(40)) / 40
+
+    assert mean_span(1.0) == pytest.approx(15 / 199, abs=1e-5)  # windows are exact 16-pixel crops
+    # scale ~ U(min_scale, 1), window 16 / scale: about 2.6x wider on average at 0.1, 1.4x at 0.5
+    assert mean_span(0.1) > 2 * mean_span(1.0) and mean_span(0.1) > 1.4 * mean_span(0.5) > 1.4 * mean_span(1.0)
+    with pytest.raises(ValueError, match="min_scale"):
+        SyntheticHazeDataset(photos, crop=16, length=1, min_scale=0)
+
+
 def test_synthetic_errors(small_photos):
     with pytest.raises(ValueError, match="smaller than crop"):
         SyntheticHazeDataset(small_photos, crop=37, length=1)

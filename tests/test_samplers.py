@@ -99,3 +99,19 @@ def test_loss_draws_and_backprops(small_unet):
     l1.backward()
     assert small_unet.downs[0].weight.grad is not None
     small_unet.zero_grad()
+
+
+def test_loss_frequency_weight(small_unet):
+    """frequency_weight=0 leaves the plain L1 noise loss; the default is the reference's 0.01."""
+    x0 = torch.rand(2, 3, 16, 16) * 2 - 1
+    cond = torch.rand(2, 4, 16, 16) * 2 - 1
+    gamma, noise = torch.tensor([0.05, 0.9]), torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        eps = small_unet(torch.cat([cond, dd.q_sample(gamma, x0, noise)], 1), gamma)
+        plain = dd.diffusion_loss(small_unet, x0, cond, gamma=gamma, noise=noise, frequency_weight=0.0)
+        ref = dd.diffusion_loss(small_unet, x0, cond, gamma=gamma, noise=noise)
+        double = dd.diffusion_loss(small_unet, x0, cond, gamma=gamma, noise=noise, frequency_weight=0.02)
+    torch.testing.assert_close(plain, (noise - eps).abs().mean(), rtol=1e-6, atol=0)
+    # the FFT term is linear in its weight: ref - plain is half of double - plain
+    assert float(ref - plain) > 0
+    torch.testing.assert_close(double - plain, 2 * (ref - plain), rtol=1e-4, atol=0)
