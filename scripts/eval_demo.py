@@ -1,11 +1,13 @@
 """Evaluate the demo weights on the built-in eval photos (disjoint from the training photos).
 
-Usage: ``python scripts/eval_demo.py [--size 128] [--ddpm-size 64] [--seed 0] [--json out.json]``.
-Rows: hazy input, stage-1 J alone, the diffusion stage with DDIM (eta 0) at 10/20/50 steps,
-DDIM-20 with ``fusion="transmission"``, DDIM-20 started from J noised part-way
+Usage: ``python scripts/eval_demo.py [--size 128] [--ddpm-size 64] [--seeds 0,1,2] [--json out.json]``.
+Rows: hazy input, stage-1 J alone, the diffusion stage with DDIM-20 at eta 0 (the pipeline
+default) and eta 1, DDIM-20 with ``fusion="transmission"``, DDIM-20 started from J noised part-way
 (``start_strength`` 0.45 and 0.3), and full ancestral DDPM over every step of the training
 schedule. The DDPM row runs on a smaller eval set (``--ddpm-size``; 1000-2000 UNet calls per image is
-minutes per image on a CPU), so it comes with its own hazy/J/DDIM-20 rows at that size.
+minutes per image on a CPU), so it comes with its own hazy/J/DDIM-20 rows at that size. Samples
+from an under-trained denoiser vary a lot with the seed: every sampled row is averaged over
+``--seeds`` (hazy and J rows do not depend on it).
 Prints a markdown table and writes JSON.
 """
 from __future__ import annotations
@@ -30,38 +32,49 @@ from dehazeddpm.metrics import psnr, ssim  # noqa: E402
 from dehazeddpm.pipeline import DehazePipeline  # noqa: E402
 
 
-def evaluate(pipe: DehazePipeline, size: int, runs: List[Dict[str, Any]], seed: int) -> List[Dict[str, Any]]:
-    """Mean PSNR/SSIM (dB, [0,1]) per run over ``make_eval_set(size=size)``; each run is
-    ``{"name", "kw"}`` with ``kw`` for the pipeline (``None`` = the hazy input itself)."""
+def evaluate(pipe: DehazePipeline, size: int, runs: List[Dict[str, Any]], seeds: List[int]) -> List[Dict[str, Any]]:
+    """Mean PSNR/SSIM (dB, [0,1]) per run over ``make_eval_set(size=size)`` and over ``seeds``
+    (the sampler's noise); each run is ``{"name", "kw"}`` with ``kw`` for the pipeline (``None`` =
+    the hazy input itself). Rows also hold the per-seed means, whose spread shows how much one
+    seed can mislead."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         pairs = make_eval_set(tmp, size=size, seed=0)
         images = [(h.stem, load_image(h), load_image(g)) for h, g in pairs]
         for run in runs:
-            ps, ss, per = [], [], {}
+            # the hazy input and J do not depend on the seed: one pass is enough
+            run_seeds = seeds if run["kw"] is not None and run["kw"].get("steps", 1) != 0 else seeds[:1]
+            ps, ss, per, per_seed = [], [], {}, {}
             t0 = time.time()
-            for name, hazy, gt in images:
-                if run["kw"] is None:
-                    out = hazy
-                else:
-                    res = pipe(hazy, seed=seed, progress=False, **run["kw"])
-                    out = load_image(res.image)  # the 8-bit image a user gets
-                p, s = psnr(out, gt), ssim(out, gt)
-                ps.append(p)
-                ss.append(s)
-                per[name] = {"psnr": round(p, 3), "ssim": round(s, 4)}
+            for seed in run_seeds:
+                seed_ps = []
+                for name, hazy, gt in images:
+                    if run["kw"] is None:
+                        out = hazy
+                    else:
+                        res = pipe(hazy, seed=seed, progress=False, **run["kw"])
+                        out = load_image(res.image)  # the 8-bit image a user gets
+                    p, s = psnr(out, gt), ssim(out, gt)
+                    ps.append(p)
+                    ss.append(s)
+                    seed_ps.append(p)
+                    per.setdefault(name, []).append(round(p, 3))
+                per_seed[seed] = round(float(np.mean(seed_ps)), 3)
             rows.append({"method": run["name"], "size": size, "psnr": float(np.mean(ps)), "ssim": float(np.mean(ss)),
-                         "seconds_per_image": (time.time() - t0) / len(images), "per_image": per})
-            print(f"  {run['name']:<34} size {size}: PSNR {rows[-1]['psnr']:.2f} SSIM {rows[-1]['ssim']:.4f} "
-                  f"({rows[-1]['seconds_per_image']:.1f} s/img)", flush=True)
+                         "seconds_per_image": (time.time() - t0) / (len(images) * len(run_seeds)),
+                         "psnr_per_seed": per_seed, "psnr_per_image": per})
+            spread = f" (seeds {min(per_seed.values()):.2f}..{max(per_seed.values()):.2f})" if len(per_seed) > 1 else ""
+            print(f"  {run['name']:<42} size {size}: PSNR {rows[-1]['psnr']:.2f}{spread} "
+                  f"SSIM {rows[-1]['ssim']:.4f} ({rows[-1]['seconds_per_image']:.1f} s/img)", flush=True)
     return rows
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--size", type=int, default=128, help="shorter side of the eval images")
+    ap.add_argument("--size", type=int, default=128, help="shorter side of the eval images (0: DDPM block only)")
     ap.add_argument("--ddpm-size", type=int, default=64, help="shorter side for the 2000-step DDPM row (0: skip)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", default="0", help="comma-separated sampler seeds; PSNR is averaged over them")
+    ap.add_argument("--ddpm-seeds", default=None, help="seeds of the DDPM block (default: --seeds)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--stage1", default=None, help="stage-1 file (default: the registry's demo entry)")
     ap.add_argument("--denoiser", default=None, help="denoiser file (default: the registry's demo entry)")
@@ -72,9 +85,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                                           download=False, progress=False)
     main_runs = [{"name": "hazy input", "kw": None},
                  {"name": "stage 1 J", "kw": {"steps": 0}},
-                 {"name": "DDIM 10 (eta 0)", "kw": {"sampler": "ddim", "steps": 10}},
                  {"name": "DDIM 20 (eta 0, pipeline default)", "kw": {"sampler": "ddim", "steps": 20}},
-                 {"name": "DDIM 50 (eta 0)", "kw": {"sampler": "ddim", "steps": 50}},
+                 {"name": "DDIM 20, eta 1 (= respaced ancestral)", "kw": {"sampler": "ddim", "steps": 20, "eta": 1.0}},
                  {"name": "DDIM 20 + fusion=transmission", "kw": {"sampler": "ddim", "steps": 20,
                                                                   "fusion": "transmission"}},
                  {"name": "DDIM 20, start_strength 0.45 (9 steps)", "kw": {"sampler": "ddim", "steps": 20,
@@ -82,18 +94,23 @@ def main(argv: Optional[List[str]] = None) -> int:
                  {"name": "DDIM 20, start_strength 0.3 (6 steps)", "kw": {"sampler": "ddim", "steps": 20,
                                                                          "start_strength": 0.3}}]
     t0 = time.time()
-    rows = evaluate(pipe, args.size, main_runs, args.seed)
+    seeds = [int(x) for x in args.seeds.split(",")]
+    ddpm_seeds = [int(x) for x in args.ddpm_seeds.split(",")] if args.ddpm_seeds else seeds
+    rows = evaluate(pipe, args.size, main_runs, seeds) if args.size else []
     if args.ddpm_size:
-        rows += evaluate(pipe, args.ddpm_size, [main_runs[0], main_runs[1], main_runs[3],
-                                                {"name": f"DDPM {len(pipe.schedule)} (ancestral, every step: the reference path)",
-                                                 "kw": {"sampler": "ddpm", "steps": None}}], args.seed)
-    table = ["| method | eval size (shorter side) | PSNR (dB) | SSIM | s / image (CPU) |",
-             "|---|---|---|---|---|"]
-    table += [f"| {r['method']} | {r['size']} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['seconds_per_image']:.2f} |"
-              for r in rows]
+        ddpm = {"name": f"DDPM {len(pipe.schedule)} (ancestral, every step: the reference path)",
+                "kw": {"sampler": "ddpm", "steps": None}}
+        rows += evaluate(pipe, args.ddpm_size, main_runs[:4] + [ddpm], ddpm_seeds)
+    table = ["| method | eval size (shorter side) | seeds | PSNR (dB), mean | PSNR range over seeds | SSIM | s / image (CPU) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lo, hi = min(r["psnr_per_seed"].values()), max(r["psnr_per_seed"].values())
+        rng = f"{lo:.2f}..{hi:.2f}" if len(r["psnr_per_seed"]) > 1 else "-"
+        table.append(f"| {r['method']} | {r['size']} | {len(r['psnr_per_seed'])} | {r['psnr']:.2f} | {rng} | "
+                     f"{r['ssim']:.4f} | {r['seconds_per_image']:.2f} |")
     print("\n".join(table))
     out = {"command": "python scripts/eval_demo.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-           "seed": args.seed, "threads": args.threads, "torch": torch.__version__,
+           "seeds": seeds, "ddpm_seeds": ddpm_seeds, "threads": args.threads, "torch": torch.__version__,
            "seconds": round(time.time() - t0, 1), "rows": rows, "markdown": "\n".join(table)}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
