@@ -119,6 +119,12 @@ def main() -> int:
         for side, cfg in ((side1, c1), (side2, c2)):
             if side["step"] != cfg.steps:
                 raise SystemExit(f"{side['stage']} stopped at step {side['step']} of {cfg.steps}: rerun with --resume")
+            # the recipe, not the paths: a checkpoint trained with other settings must not be exported as
+            # it (a field newer than the sidecar is skipped: the run had its default behaviour)
+            differ = sorted(k for k, v in cfg.to_dict().items() if k not in ("out_dir", "stage1_checkpoint")
+                            and k in side["config"] and side["config"][k] != v)
+            if differ:
+                raise SystemExit(f"{side['stage']} checkpoint was trained with other settings: {differ}")
         export(s1_ckpt, den_ckpt, c1, c2, {"stage1": side1["step"], "denoiser": side2["step"]},
                {"stage1": side1["seconds"], "denoiser": side2["seconds"]},
                {"stage1": side1["val_psnr"], "denoiser": side2["val_psnr"]},
