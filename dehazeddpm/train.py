@@ -87,7 +87,7 @@ class TrainConfig:
     val_sampler_steps: int = 10
     num_workers: int = 0
     grad_clip: Optional[float] = None
-    frequency_weight: float = 0.01
+    frequency_weight: float = FREQUENCY_WEIGHT
     condition_pool: int = 0
     max_minutes: Optional[float] = None
     progress: bool = True
