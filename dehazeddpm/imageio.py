@@ -197,15 +197,19 @@ def _from_numpy(arr: np.ndarray) -> torch.Tensor:
     return _finish(torch.from_numpy(x).permute(2, 0, 1))
 
 
-def _from_tensor(t: torch.Tensor) -> torch.Tensor:
-    """HxW / CxHxW / 1xCxHxW tensor -> 1x3xHxW on the tensor's device."""
-    t = t.detach()
+def _single_chw(t: torch.Tensor) -> torch.Tensor:
+    """1xCxHxW -> CxHxW and HxW -> 1xHxW (a batch of more than one image is an error); other
+    shapes pass through for the caller to check."""
     if t.ndim == 4:
         if t.shape[0] != 1:
             raise ValueError(f"expected a single image (batch 1), got shape {tuple(t.shape)}")
         t = t[0]
-    if t.ndim == 2:
-        t = t.unsqueeze(0)
+    return t.unsqueeze(0) if t.ndim == 2 else t
+
+
+def _from_tensor(t: torch.Tensor) -> torch.Tensor:
+    """HxW / CxHxW / 1xCxHxW tensor -> 1x3xHxW on the tensor's device."""
+    t = _single_chw(t.detach())
     if t.ndim != 3 or t.shape[0] not in (1, 2, 3, 4):
         hint = " (tensors are channels-first: CxHxW)" if t.ndim == 3 and t.shape[-1] in (1, 3, 4) else ""
         raise ValueError(f"expected a HxW, CxHxW or 1xCxHxW tensor, got shape {tuple(t.shape)}{hint}")
@@ -379,13 +383,7 @@ def to_pil(t: torch.Tensor) -> Image.Image:
     """
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"to_pil expects a torch.Tensor, got {type(t).__name__}")
-    x = t.detach()
-    if x.ndim == 4:
-        if x.shape[0] != 1:
-            raise ValueError(f"expected a single image (batch 1), got shape {tuple(x.shape)}")
-        x = x[0]
-    if x.ndim == 2:
-        x = x.unsqueeze(0)
+    x = _single_chw(t.detach())
     if x.ndim != 3 or x.shape[0] not in (1, 3):
         raise ValueError(f"expected 1x3xHxW, 3xHxW or 1xHxW, got shape {tuple(t.shape)}")
     x = torch.nan_to_num(x.float().cpu(), nan=0.0).clamp(0, 1)
