@@ -11,6 +11,8 @@ the global torch RNG instead (which ``DataLoader`` seeds differently per worker)
 """
 from __future__ import annotations
 
+import itertools
+import math
 import os
 from collections import defaultdict
 from pathlib import Path
@@ -27,6 +29,9 @@ __all__ = ["PAIR_SUFFIXES", "PairedFolderDataset", "SyntheticHazeDataset", "item
 
 # Stripped (case-insensitively, once) from file stems before pairing: "01_hazy" ~ "01_GT" ~ "01".
 PAIR_SUFFIXES: tuple[str, ...] = ("_hazy", "_gt", "_clean", "_clear")
+
+# the six orders of the RGB channels (augmentation)
+_PERMUTATIONS: tuple[list[int], ...] = tuple(list(p) for p in itertools.permutations(range(3)))
 
 Photos = Mapping[str, tuple[torch.Tensor, Optional[torch.Tensor]]]
 
@@ -176,10 +181,15 @@ class SyntheticHazeDataset(Dataset):
 
     Item ``i`` is a pure function of ``(seed, epoch, i)`` (``epoch`` from :meth:`set_epoch`, 0 by
     default); ``fixed=True`` ignores the epoch, for a validation set that never changes.
+
+    ``augment=True`` widens a small photo set: each crop's colour channels are permuted at random
+    (one of the six orders) and its depth is raised to a random power in [1/2, 2] (log-uniform), so
+    the same scene comes with haze that thickens at another rate; a few photos otherwise let a
+    network learn their colours and haze layouts by heart.
     """
 
     def __init__(self, photos: Photos, *, crop: int, length: int, seed: int = 0, fixed: bool = False,
-                 min_scale: float = 0.5) -> None:
+                 min_scale: float = 0.5, augment: bool = False) -> None:
         if not photos:
             raise ValueError("photos is empty")
         if crop < 1 or length < 1:
@@ -188,6 +198,7 @@ class SyntheticHazeDataset(Dataset):
             raise ValueError(f"min_scale must lie in (0, 1], got {min_scale}")
         self.crop, self.length, self.seed, self.fixed, self.epoch = crop, length, seed, fixed, 0
         self.min_scale = float(min_scale)
+        self.augment = bool(augment)
         self.names = list(photos)
         self.photos: list[tuple[torch.Tensor, torch.Tensor]] = []
         for name in self.names:
@@ -241,6 +252,9 @@ class SyntheticHazeDataset(Dataset):
                                    antialias=True)[0, 0].clamp(0, 1)
         if _rand(g) < 0.5:
             patch, dpatch = patch.flip(-1), dpatch.flip(-1)
+        if self.augment:
+            patch = patch[_PERMUTATIONS[_randint(len(_PERMUTATIONS), g)]]
+            dpatch = dpatch ** math.exp((2 * _rand(g) - 1) * math.log(2))
         beta, airlight = haze.random_haze_params(g)
         sample = haze.synthesize_haze(patch, dpatch, beta=beta, airlight=airlight, normalize_depth=False)
         return {

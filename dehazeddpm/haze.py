@@ -4,13 +4,15 @@ DehazeDDPM's stage 1 predicts exactly these quantities (clear image J, transmiss
 so synthetic pairs come with ground truth for all three. Photos come from scikit-image's bundled
 data only (no download), split into disjoint TRAIN and EVAL sets:
 
-* ``TRAIN_PHOTOS``: astronaut, coffee, chelsea, immunohistochemistry, hubble_deep_field, grass
+* ``TRAIN_PHOTOS``: astronaut, coffee, chelsea, immunohistochemistry, hubble_deep_field, grass,
+  brick, gravel, coins, moon, text, page, and ``grace_hopper`` (from matplotlib's sample data, a
+  core dependency, so it needs no download either)
 * ``EVAL_PHOTOS``: motorcycle (left view of Middlebury 2014 "Motorcycle", with its *real*
   disparity-derived depth), rocket, camera
 
-``grass`` and ``camera`` are grayscale and replicated to RGB. skimage's ``cat`` is the same photo
-as ``chelsea`` and ``motorcycle_right`` shows the same scene as ``motorcycle``; both are left out
-so nothing leaks between the splits. Only ``motorcycle`` has real depth; the others use
+Grayscale photos (grass, brick, gravel, coins, moon, text, page, camera) are replicated to RGB.
+skimage's ``cat`` is the same photo as ``chelsea`` and ``motorcycle_right`` shows the same scene as
+``motorcycle``; both are left out so nothing leaks between the splits. Only ``motorcycle`` has real depth; the others use
 :func:`depth_prior`.
 
 All images here are image space: float ``[0, 1]``, ``3xHxW``.
@@ -47,7 +49,8 @@ __all__ = [
     "synthesize_haze",
 ]
 
-TRAIN_PHOTOS: tuple[str, ...] = ("astronaut", "coffee", "chelsea", "immunohistochemistry", "hubble_deep_field", "grass")
+TRAIN_PHOTOS: tuple[str, ...] = ("astronaut", "coffee", "chelsea", "immunohistochemistry", "hubble_deep_field", "grass",
+                                  "brick", "gravel", "coins", "moon", "text", "page", "grace_hopper")
 EVAL_PHOTOS: tuple[str, ...] = ("motorcycle", "rocket", "camera")
 
 # Middlebury's depth is Z = f * baseline / (disparity + doffs); doffs (the principal point
@@ -281,6 +284,10 @@ def _load_builtin(name: str) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         return imageio.load_image(left)[0], depth
     if name not in TRAIN_PHOTOS + EVAL_PHOTOS:
         raise KeyError(name)
+    if name == "grace_hopper":
+        import matplotlib.cbook
+
+        return imageio.load_image(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))[0], None
     return imageio.load_image(_rgb(getattr(data, name)()))[0], None
 
 

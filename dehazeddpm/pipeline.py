@@ -25,7 +25,7 @@ from torch import nn
 
 from .checkpoints import load_denoiser, load_schedule, load_stage1
 from .imageio import ImageSource, load_image, to_pil, to_signed, to_unit
-from .samplers import SAMPLERS, ddim_sample, ddpm_sample, q_sample
+from .samplers import SAMPLERS, ddim_sample, ddpm_sample, q_sample, zero_mean
 from .schedule import NoiseSchedule, ScheduleConfig
 from .stage1 import SIZE_MULTIPLE as STAGE1_MULTIPLE
 from .stage1 import Stage1Net
@@ -158,11 +158,16 @@ class DehazePipeline:
         device: default CUDA when available, else CPU. On CUDA the denoiser runs in fp16
             autocast with channels_last; on CPU everything is float32.
         compile: wrap the denoiser in ``torch.compile`` (worth it for many images of one size).
+        ddim_defaults: values for DDIM arguments a call leaves at None (``{"start_strength": 0.3}``
+            for the ``demo`` weights, from their registry entry); empty: start from pure noise.
     """
 
     def __init__(self, stage1: Stage1Net, denoiser: UNet, schedule: NoiseSchedule,
-                 device: Union[str, torch.device, None] = None, *, compile: bool = False):
+                 device: Union[str, torch.device, None] = None, *, compile: bool = False,
+                 ddim_defaults: Optional[Dict[str, Any]] = None):
         self.device = torch.device(device) if device is not None else _default_device()
+        # what a DDIM call uses for arguments left at None (from the weights' registry entry)
+        self.ddim_defaults: Dict[str, Any] = dict(ddim_defaults or {})
         self.stage1 = stage1.to(self.device).eval()
         self.denoiser = denoiser.to(self.device).eval()
         self.schedule = schedule
@@ -179,7 +184,8 @@ class DehazePipeline:
                         download: bool = True, progress: bool = True, compile: bool = False) -> "DehazePipeline":
         """Weights of a registry entry (``demo``, ``nh-haze``, ``dense-haze``) via ``weights.resolve``.
 
-        The UNet is built with the entry's ``unet_config`` and sampled with the entry's schedule;
+        The UNet is built with the entry's ``unet_config`` and sampled with the entry's schedule and
+        ``ddim_defaults`` (the ``demo`` entry starts DDIM from J noised part-way: see the README);
         ``stage1``/``denoiser`` paths override the entry's files.
         """
         from .weights import resolve  # the registry (and its downloaders) only when asked for
@@ -187,7 +193,7 @@ class DehazePipeline:
         net1 = load_stage1(res.stage1)
         unet = load_denoiser(res.denoiser, **res.unet_config)
         schedule = NoiseSchedule.from_config(res.schedule)
-        return cls(net1, unet, schedule, device, compile=compile)
+        return cls(net1, unet, schedule, device, compile=compile, ddim_defaults=res.ddim_defaults)
 
     @classmethod
     def from_files(cls, stage1: Union[str, os.PathLike], denoiser: Union[str, os.PathLike],
@@ -247,9 +253,9 @@ class DehazePipeline:
     @torch.inference_mode()
     def __call__(self, image: ImageSource, sampler: str = "ddim", steps: Optional[int] = None,
                  eta: float = 0.0, seed: Optional[int] = None, tile_size: Optional[int] = None,
-                 tile_overlap: Optional[int] = None, start_strength: float = 1.0,
+                 tile_overlap: Optional[int] = None, start_strength: Optional[float] = None,
                  trajectory_every: Optional[int] = None, progress: bool = True,
-                 fusion: Optional[str] = None,
+                 fusion: Optional[str] = None, zero_mean_noise: Optional[bool] = None,
                  callback: Optional[Callable[[int, int, torch.Tensor, torch.Tensor], None]] = None) -> DehazeResult:
         """Dehaze one image (path, PIL, numpy or tensor; any mode, any size >= 1x1).
 
@@ -260,20 +266,29 @@ class DehazePipeline:
         tile_size/tile_overlap: denoiser tiling (None: chosen by :meth:`choose_tile`; a size >=
             the image runs it whole).
         start_strength: < 1 starts from J noised to that fraction of the chain instead of pure
-            noise and runs only those steps (SDEdit-style refinement of J).
+            noise and runs only those steps (SDEdit-style refinement of J). None: 1.0 (pure
+            noise), or for ``"ddim"`` the weights' ``ddim_defaults`` (``demo``: 0.3).
         trajectory_every: keep (step, t, x_t, x0) every that many steps (plus the last), on CPU,
             downscaled to <= TRAJECTORY_MAX_SIDE, at most TRAJECTORY_MAX_FRAMES frames.
         fusion: ``"transmission"`` blends J back in where haze is thin (:func:`fuse_transmission`).
+        zero_mean_noise: draw DDIM's noise without its per-channel mean (:func:`samplers.zero_mean`,
+            which says why). None: on for ``"ddim"``; ``"ddpm"`` never uses it (the reference path).
         callback: extra ``callback(step, t, x_t, x0)`` on padded diffusion-space tensors.
         """
         if sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {sampler!r}; choose from {SAMPLERS}")
         if fusion not in FUSIONS:
             raise ValueError(f"unknown fusion {fusion!r}; choose from {FUSIONS}")
+        if start_strength is None:
+            start_strength = float(self.ddim_defaults.get("start_strength", 1.0)) if sampler == "ddim" else 1.0
         if not 0 < start_strength <= 1:
             raise ValueError(f"start_strength must be in (0, 1], got {start_strength}")
         if steps is not None and steps < 0:
             raise ValueError(f"steps must be >= 0, got {steps}")
+        if zero_mean_noise is None:
+            zero_mean_noise = sampler == "ddim"
+        elif zero_mean_noise and sampler == "ddpm":
+            raise ValueError("zero_mean_noise is a DDIM option; the ancestral sampler stays the reference")
         timings: Dict[str, float] = {}
         t_start = time.perf_counter()
 
@@ -312,6 +327,8 @@ class DehazePipeline:
             generator = torch.Generator(device=self.device).manual_seed(int(seed))
         noise = torch.randn((1, 3) + tuple(padded.shape[-2:]), generator=generator,
                             device=self.device, dtype=torch.float32)
+        if zero_mean_noise:
+            noise = zero_mean(noise)
         if start_strength < 1:
             x_T = q_sample(sched.noise_levels[-1].item(), to_signed(J), noise)
         else:
@@ -347,7 +364,7 @@ class DehazePipeline:
                               progress=progress)
         else:
             out = ddim_sample(model, x_T, sched, condition, eta=eta, generator=generator,
-                              callback=on_step, progress=progress)
+                              callback=on_step, progress=progress, zero_mean_noise=zero_mean_noise)
         diffusion = to_unit(out).clamp(0, 1)
         _sync(self.device)
         timings["denoise"] = time.perf_counter() - t0

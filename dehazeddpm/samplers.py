@@ -66,6 +66,21 @@ def p_mean_variance(model: torch.nn.Module, schedule: NoiseSchedule, x_t: torch.
     return (mean, log_var, x0) if return_x0 else (mean, log_var)
 
 
+def zero_mean(noise: torch.Tensor) -> torch.Tensor:
+    """``noise`` (B, C, H, W) minus each sample's per-channel spatial mean.
+
+    Why: the SR3 UNet normalises its features with GroupNorm, which removes their spatial mean,
+    so the network barely sees the mean of x_t. At the top of the chain x_t is almost all noise,
+    and the noise's per-channel mean (std 1/sqrt(H*W), e.g. 0.016 at 64x64) cannot be told apart
+    from image content: the predicted x0 = (x_t - sqrt(1 - g^2) eps) / g turns it into a colour
+    offset of about mean / g (g = 0.0067 at the top of the released schedule: an offset larger
+    than the whole [-1, 1] range). Deterministic DDIM keeps that offset to the end; ancestral
+    sampling washes it out with fresh noise. Drawing the start noise without its mean removes
+    the cast and changes one of H*W degrees of freedom per channel.
+    """
+    return noise - noise.mean(dim=(-2, -1), keepdim=True)
+
+
 def _iterate(n: int, progress: bool, desc: str):
     return tqdm(reversed(range(n)), total=n, desc=desc, disable=not progress, leave=False)
 
@@ -96,11 +111,13 @@ def ddpm_sample(model: torch.nn.Module, x: torch.Tensor, schedule: NoiseSchedule
 def ddim_sample(model: torch.nn.Module, x: torch.Tensor, schedule: NoiseSchedule,
                 condition: Optional[torch.Tensor] = None, *, eta: float = 0.0,
                 generator: Optional[torch.Generator] = None, callback: Optional[Callback] = None,
-                clip_denoised: bool = True, progress: bool = False) -> torch.Tensor:
+                clip_denoised: bool = True, progress: bool = False,
+                zero_mean_noise: bool = False) -> torch.Tensor:
     """DDIM (Song et al. 2021, eq. 12) over every step of ``schedule`` (respace it for fewer steps).
 
     ``eta = 0`` is deterministic; ``eta = 1`` matches the ancestral sampler's variance.
     After clipping x0 the noise estimate is recomputed from it, so x stays consistent with x0.
+    ``zero_mean_noise``: the noise added when ``eta > 0`` goes through :func:`zero_mean`.
     """
     for step, i in enumerate(_iterate(len(schedule), progress, "ddim")):
         ab = _at(schedule.alphas_cumprod, i, x)
@@ -115,7 +132,8 @@ def ddim_sample(model: torch.nn.Module, x: torch.Tensor, schedule: NoiseSchedule
         sigma = eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).sqrt()
         x = ab_prev.sqrt() * x0 + (1 - ab_prev - sigma ** 2).clamp(min=0).sqrt() * eps
         if eta > 0 and i > 0:
-            x = x + sigma * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            x = x + sigma * (zero_mean(z) if zero_mean_noise else z)
     return x
 
 
@@ -140,13 +158,15 @@ def q_sample(schedule_or_gamma: "NoiseSchedule | torch.Tensor | float", x0: torc
 def sample(model: torch.nn.Module, condition: torch.Tensor, schedule: NoiseSchedule, sampler: str = "ddpm",
            steps: Optional[int] = None, eta: float = 0.0, generator: Optional[torch.Generator] = None,
            callback: Optional[Callback] = None, *, x_T: Optional[torch.Tensor] = None,
-           clip_denoised: bool = True, progress: bool = False) -> torch.Tensor:
+           clip_denoised: bool = True, progress: bool = False, zero_mean_noise: bool = False) -> torch.Tensor:
     """Draw x0 ([-1, 1], (B, 3, H, W)) given the condition ([-1, 1], (B, C, H, W)).
 
     ``steps=None`` uses every step of ``schedule``; otherwise it is respaced to ``steps`` evenly
     spaced noise levels (valid without retraining: SR3 sees continuous noise levels).
     The starting noise is ``randn(B, 3, H, W)`` drawn from ``generator`` (or the global RNG),
     unless ``x_T`` is given. ``sampler="ddpm"`` with ``steps=None`` is the reference test path.
+    ``zero_mean_noise`` (DDIM only) draws the start noise, and the noise of ``eta > 0``, through
+    :func:`zero_mean`: what lets deterministic DDIM start from noise without a colour cast.
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose from {SAMPLERS}")
@@ -154,8 +174,12 @@ def sample(model: torch.nn.Module, condition: torch.Tensor, schedule: NoiseSched
     if x_T is None:
         b, _, h, w = condition.shape
         x_T = torch.randn((b, 3, h, w), generator=generator, device=condition.device, dtype=torch.float32)
+        if zero_mean_noise:
+            x_T = zero_mean(x_T)
     if sampler == "ddpm":
+        if zero_mean_noise:
+            raise ValueError("zero_mean_noise is a DDIM option; the ancestral sampler stays the reference")
         return ddpm_sample(model, x_T, sched, condition, generator=generator, callback=callback,
                            clip_denoised=clip_denoised, progress=progress)
     return ddim_sample(model, x_T, sched, condition, eta=eta, generator=generator, callback=callback,
-                       clip_denoised=clip_denoised, progress=progress)
+                       clip_denoised=clip_denoised, progress=progress, zero_mean_noise=zero_mean_noise)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from . import haze, imageio
-from .checkpoints import _atomic_save, load_stage1, save_denoiser, save_stage1
+from .checkpoints import _atomic_save, load_denoiser, load_stage1, save_denoiser, save_stage1
 from .config import load_json_with_comments
 from .datasets import PairedFolderDataset, SyntheticHazeDataset, item_generator
 from .losses import FREQUENCY_WEIGHT, diffusion_loss
@@ -59,6 +59,10 @@ class TrainConfig:
     only): 0 runs the frozen stage 1 on every batch; N > 0 runs it once over N fixed training crops
     and trains on those (with fresh flips and noise), which removes stage 1 from the step cost.
     ``frequency_weight``: weight of the diffusion loss's FFT-amplitude term (0.01, the reference).
+    ``augment`` (synthetic data): random channel order and depth power per crop
+    (``SyntheticHazeDataset``). ``init_checkpoint``: start from these weights (a stage-1 or
+    denoiser checkpoint of the same architecture, loaded strictly) instead of a random init, i.e.
+    fine-tune; when resuming, the resume file's weights replace them.
     """
 
     stage: str = "stage1"
@@ -89,6 +93,8 @@ class TrainConfig:
     grad_clip: Optional[float] = None
     frequency_weight: float = FREQUENCY_WEIGHT
     condition_pool: int = 0
+    augment: bool = False
+    init_checkpoint: Optional[str] = None
     max_minutes: Optional[float] = None
     progress: bool = True
 
@@ -99,6 +105,8 @@ class TrainConfig:
             raise ValueError(f"data must be 'synthetic' or 'folder', got {self.data!r}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        if self.frequency_weight < 0:
+            raise ValueError(f"frequency_weight must be >= 0, got {self.frequency_weight}")
         if self.condition_pool < 0:
             raise ValueError(f"condition_pool must be >= 0, got {self.condition_pool}")
         if self.data == "folder" and not (self.hazy_dir and self.gt_dir):
@@ -212,7 +220,8 @@ def _build_datasets(cfg: TrainConfig) -> Tuple[Dataset, Dict[str, torch.Tensor]]
     if cfg.data == "synthetic":
         photos = haze.builtin_photos(cfg.photos)
         length = max(1000, cfg.batch_size * 8, cfg.condition_pool)
-        train = SyntheticHazeDataset(photos, crop=cfg.crop, length=length, seed=cfg.seed, min_scale=cfg.min_scale)
+        train = SyntheticHazeDataset(photos, crop=cfg.crop, length=length, seed=cfg.seed, min_scale=cfg.min_scale,
+                                     augment=cfg.augment)
         # fixed crops from another seed: a validation set that never changes between runs
         val_ds: Dataset = SyntheticHazeDataset(photos, crop=vcrop, length=cfg.num_val, seed=cfg.seed + 7919, fixed=True,
                                                min_scale=cfg.min_scale)
@@ -415,6 +424,10 @@ def _run(cfg: TrainConfig, resume: bool) -> TrainResult:
         stage1_frozen = load_stage1(cfg.stage1_checkpoint, device=d.device)  # type: ignore[arg-type]
         for p in stage1_frozen.parameters():
             p.requires_grad_(False)
+    if cfg.init_checkpoint:
+        init = (load_stage1(cfg.init_checkpoint) if cfg.stage == "stage1"
+                else load_denoiser(cfg.init_checkpoint, **cfg.unet))
+        model.load_state_dict(init.float().state_dict(), strict=True)
     model.to(d.device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)  # constant LR, as the reference
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None
@@ -480,7 +493,9 @@ def _run(cfg: TrainConfig, resume: bool) -> TrainResult:
             else:
                 cond = condition_of(hazy)
                 g = torch.Generator(device=d.device).manual_seed(cfg.seed)
-                x = sample(m, cond, schedule, sampler="ddim", steps=cfg.val_sampler_steps, generator=g)  # type: ignore[arg-type]
+                # the pipeline's default path: DDIM, eta 0, start noise without its mean
+                x = sample(m, cond, schedule, sampler="ddim", steps=cfg.val_sampler_steps, generator=g,  # type: ignore[arg-type]
+                           zero_mean_noise=True)
                 pred = imageio.to_unit(x).clamp(0, 1)
                 row = [hazy, imageio.to_unit(cond[:, :3]), pred, gt]
         m.train(was)

@@ -96,7 +96,9 @@ class UnknownWeightsError(WeightsError, LookupError):
 _SPEC_KEYS = {"filename", "source", "url", "id", "path", "page", "sha256", "size"}
 _ENTRY_REQUIRED = ("description", "dataset", "condition", "citation", "stage1", "denoiser",
                    "unet_config", "schedule")
-_ENTRY_OPTIONAL = ("notes",)
+_ENTRY_OPTIONAL = ("notes", "ddim_defaults")
+# pipeline arguments an entry may set for its DDIM sampling (a weights file's measured best use)
+DDIM_DEFAULT_KEYS = ("start_strength",)
 
 
 @dataclass(frozen=True)
@@ -175,6 +177,7 @@ class WeightsEntry:
     citation: str
     condition: str = "J+T"
     notes: Optional[str] = None
+    ddim_defaults: Dict[str, Any] = field(default_factory=dict)
 
     @property
     def files(self) -> Dict[str, FileSpec]:
@@ -195,6 +198,12 @@ class WeightsEntry:
         for key in ("unet_config", "schedule"):
             if not isinstance(data[key], Mapping):
                 raise WeightsError(f"{where}: {key!r} must be an object")
+        ddim_defaults = data.get("ddim_defaults") or {}
+        if not isinstance(ddim_defaults, Mapping) or set(ddim_defaults) - set(DDIM_DEFAULT_KEYS):
+            raise WeightsError(f"{where}: 'ddim_defaults' must be an object with keys from {list(DDIM_DEFAULT_KEYS)}")
+        strength = ddim_defaults.get("start_strength", 1.0)
+        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 < strength <= 1:
+            raise WeightsError(f"{where}: ddim_defaults.start_strength must be in (0, 1], got {strength!r}")
         return cls(
             name=name,
             description=str(data["description"]),
@@ -206,6 +215,7 @@ class WeightsEntry:
             citation=str(data["citation"]),
             condition=str(data["condition"]),
             notes=data.get("notes"),
+            ddim_defaults=dict(ddim_defaults),
         )
 
 
@@ -231,6 +241,10 @@ class ResolvedWeights:
     @property
     def schedule(self) -> Dict[str, Any]:
         return dict(self.entry.schedule)
+
+    @property
+    def ddim_defaults(self) -> Dict[str, Any]:
+        return dict(self.entry.ddim_defaults)
 
 
 def _read_registry_text(path: Path) -> str:

@@ -274,7 +274,8 @@ print(f'8 steps kept: {len(kept) == 8} | first sampled step is the noisiest (t =
 """),
         md("## The trajectory"),
         code("""
-res = pipe(hazy, sampler='ddim', steps=STEPS, seed=0, trajectory_every=1, progress=False)
+# start_strength=1.0: from pure noise (the demo entry's default starts from J noised to 0.3)
+res = pipe(hazy, sampler='ddim', steps=STEPS, start_strength=1.0, seed=0, trajectory_every=1, progress=False)
 print(len(res.trajectory), 'snapshots')
 plotting.show(plotting.plot_trajectory(res.trajectory))
 """),
@@ -295,7 +296,7 @@ records = []
 for sampler in ('ddpm', 'ddim'):
     for steps in STEP_COUNTS:
         t0 = time.perf_counter()
-        r = pipe(hazy, sampler=sampler, steps=steps, seed=0, progress=False)
+        r = pipe(hazy, sampler=sampler, steps=steps, start_strength=1.0, seed=0, progress=False)
         records.append({'sampler': sampler, 'steps': steps, 'seconds': time.perf_counter() - t0,
                         'psnr': metrics.psnr(imageio.load_image(r.image), gt)})
 plotting.show(plotting.plot_sampler_comparison(records))
@@ -317,6 +318,26 @@ plotting.show(plotting.plot_side_by_side(
     [outs[0].J] + [o.image for o in outs] + [gt],
     ['stage-1 J'] + [f'start {s}: {metrics.psnr(imageio.load_image(o.image), gt):.1f} dB' for s, o in zip(strengths, outs)]
     + ['ground truth']))
+"""),
+        md("""
+## Why DDIM starts from mean-free noise
+
+The UNet normalises its features with GroupNorm, which removes their spatial mean, so the network
+hardly sees the per-channel mean of $x_t$. At the top of the chain $x_t$ is almost all noise, and
+the noise's own mean (about $1/\\sqrt{HW}$) becomes a colour offset of that size divided by the
+signal scale $\\gamma \\approx 0.007$ in the predicted $x_0$. DDIM with $\\eta = 0$ never forgets it;
+ancestral sampling washes it out. So by default DDIM draws its start noise without its per-channel
+mean (`zero_mean_noise`, `dehazeddpm.samplers.zero_mean`). Below: three seeds with and without it.
+"""),
+        code("""
+SEEDS = [0, 1, 2]
+runs = [(zm, s, pipe(hazy, sampler='ddim', steps=STEPS, start_strength=1.0, seed=s, zero_mean_noise=zm,
+                     progress=False))
+        for zm in (True, False) for s in SEEDS]
+plotting.show(plotting.plot_side_by_side(
+    [r.image for _, _, r in runs],
+    [f"{'mean-free' if zm else 'plain'} noise, seed {s}\\n{metrics.psnr(imageio.load_image(r.image), gt):.1f} dB"
+     for zm, s, r in runs]))
 """),
     ]
 
@@ -365,8 +386,9 @@ print(f'missing keys: {report.missing_keys}\\nunexpected keys: {report.unexpecte
 """),
         code("""
 broken = dd.DehazePipeline(pipe.stage1, reference_unet.to(DEVICE), pipe.schedule, device=DEVICE)
-res_bad = broken(hazy, sampler='ddim', steps=STEPS, seed=0, progress=False)
-res_good = pipe(hazy, sampler='ddim', steps=STEPS, seed=0, progress=False)
+# both from pure noise, as the reference samples
+res_bad = broken(hazy, sampler='ddim', steps=STEPS, start_strength=1.0, seed=0, progress=False)
+res_good = pipe(hazy, sampler='ddim', steps=STEPS, start_strength=1.0, seed=0, progress=False)
 p_bad = metrics.psnr(imageio.load_image(res_bad.image), gt)
 p_good = metrics.psnr(imageio.load_image(res_good.image), gt)
 plotting.show(plotting.plot_side_by_side(

@@ -7,7 +7,10 @@ For each noise level gamma (the signal scale: x_t = gamma * x0 + sqrt(1 - gamma^
 prints the mean L1 error of the predicted noise and of the implied x0 (clipped to [-1, 1]), next
 to the same errors of the trivial prediction "x0 = stage-1 J". A sampler started from pure noise
 passes through the small-gamma rows first, where x0 = (x_t - sqrt(1 - gamma^2) eps) / gamma
-multiplies every noise error by 1 / gamma; ``start_strength < 1`` skips them.
+multiplies every noise error by 1 / gamma; ``start_strength < 1`` skips them. The column
+"of it, channel means" is the part of the noise error that is a constant per image and channel
+(|spatial mean of eps_hat - eps|): the part GroupNorm hides from the network, which turns into a
+colour cast of that size / gamma (see ``samplers.zero_mean``).
 """
 from __future__ import annotations
 
@@ -53,8 +56,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         cond = cond[:, :3]
     j = cond[:, :3]
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(args.seed))
-    print("| gamma | noise L1 | x0 L1 | noise L1 if x0 = J | x0 L1 of J |")
-    print("|---:|---:|---:|---:|---:|")
+    print("| gamma | noise L1 | of it, channel means | x0 L1 | noise L1 if x0 = J | x0 L1 of J |")
+    print("|---:|---:|---:|---:|---:|---:|")
     with torch.no_grad():
         for g in GAMMAS:
             gamma = torch.full((args.n,), g)
@@ -63,7 +66,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             s = (1 - g * g) ** 0.5
             x0_hat = ((x_t - s * eps) / g).clamp(-1, 1)
             eps_j = (x_t - g * j) / s
-            print(f"| {g} | {float((eps - noise).abs().mean()):.3f} | {float((x0_hat - x0).abs().mean()):.3f} "
+            dc = float((eps - noise).mean(dim=(-2, -1)).abs().mean())
+            print(f"| {g} | {float((eps - noise).abs().mean()):.3f} | {dc:.3f} | {float((x0_hat - x0).abs().mean()):.3f} "
                   f"| {float((eps_j - noise).abs().mean()):.3f} | {float((j - x0).abs().mean()):.3f} |")
     return 0
 

@@ -1,11 +1,13 @@
 """Evaluate the demo weights on the built-in eval photos (disjoint from the training photos).
 
 Usage: ``python scripts/eval_demo.py [--size 128] [--ddpm-size 64] [--seeds 0,1,2] [--json out.json]``.
-Rows: hazy input, stage-1 J alone, the diffusion stage with DDIM-20 at eta 0 (the pipeline
-default) and eta 1, DDIM-20 with ``fusion="transmission"``, DDIM-20 started from J noised part-way
-(``start_strength`` 0.45 and 0.3), and full ancestral DDPM over every step of the training
-schedule. The DDPM row runs on a smaller eval set (``--ddpm-size``; 1000-2000 UNet calls per image is
-minutes per image on a CPU), so it comes with its own hazy/J/DDIM-20 rows at that size. Samples
+Rows: hazy input, stage-1 J alone, the pipeline's default call (DDIM-20, eta 0, with the demo
+entry's ``ddim_defaults``: started from J noised to ``start_strength`` 0.3), DDIM-20 from pure
+noise at eta 0 and eta 1, each also with plain start noise (``zero_mean_noise=False``, the mean
+kept), from pure noise with ``fusion="transmission"``, started at ``start_strength`` 0.45, and
+full ancestral DDPM over every step of the training schedule. The DDPM row runs on a smaller eval
+set (``--ddpm-size``; 1000-2000 UNet calls per image is minutes per image on a CPU), so it comes
+with its own hazy/J/DDIM-20 rows at that size. Samples
 from an under-trained denoiser vary a lot with the seed: every sampled row is averaged over
 ``--seeds`` (hazy and J rows do not depend on it).
 Prints a markdown table and writes JSON.
@@ -83,16 +85,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     torch.set_num_threads(args.threads)
     pipe = DehazePipeline.from_pretrained("demo", device="cpu", stage1=args.stage1, denoiser=args.denoiser,
                                           download=False, progress=False)
+    noise = {"sampler": "ddim", "steps": 20, "start_strength": 1.0}  # from pure noise
     main_runs = [{"name": "hazy input", "kw": None},
                  {"name": "stage 1 J", "kw": {"steps": 0}},
-                 {"name": "DDIM 20 (eta 0, pipeline default)", "kw": {"sampler": "ddim", "steps": 20}},
-                 {"name": "DDIM 20, eta 1 (= respaced ancestral)", "kw": {"sampler": "ddim", "steps": 20, "eta": 1.0}},
-                 {"name": "DDIM 20 + fusion=transmission", "kw": {"sampler": "ddim", "steps": 20,
-                                                                  "fusion": "transmission"}},
-                 {"name": "DDIM 20, start_strength 0.45 (9 steps)", "kw": {"sampler": "ddim", "steps": 20,
-                                                                          "start_strength": 0.45}},
-                 {"name": "DDIM 20, start_strength 0.3 (6 steps)", "kw": {"sampler": "ddim", "steps": 20,
-                                                                         "start_strength": 0.3}}]
+                 {"name": "DDIM 20, pipeline default (demo: start_strength 0.3)", "kw": {"sampler": "ddim", "steps": 20}},
+                 {"name": "DDIM 20 from pure noise (eta 0)", "kw": dict(noise)},
+                 {"name": "DDIM 20 from pure noise, plain noise (mean kept)", "kw": dict(noise, zero_mean_noise=False)},
+                 {"name": "DDIM 20 from pure noise, eta 1 (= respaced ancestral)", "kw": dict(noise, eta=1.0)},
+                 {"name": "DDIM 20 from pure noise, eta 1, plain noise", "kw": dict(noise, eta=1.0, zero_mean_noise=False)},
+                 {"name": "DDIM 20 from pure noise + fusion=transmission", "kw": dict(noise, fusion="transmission")},
+                 {"name": "DDIM 20, start_strength 0.45 (9 steps)", "kw": dict(noise, start_strength=0.45)}]
     t0 = time.time()
     seeds = [int(x) for x in args.seeds.split(",")]
     ddpm_seeds = [int(x) for x in args.ddpm_seeds.split(",")] if args.ddpm_seeds else seeds
@@ -100,7 +102,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.ddpm_size:
         ddpm = {"name": f"DDPM {len(pipe.schedule)} (ancestral, every step: the reference path)",
                 "kw": {"sampler": "ddpm", "steps": None}}
-        rows += evaluate(pipe, args.ddpm_size, main_runs[:4] + [ddpm], ddpm_seeds)
+        rows += evaluate(pipe, args.ddpm_size, main_runs[:7] + [ddpm], ddpm_seeds)
     table = ["| method | eval size (shorter side) | seeds | PSNR (dB), mean | PSNR range over seeds | SSIM | s / image (CPU) |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:

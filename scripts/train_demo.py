@@ -5,8 +5,11 @@ Stage 1 is the standard ``Stage1Net``; stage 2 is a small SR3 UNet (image_size 6
 synthetic haze over ``haze.builtin_photos("train")`` only (the eval photos are disjoint), for a
 fixed number of steps with a cosine learning rate, so a rerun with one torch thread retraces the
 same run. The denoiser trains on a pool of crops whose stage-1 condition is computed once
-(``condition_pool``). ``export`` writes ``dehazeddpm/assets/demo_{stage1,denoiser}.pth`` (fp16),
-``demo_provenance.json`` and fills the ``demo`` entry of ``weights.json`` (config, sha256, size).
+(``condition_pool``). The denoiser is fine-tuned from the previous demo denoiser
+(``INIT_DENOISER``: 6400 steps on the first six training photos, kept in git history), which
+``--phase denoiser`` takes from git and checks by sha256. ``export`` writes
+``dehazeddpm/assets/demo_{stage1,denoiser}.pth`` (fp16), ``demo_provenance.json`` and fills the
+``demo`` entry of ``weights.json`` (config, sha256, size).
 The phases can run as separate processes (e.g. the two stages on different machines).
 """
 from __future__ import annotations
@@ -15,6 +18,7 @@ import argparse
 import json
 import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -31,13 +35,16 @@ from dehazeddpm.weights import sha256_file  # noqa: E402
 ASSETS = ROOT / "dehazeddpm" / "assets"
 SEED = 0
 STAGE1 = dict(stage="stage1", crop=64, min_scale=0.25, batch_size=4, steps=2500, lr=5e-4, lr_schedule="cosine",
-              seed=SEED, val_every=500, num_val=4, val_crop=96, save_every=500, progress=False)
+              seed=SEED, val_every=500, num_val=4, val_crop=96, save_every=500, progress=False, augment=True)
 UNET = {"in_channel": 7, "out_channel": 3, "inner_channel": 32, "norm_groups": 16, "channel_mults": [1, 2, 2],
         "attn_res": [16], "res_blocks": 1, "dropout": 0.0, "image_size": 64, "use_affine_level": False}
 SCHEDULE = {"schedule": "linear", "n_timestep": 2000, "linear_start": 1e-6, "linear_end": 1e-2}
-DENOISER = dict(stage="denoiser", crop=64, min_scale=0.25, batch_size=4, steps=6400, lr=2e-4, lr_schedule="cosine",
+DENOISER = dict(stage="denoiser", crop=64, min_scale=0.25, batch_size=4, steps=4800, lr=2e-4, lr_schedule="cosine",
                 seed=SEED, val_every=400, num_val=4, val_crop=64, val_sampler_steps=20, unet=UNET, schedule=SCHEDULE,
-                ema_decay=0.998, grad_clip=1.0, condition_pool=2000, save_every=400, progress=False)
+                ema_decay=0.998, grad_clip=1.0, condition_pool=2000, save_every=400, progress=False, augment=True)
+# The denoiser starts from the previous demo denoiser (commit, path, sha256): see fetch_init_denoiser.
+INIT_DENOISER = ("0cd93af5f0a341c1b4530df24a21c4fdbfc98a79", "dehazeddpm/assets/demo_denoiser.pth",
+                 "bbad1932cf7c4edeceadab4710a6a02405e8446f94141c447be28a898520ae09")
 
 
 def _registry_path() -> Path:
@@ -79,6 +86,9 @@ def export(s1_ckpt: Path, den_ckpt: Path, c1: TrainConfig, c2: TrainConfig, step
     prov = {
         "recipe": {"stage1": c1.to_dict(), "denoiser": c2.to_dict()},
         "steps_done": steps, "seconds": seconds,
+        "denoiser_init": {"commit": INIT_DENOISER[0], "path": INIT_DENOISER[1], "sha256": INIT_DENOISER[2],
+                          "note": "the previous demo denoiser: 6400 steps on the first six TRAIN_PHOTOS, "
+                                  "stage-1 condition of that run's stage 1"},
         "final_val_psnr": {"stage1": val["stage1"][-1][1], "denoiser_ddim": val["denoiser"][-1][1]},
         "val_history": val, "command": command, "threads": threads, "device": "cpu", "seed": SEED,
         "provenance": provenance(),
@@ -87,9 +97,29 @@ def export(s1_ckpt: Path, den_ckpt: Path, c1: TrainConfig, c2: TrainConfig, step
     (ASSETS / "demo_provenance.json").write_text(json.dumps(prov, indent=2, default=str) + "\n")
     update_registry(s1_path, den_path,
                     f"Trained on CPU by scripts/train_demo.py (seed {SEED}): stage 1 {steps['stage1']} steps, denoiser "
-                    f"{steps['denoiser']} steps, {sum(seconds.values()) / 60:.0f} min of training; fp16 files. Demo "
+                    f"{steps['denoiser']} steps fine-tuning the previous demo denoiser (6400 steps), "
+                    f"{sum(seconds.values()) / 60:.0f} min of training here; fp16 files. Demo "
                     "quality only, not the paper's models. Provenance: assets/demo_provenance.json.")
     print(json.dumps({k: prov[k] for k in ("steps_done", "seconds", "final_val_psnr")}, indent=2))
+
+
+def fetch_init_denoiser(dest: Path) -> Path:
+    """Write INIT_DENOISER from git history to ``dest`` (once) and check its sha256."""
+    commit, path, sha = INIT_DENOISER
+    if not dest.is_file():
+        try:
+            blob = subprocess.run(["git", "-C", str(ROOT), "show", f"{commit}:{path}"], check=True,
+                                  capture_output=True).stdout
+        except (OSError, subprocess.CalledProcessError) as exc:
+            raise SystemExit(f"the denoiser recipe starts from {path} at commit {commit}; run this script from a "
+                             f"git clone of the repository (git show failed: {exc})") from exc
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(dest.name + ".tmp")
+        tmp.write_bytes(blob)
+        os.replace(tmp, dest)
+    if sha256_file(dest) != sha:
+        raise SystemExit(f"{dest} is not the recipe's initial denoiser (sha256 {sha})")
+    return dest
 
 
 def _sidecar(ckpt: Path) -> dict:
@@ -108,11 +138,14 @@ def main() -> int:
     out = Path(args.out)
     c1 = TrainConfig(out_dir=str(out / "stage1"), **STAGE1)
     s1_ckpt = out / "stage1" / "stage1_final.pth"
-    c2 = TrainConfig(out_dir=str(out / "denoiser"), stage1_checkpoint=str(s1_ckpt), **DENOISER)
+    init = out / "init" / "demo_denoiser_0cd93af.pth"
+    c2 = TrainConfig(out_dir=str(out / "denoiser"), stage1_checkpoint=str(s1_ckpt), init_checkpoint=str(init),
+                     **DENOISER)
     den_ckpt = out / "denoiser" / "denoiser_final.pth"
     if args.phase in ("all", "stage1"):
         train_stage1(c1, resume=args.resume)
     if args.phase in ("all", "denoiser"):
+        fetch_init_denoiser(init)
         train_denoiser(c2, resume=args.resume)
     if args.phase in ("all", "export"):
         side1, side2 = _sidecar(s1_ckpt), _sidecar(den_ckpt)
@@ -121,8 +154,9 @@ def main() -> int:
                 raise SystemExit(f"{side['stage']} stopped at step {side['step']} of {cfg.steps}: rerun with --resume")
             # the recipe, not the paths: a checkpoint trained with other settings must not be exported as
             # it (a field newer than the sidecar is skipped: the run had its default behaviour)
-            differ = sorted(k for k, v in cfg.to_dict().items() if k not in ("out_dir", "stage1_checkpoint")
-                            and k in side["config"] and side["config"][k] != v)
+            paths = ("out_dir", "stage1_checkpoint", "init_checkpoint")
+            differ = sorted(k for k, v in cfg.to_dict().items()
+                            if k not in paths and k in side["config"] and side["config"][k] != v)
             if differ:
                 raise SystemExit(f"{side['stage']} checkpoint was trained with other settings: {differ}")
         export(s1_ckpt, den_ckpt, c1, c2, {"stage1": side1["step"], "denoiser": side2["step"]},

@@ -228,6 +228,28 @@ def test_synthetic_min_scale_sets_the_window_size():
         SyntheticHazeDataset(photos, crop=16, length=1, min_scale=0)
 
 
+def test_synthetic_augment_permutes_channels_and_reshapes_depth():
+    # three distinct constant channels: any channel order is visible in the crop's colour
+    photo = torch.stack([torch.full((40, 40), v) for v in (0.1, 0.5, 0.9)])
+    ramp = torch.linspace(0.05, 1, 40)[:, None].expand(40, 40).contiguous()
+    plain = SyntheticHazeDataset({"p": (photo, ramp)}, crop=16, length=30, seed=2, min_scale=1.0)
+    aug = SyntheticHazeDataset({"p": (photo, ramp)}, crop=16, length=30, seed=2, min_scale=1.0, augment=True)
+    orders, exponents = set(), []
+    for i in range(30):
+        a, p = aug[i], plain[i]
+        orders.add(tuple(round(float(v), 3) for v in a["gt"][:, 0, 0]))
+        assert sorted(float(v) for v in a["gt"][:, 0, 0]) == pytest.approx([0.1, 0.5, 0.9], abs=1e-6)
+        # same window (drawn before the augmentation), so d_aug = d ** k for one k per crop
+        d_plain = -torch.log(p["transmission"][0]) / float(p["beta"])
+        d_aug = -torch.log(a["transmission"][0]) / float(a["beta"])
+        far = d_plain > 0.9  # log(d) -> 0: k is ill-conditioned there
+        k = (torch.log(d_aug) / torch.log(d_plain))[~far]
+        assert float(k.max() - k.min()) < 1e-2
+        exponents.append(float(k.mean()))
+    assert len(orders) >= 4  # six possible orders, 30 crops
+    assert 0.5 - 1e-3 <= min(exponents) < 0.8 and 1.5 < max(exponents) <= 2 + 1e-3
+
+
 def test_synthetic_errors(small_photos):
     with pytest.raises(ValueError, match="smaller than crop"):
         SyntheticHazeDataset(small_photos, crop=37, length=1)

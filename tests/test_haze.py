@@ -156,7 +156,7 @@ def test_motorcycle_real_depth(eval_photos):
 
 def test_builtin_split_sets_are_disjoint(eval_photos):
     assert set(haze.TRAIN_PHOTOS).isdisjoint(haze.EVAL_PHOTOS)
-    assert 5 <= len(haze.TRAIN_PHOTOS) <= 6 and len(haze.EVAL_PHOTOS) == 3
+    assert len(haze.TRAIN_PHOTOS) == 13 and len(haze.EVAL_PHOTOS) == 3
     train = haze.builtin_photos("train")
     assert list(train) == list(haze.TRAIN_PHOTOS) and list(eval_photos) == list(haze.EVAL_PHOTOS)
     for name, (clear, depth) in {**train, **eval_photos}.items():

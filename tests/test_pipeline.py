@@ -114,6 +114,45 @@ def test_ddpm_full_schedule_is_the_reference_path(pipe):
     assert np.array_equal(np.asarray(res.image), np.asarray(to_pil(to_unit(ref).clamp(0, 1))))
 
 
+def test_default_ddim_starts_from_zero_mean_noise(pipe):
+    """DDIM's start noise loses its per-channel mean by default (samplers.zero_mean says why);
+    zero_mean_noise=False is the same draw with the mean kept; the ancestral path never uses it."""
+    x = _rand_image(16, 24, seed=2)
+    starts = {}
+    for zm in (None, False):
+        seen = []
+        pipe(x, steps=3, seed=5, progress=False, zero_mean_noise=zm,
+             callback=lambda step, t, x_t, x0: seen.append(x_t.clone()) if step == 0 else None)
+        starts[zm] = seen[0]
+    torch.testing.assert_close(starts[None].mean(dim=(-2, -1)), torch.zeros(1, 3), atol=1e-6, rtol=0)
+    torch.testing.assert_close(starts[None], starts[False] - starts[False].mean(dim=(-2, -1), keepdim=True),
+                               atol=1e-6, rtol=0)
+    # partial starts: J noised with mean-free noise, so x_T keeps exactly g * mean(J)
+    x = _rand_image(32, 32, seed=2)  # a multiple of the networks' size: no padding in x_t
+    seen = []
+    pipe(x, steps=10, start_strength=0.5, seed=5, progress=False,
+         callback=lambda step, t, x_t, x0: seen.append(x_t.clone()) if step == 0 else None)
+    g = float(pipe.schedule.respace(10).truncate(0.5).noise_levels[-1])
+    J = to_signed(pipe(x, steps=0, progress=False).J)
+    torch.testing.assert_close(seen[0].mean(dim=(-2, -1)), g * J.mean(dim=(-2, -1)), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="DDIM"):
+        pipe(x, sampler="ddpm", steps=3, zero_mean_noise=True, progress=False)
+
+
+def test_weights_ddim_defaults_apply_to_ddim_only(pipe):
+    """An entry's ddim_defaults (the demo's start_strength) fill DDIM arguments left at None;
+    explicit arguments win, and the ancestral sampler stays the reference path."""
+    counted = Counting(Pointwise())
+    p = DehazePipeline(pipe.stage1, counted, NoiseSchedule.from_config({**SCHEDULE, "n_timestep": 40}),
+                       device="cpu", ddim_defaults={"start_strength": 0.3})
+    x = _rand_image(16, 16)
+    assert p(x, steps=20, seed=0, progress=False).steps == 6  # 0.3 of 20 steps, from noised J
+    assert p(x, steps=20, start_strength=1.0, seed=0, progress=False).steps == 20
+    assert p(x, sampler="ddpm", seed=0, progress=False).steps == 40
+    assert counted.calls == 6 + 20 + 40
+    assert DehazePipeline.from_pretrained("demo", device="cpu").ddim_defaults == {"start_strength": 0.3}
+
+
 def test_start_strength_runs_fewer_steps(counting_pipe):
     x = _rand_image(16, 16)
     res = counting_pipe(x, steps=10, start_strength=0.5, seed=0, progress=False)
@@ -198,7 +237,7 @@ def test_from_pretrained_uses_entry_config(tmp_path, pipe, monkeypatch):
     def fake_resolve(name, **kw):
         seen["name"] = name
         return types.SimpleNamespace(stage1=p1, denoiser=p2, unet_config=cfg,
-                                     schedule={**SCHEDULE, "n_timestep": 100})
+                                     schedule={**SCHEDULE, "n_timestep": 100}, ddim_defaults={})
 
     monkeypatch.setattr(weights, "resolve", fake_resolve)
     loaded = DehazePipeline.from_pretrained("nh-haze", device="cpu")

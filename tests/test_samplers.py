@@ -115,3 +115,47 @@ def test_loss_frequency_weight(small_unet):
     # the FFT term is linear in its weight: ref - plain is half of double - plain
     assert float(ref - plain) > 0
     torch.testing.assert_close(double - plain, 2 * (ref - plain), rtol=1e-4, atol=0)
+
+
+def test_zero_mean_removes_only_the_channel_means():
+    z = torch.randn(2, 3, 8, 12, generator=torch.Generator().manual_seed(0))
+    z = z + torch.tensor([0.5, -1.0, 2.0]).view(1, 3, 1, 1)
+    out = dd.samplers.zero_mean(z)
+    assert out.shape == z.shape
+    torch.testing.assert_close(out.mean(dim=(-2, -1)), torch.zeros(2, 3), atol=1e-6, rtol=0)
+    # what is left is untouched: differences between pixels are the same
+    torch.testing.assert_close(out - out[..., :1, :1], z - z[..., :1, :1], atol=1e-5, rtol=0)
+
+
+def test_zero_mean_noise_start_and_ddpm_refusal(small_unet):
+    sched = dd.NoiseSchedule.from_config(SCHED)
+    cond = torch.zeros(1, 4, 16, 16)
+    starts = []
+    for zm in (False, True):
+        frames = []
+        dd.sample(small_unet, cond, sched, "ddim", steps=3, generator=torch.Generator().manual_seed(4),
+                  callback=lambda step, t, x, x0: frames.append(x.clone()), zero_mean_noise=zm)
+        starts.append(frames[0])
+    # the same draw, without its per-channel mean
+    torch.testing.assert_close(starts[1], dd.samplers.zero_mean(starts[0]), atol=1e-6, rtol=0)
+    assert float(starts[0].mean(dim=(-2, -1)).abs().max()) > 1e-3
+    with pytest.raises(ValueError, match="DDIM"):
+        dd.sample(small_unet, cond, sched, "ddpm", steps=3, zero_mean_noise=True)
+
+
+def test_zero_mean_noise_is_used_for_eta_noise():
+    """With eta > 0 the injected noise loses its mean too, so x_t never gains a channel offset."""
+
+    class MeanFree(torch.nn.Module):
+        def forward(self, inp, noise_level):  # eps = x_t: x0 and the next x_t inherit x_t's mean
+            return inp[:, -3:]
+
+    sched = dd.NoiseSchedule.from_config(SCHED)
+    means = {}
+    for zm in (False, True):
+        means[zm] = []
+        dd.sample(MeanFree(), torch.zeros(1, 4, 16, 16), sched, "ddim", steps=6, eta=1.0,
+                  generator=torch.Generator().manual_seed(2), zero_mean_noise=zm,
+                  callback=lambda step, t, x, x0: means[zm].append(float(x.mean(dim=(-2, -1)).abs().max())))
+    # float32 rounding (x0 = 150 x_t - 149.99 eps at the top) leaves ~1e-4; plain noise ~1/16
+    assert len(means[True]) == 6 and max(means[True]) < 1e-3 < 1e-2 < min(means[False][1:])

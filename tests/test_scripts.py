@@ -23,7 +23,7 @@ def test_eval_demo_averages_sampled_rows_over_seeds(tmp_path):
     data = json.loads(out.read_text())
     rows = {r["method"]: r for r in data["rows"]}
     assert rows["hazy input"]["psnr_per_seed"].keys() == {"0"}  # does not depend on the seed
-    default = rows["DDIM 20 (eta 0, pipeline default)"]
+    default = rows["DDIM 20, pipeline default (demo: start_strength 0.3)"]
     per_seed = default["psnr_per_seed"]
     assert per_seed.keys() == {"0", "1"}
     assert abs(default["psnr"] - sum(per_seed.values()) / 2) < 1e-2  # equal image counts per seed
@@ -37,5 +37,21 @@ def test_denoiser_noise_levels_prints_one_row_per_level(capsys):
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| 0.")]
     assert [float(ln.split("|")[1]) for ln in lines] == list(mod.GAMMAS)
     # the x0 = J baseline's noise error grows with gamma (x_t holds less noise to explain)
-    base = [float(ln.split("|")[4]) for ln in lines]
+    base = [float(ln.split("|")[5]) for ln in lines]
     assert base == sorted(base) and base[0] < base[-1]
+    # the channel-mean part of the noise error is part of it: |mean(r)| <= mean(|r|)
+    assert all(0 <= float(ln.split("|")[3]) <= float(ln.split("|")[2]) for ln in lines)
+
+
+def test_sampler_steps_prints_one_row_per_setting(capsys):
+    mod = _load("sampler_steps")
+    assert mod.main(["--steps", "2,4", "--etas", "0,1", "--start-strengths", "1,0.5", "--seeds", "0,1",
+                     "--n", "2", "--crop", "16"]) == 0
+    out = capsys.readouterr().out
+    rows = [ln.split("|")[1:-1] for ln in out.splitlines() if ln.startswith("| ") and ln[2].isdigit()]
+    assert [(int(r[0]), float(r[1]), float(r[2])) for r in rows] == [
+        (s, e, f) for s in (2, 4) for e in (0.0, 1.0) for f in (1.0, 0.5)]
+    for r in rows:  # the mean is the mean of the per-seed values shown
+        seeds = [float(v) for v in r[4].split(",")]
+        assert len(seeds) == 2 and abs(float(r[3]) - sum(seeds) / 2) < 0.01
+    assert out.startswith("stage-1 J: ")
