@@ -287,7 +287,12 @@ def _load_builtin(name: str) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     if name == "grace_hopper":
         import matplotlib.cbook
 
-        return imageio.load_image(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))[0], None
+        try:
+            path = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+        except (OSError, ValueError) as exc:  # a matplotlib packaged without its sample data
+            raise FileNotFoundError("training photo grace_hopper.jpg is missing from matplotlib's sample "
+                                    "data (reinstall matplotlib from PyPI)") from exc
+        return imageio.load_image(path)[0], None
     return imageio.load_image(_rgb(getattr(data, name)()))[0], None
 
 

@@ -183,6 +183,17 @@ def test_missing_scikit_image_message(monkeypatch):
         haze._load_builtin("astronaut")
 
 
+def test_missing_matplotlib_sample_photo_message(monkeypatch):
+    import matplotlib.cbook
+
+    def missing(*args, **kwargs):
+        raise FileNotFoundError("no sample data")
+
+    monkeypatch.setattr(matplotlib.cbook, "get_sample_data", missing)
+    with pytest.raises(FileNotFoundError, match="grace_hopper.jpg is missing"):
+        haze._load_builtin("grace_hopper")
+
+
 def test_make_eval_set_is_deterministic(tmp_path):
     pairs = haze.make_eval_set(tmp_path / "a", size=64, seed=0)
     assert [h.stem for h, _ in pairs] == list(haze.EVAL_PHOTOS)
