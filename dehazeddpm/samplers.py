@@ -170,6 +170,8 @@ def sample(model: torch.nn.Module, condition: torch.Tensor, schedule: NoiseSched
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose from {SAMPLERS}")
+    if zero_mean_noise and sampler == "ddpm":
+        raise ValueError("zero_mean_noise is a DDIM option; the ancestral sampler stays the reference")
     sched = schedule if steps is None else schedule.respace(int(steps))
     if x_T is None:
         b, _, h, w = condition.shape
@@ -177,8 +179,6 @@ def sample(model: torch.nn.Module, condition: torch.Tensor, schedule: NoiseSched
         if zero_mean_noise:
             x_T = zero_mean(x_T)
     if sampler == "ddpm":
-        if zero_mean_noise:
-            raise ValueError("zero_mean_noise is a DDIM option; the ancestral sampler stays the reference")
         return ddpm_sample(model, x_T, sched, condition, generator=generator, callback=callback,
                            clip_denoised=clip_denoised, progress=progress)
     return ddim_sample(model, x_T, sched, condition, eta=eta, generator=generator, callback=callback,

@@ -429,7 +429,7 @@ def _run(cfg: TrainConfig, resume: bool) -> TrainResult:
                 else load_denoiser(cfg.init_checkpoint, **cfg.unet))
         model.load_state_dict(init.float().state_dict(), strict=True)
     model.to(d.device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)  # constant LR, as the reference
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)  # the step's rate comes from learning_rate()
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None
     step = 0
     rp = resume_path(cfg, d.rank)
