@@ -13,7 +13,9 @@ One run, one machine, identical random weights for every comparison:
    ``torch.cuda.max_memory_allocated``. CPU: peak resident set size (``VmHWM``) of a fresh
    subprocess, reset via ``/proc/self/clear_refs`` after set-up, minus the RSS before the call;
 4. with the demo weights present, PSNR against ground truth of the default sampler vs full
-   ancestral sampling on ``make_eval_set`` images (``--psnr-size`` shorter side).
+   ancestral sampling on ``make_eval_set`` images (``--psnr-size`` shorter side): from pure
+   noise (the reference path) and, when the weights set a default ``start_strength``, every
+   ancestral step from that same start.
 
 Writes JSON (``--out``) and prints a markdown table. Example (CPU, a few minutes)::
 
@@ -190,7 +192,12 @@ def demo_psnr(device: torch.device, size: int, n_images: int) -> Optional[Dict[s
         for hazy, gt in make_eval_set(tmp, size=size, seed=0)[:n_images]:
             target = load_image(gt)
             row = {"name": Path(hazy).stem}
-            for label, kw in (("default", {}), ("ancestral", {"sampler": "ddpm", "steps": None})):
+            runs = [("default", {}), ("ancestral", {"sampler": "ddpm", "steps": None})]
+            start = pipe.ddim_defaults.get("start_strength")
+            if start is not None and start < 1:
+                # every ancestral step from the default call's own start (J noised to `start`)
+                runs.append(("ancestral_same_start", {"sampler": "ddpm", "steps": None, "start_strength": start}))
+            for label, kw in runs:
                 t0 = time.perf_counter()
                 res = pipe(hazy, seed=0, progress=False, **kw)
                 row[f"psnr_{label}"] = psnr(load_image(res.image), target)
@@ -236,11 +243,14 @@ def markdown(res: Dict[str, Any]) -> str:
     ]
     q = res.get("quality")
     if q and "images" in q:
-        lines += ["", "| image (demo weights) | PSNR J | PSNR default (DDIM) | PSNR ancestral 2000 | s default | s ancestral |",
-                  "|---|---:|---:|---:|---:|---:|"]
+        same = "psnr_ancestral_same_start" in q["images"][0]
+        lines += ["", "| image (demo weights) | PSNR J | PSNR default (DDIM) | PSNR ancestral 2000 |"
+                  + (" PSNR ancestral, default's start |" if same else "") + " s default | s ancestral |",
+                  "|---|---:|---:|---:|" + ("---:|" if same else "") + "---:|---:|"]
         for r in q["images"]:
-            lines.append(f"| {r['name']} | {r['psnr_J']:.2f} | {r['psnr_default']:.2f} | {r['psnr_ancestral']:.2f} | "
-                         f"{r['seconds_default']:.1f} | {r['seconds_ancestral']:.1f} |")
+            extra = f" {r['psnr_ancestral_same_start']:.2f} |" if same else ""
+            lines.append(f"| {r['name']} | {r['psnr_J']:.2f} | {r['psnr_default']:.2f} | {r['psnr_ancestral']:.2f} |"
+                         f"{extra} {r['seconds_default']:.1f} | {r['seconds_ancestral']:.1f} |")
     elif q:
         lines += ["", f"Quality: {q['skipped']}"]
     return "\n".join(lines)

@@ -186,16 +186,23 @@ class SyntheticHazeDataset(Dataset):
     (one of the six orders) and its depth is raised to a random power in [1/2, 2] (log-uniform), so
     the same scene comes with haze that thickens at another rate; a few photos otherwise let a
     network learn their colours and haze layouts by heart.
+
+    ``random_depth`` (probability in [0, 1]): a crop is hazed over :func:`haze.random_depth_field`
+    instead of the photo's depth, so the haze does not follow the depth prior's layout. 0 draws no
+    extra random numbers (earlier recipes reproduce).
     """
 
     def __init__(self, photos: Photos, *, crop: int, length: int, seed: int = 0, fixed: bool = False,
-                 min_scale: float = 0.5, augment: bool = False) -> None:
+                 min_scale: float = 0.5, augment: bool = False, random_depth: float = 0.0) -> None:
         if not photos:
             raise ValueError("photos is empty")
         if crop < 1 or length < 1:
             raise ValueError(f"crop and length must be positive, got crop={crop}, length={length}")
         if not 0 < min_scale <= 1:
             raise ValueError(f"min_scale must lie in (0, 1], got {min_scale}")
+        if not 0 <= random_depth <= 1:
+            raise ValueError(f"random_depth is a probability in [0, 1], got {random_depth}")
+        self.random_depth = float(random_depth)
         self.crop, self.length, self.seed, self.fixed, self.epoch = crop, length, seed, fixed, 0
         self.min_scale = float(min_scale)
         self.augment = bool(augment)
@@ -255,6 +262,8 @@ class SyntheticHazeDataset(Dataset):
         if self.augment:
             patch = patch[_PERMUTATIONS[_randint(len(_PERMUTATIONS), g)]]
             dpatch = dpatch ** math.exp((2 * _rand(g) - 1) * math.log(2))
+        if self.random_depth > 0 and _rand(g) < self.random_depth:
+            dpatch = haze.random_depth_field(c, c, generator=g)
         beta, airlight = haze.random_haze_params(g)
         sample = haze.synthesize_haze(patch, dpatch, beta=beta, airlight=airlight, normalize_depth=False)
         return {

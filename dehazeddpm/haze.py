@@ -45,6 +45,7 @@ __all__ = [
     "disparity_to_depth",
     "eval_haze_params",
     "make_eval_set",
+    "random_depth_field",
     "random_haze_params",
     "synthesize_haze",
 ]
@@ -222,6 +223,23 @@ def depth_prior(clear01: torch.Tensor, *, vertical_weight: float = 0.6) -> torch
         d = F.interpolate(d[None, None], size=(fh, fw), mode="bilinear", align_corners=False)[0, 0]
     lo, hi = float(d.min()), float(d.max())
     return (d - lo) / (hi - lo) if hi > lo else torch.zeros_like(d)
+
+
+def random_depth_field(h: int, w: int, *, grid: int = 3,
+                       generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """A smooth random depth map HxW in [0, 1]: a ``grid`` x ``grid`` array of uniform values,
+    bicubic-upsampled (clamped to [0, 1]).
+
+    Haze laid out by no scene cue at all: training on some of it keeps a stage-1 net from reading
+    the haze off :func:`depth_prior`'s layout (vertical position, brightness) instead of the image,
+    which a real depth map does not follow.
+    """
+    if h < 1 or w < 1 or grid < 1:
+        raise ValueError(f"h, w and grid must be positive, got {h}, {w}, {grid}")
+    z = torch.rand((1, 1, grid, grid), generator=generator)
+    if grid == 1:
+        return z.expand(1, 1, h, w)[0, 0].clone()
+    return F.interpolate(z, size=(h, w), mode="bicubic", align_corners=True)[0, 0].clamp(0, 1)
 
 
 def disparity_to_depth(disp: Union[np.ndarray, torch.Tensor], *, doffs: float = 0.0) -> torch.Tensor:

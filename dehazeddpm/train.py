@@ -59,8 +59,9 @@ class TrainConfig:
     only): 0 runs the frozen stage 1 on every batch; N > 0 runs it once over N fixed training crops
     and trains on those (with fresh flips and noise), which removes stage 1 from the step cost.
     ``frequency_weight``: weight of the diffusion loss's FFT-amplitude term (0.01, the reference).
-    ``augment`` (synthetic data): random channel order and depth power per crop
-    (``SyntheticHazeDataset``). ``init_checkpoint``: start from these weights (a stage-1 or
+    ``augment`` (synthetic data): random channel order and depth power per crop;
+    ``random_depth``: the fraction of crops hazed over a random smooth depth field
+    (both ``SyntheticHazeDataset``; validation crops keep the photo's depth). ``init_checkpoint``: start from these weights (a stage-1 or
     denoiser checkpoint of the same architecture, loaded strictly) instead of a random init, i.e.
     fine-tune; when resuming, the resume file's weights replace them.
     """
@@ -94,6 +95,7 @@ class TrainConfig:
     frequency_weight: float = FREQUENCY_WEIGHT
     condition_pool: int = 0
     augment: bool = False
+    random_depth: float = 0.0
     init_checkpoint: Optional[str] = None
     max_minutes: Optional[float] = None
     progress: bool = True
@@ -107,6 +109,8 @@ class TrainConfig:
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
         if self.frequency_weight < 0:
             raise ValueError(f"frequency_weight must be >= 0, got {self.frequency_weight}")
+        if not 0 <= self.random_depth <= 1:
+            raise ValueError(f"random_depth is a probability in [0, 1], got {self.random_depth}")
         if self.condition_pool < 0:
             raise ValueError(f"condition_pool must be >= 0, got {self.condition_pool}")
         if self.data == "folder" and not (self.hazy_dir and self.gt_dir):
@@ -221,7 +225,7 @@ def _build_datasets(cfg: TrainConfig) -> Tuple[Dataset, Dict[str, torch.Tensor]]
         photos = haze.builtin_photos(cfg.photos)
         length = max(1000, cfg.batch_size * 8, cfg.condition_pool)
         train = SyntheticHazeDataset(photos, crop=cfg.crop, length=length, seed=cfg.seed, min_scale=cfg.min_scale,
-                                     augment=cfg.augment)
+                                     augment=cfg.augment, random_depth=cfg.random_depth)
         # fixed crops from another seed: a validation set that never changes between runs
         val_ds: Dataset = SyntheticHazeDataset(photos, crop=vcrop, length=cfg.num_val, seed=cfg.seed + 7919, fixed=True,
                                                min_scale=cfg.min_scale)

@@ -5,9 +5,11 @@ Rows: hazy input, stage-1 J alone, the pipeline's default call (DDIM-20, eta 0, 
 entry's ``ddim_defaults``: started from J noised to ``start_strength`` 0.3), DDIM-20 from pure
 noise at eta 0 and eta 1, each also with plain start noise (``zero_mean_noise=False``, the mean
 kept), from pure noise with ``fusion="transmission"``, started at ``start_strength`` 0.45, and
-full ancestral DDPM over every step of the training schedule. The DDPM row runs on a smaller eval
-set (``--ddpm-size``; 1000-2000 UNet calls per image is minutes per image on a CPU), so it comes
-with its own hazy/J/DDIM-20 rows at that size. Samples
+full ancestral DDPM over every step of the training schedule, from pure noise (the reference
+path) and, when the weights set a default ``start_strength``, from the default call's start (J
+noised to that level: the like-for-like comparison for the default). The DDPM rows run on a
+smaller eval set (``--ddpm-size``; hundreds to 2000 UNet calls per image is minutes per image on a
+CPU), so they come with their own hazy/J/DDIM-20 rows at that size. Samples
 from an under-trained denoiser vary a lot with the seed: every sampled row is averaged over
 ``--seeds`` (hazy and J rows do not depend on it).
 Prints a markdown table and writes JSON.
@@ -102,7 +104,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.ddpm_size:
         ddpm = {"name": f"DDPM {len(pipe.schedule)} (ancestral, every step: the reference path)",
                 "kw": {"sampler": "ddpm", "steps": None}}
-        rows += evaluate(pipe, args.ddpm_size, main_runs[:7] + [ddpm], ddpm_seeds)
+        ddpm_runs = [ddpm]
+        start = pipe.ddim_defaults.get("start_strength")
+        if start is not None and start < 1:
+            # the same start as the default call (J noised to `start`), then every ancestral step from
+            # there: isolates what the few-step sampler costs in the configuration users get
+            n = len(pipe.schedule.truncate(start))
+            ddpm_runs.append({"name": f"DDPM {n} (ancestral, every step from J noised to start_strength {start:g})",
+                              "kw": {"sampler": "ddpm", "steps": None, "start_strength": start}})
+        rows += evaluate(pipe, args.ddpm_size, main_runs[:7] + ddpm_runs, ddpm_seeds)
     table = ["| method | eval size (shorter side) | seeds | PSNR (dB), mean | PSNR range over seeds | SSIM | s / image (CPU) |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:

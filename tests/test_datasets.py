@@ -250,6 +250,31 @@ def test_synthetic_augment_permutes_channels_and_reshapes_depth():
     assert 0.5 - 1e-3 <= min(exponents) < 0.8 and 1.5 < max(exponents) <= 2 + 1e-3
 
 
+def test_synthetic_random_depth_replaces_the_layout_at_the_given_rate():
+    photo = torch.stack([torch.full((40, 40), v) for v in (0.1, 0.5, 0.9)])
+    ramp = torch.linspace(0.05, 1, 40)[:, None].expand(40, 40).contiguous()  # far at the bottom
+
+    def depths(rate: float) -> list:
+        ds = SyntheticHazeDataset({"p": (photo, ramp)}, crop=16, length=200, seed=3, min_scale=1.0,
+                                  random_depth=rate)
+        return [-torch.log(ds[i]["transmission"][0]) / float(ds[i]["beta"]) for i in range(200)]
+
+    def is_ramp(d: torch.Tensor) -> bool:  # a window of the ramp: constant along rows, rising down
+        return bool((d - d[:, :1]).abs().max() < 1e-4) and bool((d[1:, 0] > d[:-1, 0]).all())
+
+    assert all(is_ramp(d) for d in depths(0.0))
+    assert not any(is_ramp(d) for d in depths(1.0))
+    share = sum(not is_ramp(d) for d in depths(0.5)) / 200
+    assert 0.38 < share < 0.62, share
+    # 0 draws nothing extra: the same crops as a dataset without the option
+    plain = SyntheticHazeDataset({"p": (photo, ramp)}, crop=16, length=3, seed=3, min_scale=1.0, augment=True)
+    zero = SyntheticHazeDataset({"p": (photo, ramp)}, crop=16, length=3, seed=3, min_scale=1.0, augment=True,
+                                random_depth=0.0)
+    assert all(torch.equal(plain[i]["hazy"], zero[i]["hazy"]) for i in range(3))
+    with pytest.raises(ValueError, match="random_depth"):
+        SyntheticHazeDataset({"p": (photo, ramp)}, crop=16, length=1, random_depth=1.5)
+
+
 def test_synthetic_errors(small_photos):
     with pytest.raises(ValueError, match="smaller than crop"):
         SyntheticHazeDataset(small_photos, crop=37, length=1)

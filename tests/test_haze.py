@@ -218,3 +218,17 @@ def test_make_eval_set_is_deterministic(tmp_path):
     expected = haze.synthesize_haze(gt, None, beta=beta, airlight=air).hazy
     assert (hazy - expected).abs().max() <= 0.5 / 255 + 1e-6
     assert not any(p.name.endswith(".tmp") for p in (tmp_path / "a").rglob("*"))
+
+
+def test_random_depth_field_is_smooth_bounded_and_seeded():
+    g = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+    d = haze.random_depth_field(48, 64, generator=g())
+    assert d.shape == (48, 64) and float(d.min()) >= 0 and float(d.max()) <= 1
+    assert torch.equal(d, haze.random_depth_field(48, 64, generator=g()))
+    assert float(d.max() - d.min()) > 0.05  # not flat: 9 uniform control values
+    # smooth: neighbouring pixels differ far less than the field's range
+    assert float((d[:, 1:] - d[:, :-1]).abs().max()) < 0.1 * float(d.max() - d.min()) + 0.02
+    assert torch.equal(haze.random_depth_field(4, 5, grid=1, generator=g()),
+                       torch.full((4, 5), float(torch.rand((), generator=g()))))
+    with pytest.raises(ValueError):
+        haze.random_depth_field(0, 4)

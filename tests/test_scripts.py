@@ -6,6 +6,9 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+import torch
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -55,3 +58,18 @@ def test_sampler_steps_prints_one_row_per_setting(capsys):
         seeds = [float(v) for v in r[4].split(",")]
         assert len(seeds) == 2 and abs(float(r[3]) - sum(seeds) / 2) < 0.01
     assert out.startswith("stage-1 J: ")
+
+
+def test_depth_shift_prints_one_row_per_stage1(capsys, tmp_path):
+    from dehazeddpm.checkpoints import save_stage1
+    from dehazeddpm.stage1 import Stage1Net
+    torch.manual_seed(0)
+    other = save_stage1(Stage1Net(), tmp_path / "random_stage1.pth")
+    mod = _load("depth_shift")
+    assert mod.main([str(other), "--n", "2", "--crop", "16"]) == 0
+    assert mod.main(["--n", "2", "--crop", "16"]) == 0  # the bundled demo stage 1
+    rows = [ln.split("|")[1:-1] for ln in capsys.readouterr().out.splitlines() if ln.startswith("| ") and ".pth" in ln]
+    assert [r[0].strip() for r in rows] == ["random_stage1.pth", "demo_stage1.pth"]
+    for r in rows:
+        vals = [float(v) for v in r[1:]]
+        assert len(vals) == 5 and vals[4] == pytest.approx(sum(vals[1:4]) / 3, abs=0.01)

@@ -205,6 +205,15 @@ def test_init_checkpoint_starts_from_those_weights(tmp_path, stage, stage1_file)
             train(_cfg(tmp_path / "d", stage, steps=1, unet=other, init_checkpoint=str(first.checkpoint), **extra))
 
 
+def test_random_depth_reaches_the_training_dataset():
+    from dehazeddpm.train import _build_datasets
+    cfg = TrainConfig(stage="stage1", crop=16, batch_size=2, num_val=2, random_depth=0.25)
+    train, _ = _build_datasets(cfg)
+    assert train.random_depth == 0.25
+    with pytest.raises(ValueError, match="random_depth"):
+        TrainConfig(stage="stage1", random_depth=-0.1)
+
+
 def test_config_from_json_with_comments(tmp_path):
     p = tmp_path / "c.json"
     p.write_text('{\n  // a comment\n  "stage": "stage1", "crop": 48, "steps": 7\n}\n')
