@@ -1,16 +1,17 @@
 """Train the bundled demo weights on CPU (seeded) and record their provenance.
 
-Usage: ``python scripts/train_demo.py [--out runs/demo] [--phase all|stage1|denoiser|export] [--resume]``.
-Stage 1 is the standard ``Stage1Net``; stage 2 is a small SR3 UNet (image_size 64). Both train on
-synthetic haze over ``haze.builtin_photos("train")`` only (the eval photos are disjoint), for a
-fixed number of steps with a cosine learning rate, so a rerun with one torch thread retraces the
-same run. The denoiser trains on a pool of crops whose stage-1 condition is computed once
-(``condition_pool``). The denoiser is fine-tuned from the previous demo denoiser
-(``INIT_DENOISER``: 6400 steps on the first six training photos, kept in git history), which
-``--phase denoiser`` takes from git and checks by sha256. ``export`` writes
-``dehazeddpm/assets/demo_{stage1,denoiser}.pth`` (fp16), ``demo_provenance.json`` and fills the
-``demo`` entry of ``weights.json`` (config, sha256, size).
-The phases can run as separate processes (e.g. the two stages on different machines).
+Usage: ``python scripts/train_demo.py [--out runs/demo] [--phase all|stage1|export] [--resume]``.
+Stage 1 is the standard ``Stage1Net``; stage 2 is a small SR3 UNet (image_size 64). Both were
+trained on synthetic haze over ``haze.builtin_photos("train")`` only (the eval photos are
+disjoint), for a fixed number of steps with a cosine learning rate, so a rerun with one torch
+thread retraces the same run.
+
+This round trains stage 1 only: it continues the previous demo stage 1 (``INIT_STAGE1``) with
+``random_depth=0.5``. The denoiser is the previous demo denoiser unchanged (``KEPT_DENOISER``);
+a fine-tune on the new stage 1's condition was tried and not kept (docs/benchmarks.md).
+``RECIPE_CHAIN`` says how the earlier weights were made; both files are taken from git history
+and checked by sha256. ``export`` writes ``dehazeddpm/assets/demo_{stage1,denoiser}.pth`` (fp16),
+``demo_provenance.json`` and fills the ``demo`` entry of ``weights.json`` (config, sha256, size).
 """
 from __future__ import annotations
 
@@ -18,33 +19,42 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Tuple
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dehazeddpm.checkpoints import load_denoiser, load_stage1, save_denoiser, save_stage1  # noqa: E402
-from dehazeddpm.schedule import NoiseSchedule  # noqa: E402
-from dehazeddpm.train import TrainConfig, provenance, train_denoiser, train_stage1  # noqa: E402
+from dehazeddpm.checkpoints import load_denoiser, load_stage1, save_stage1  # noqa: E402
+from dehazeddpm.train import TrainConfig, provenance, train_stage1  # noqa: E402
 from dehazeddpm.weights import sha256_file  # noqa: E402
 
 ASSETS = ROOT / "dehazeddpm" / "assets"
 SEED = 0
-STAGE1 = dict(stage="stage1", crop=64, min_scale=0.25, batch_size=4, steps=2500, lr=5e-4, lr_schedule="cosine",
-              seed=SEED, val_every=500, num_val=4, val_crop=96, save_every=500, progress=False, augment=True)
+STAGE1 = dict(stage="stage1", crop=64, min_scale=0.25, batch_size=4, steps=2500, lr=2.5e-4, lr_schedule="cosine",
+              seed=SEED, val_every=500, num_val=4, val_crop=96, save_every=500, progress=False, augment=True,
+              random_depth=0.5)
 UNET = {"in_channel": 7, "out_channel": 3, "inner_channel": 32, "norm_groups": 16, "channel_mults": [1, 2, 2],
         "attn_res": [16], "res_blocks": 1, "dropout": 0.0, "image_size": 64, "use_affine_level": False}
 SCHEDULE = {"schedule": "linear", "n_timestep": 2000, "linear_start": 1e-6, "linear_end": 1e-2}
-DENOISER = dict(stage="denoiser", crop=64, min_scale=0.25, batch_size=4, steps=4800, lr=2e-4, lr_schedule="cosine",
-                seed=SEED, val_every=400, num_val=4, val_crop=64, val_sampler_steps=20, unet=UNET, schedule=SCHEDULE,
-                ema_decay=0.998, grad_clip=1.0, condition_pool=2000, save_every=400, progress=False, augment=True)
-# The denoiser starts from the previous demo denoiser (commit, path, sha256): see fetch_init_denoiser.
-INIT_DENOISER = ("0cd93af5f0a341c1b4530df24a21c4fdbfc98a79", "dehazeddpm/assets/demo_denoiser.pth",
-                 "bbad1932cf7c4edeceadab4710a6a02405e8446f94141c447be28a898520ae09")
+# Stage 1 starts from the previous demo stage 1; the denoiser is the previous one, kept as it is
+# (commit, path, sha256): see fetch_from_git.
+INIT_STAGE1 = ("1764464a9168c7c9724f03b719971746d53ffd7f", "dehazeddpm/assets/demo_stage1.pth",
+               "2c5cf171c2b2549762a0767c14177d5f54d06a1bd2e7c6de009a9b93ff756a0e")
+KEPT_DENOISER = ("1764464a9168c7c9724f03b719971746d53ffd7f", "dehazeddpm/assets/demo_denoiser.pth",
+                 "42579b9c251aed2ac9d29db82c273499a1cdce609281f0dc4648fbecf345eedc")
+# How the initial weights were made, oldest first (each run is this script at that commit).
+RECIPE_CHAIN = {
+    "stage1": ["1764464: 2500 steps from random init, 13 TRAIN_PHOTOS, augment, Adam lr 5e-4 cosine (1931 s)"],
+    "denoiser": ["0cd93af: 6400 steps from random init on the first six TRAIN_PHOTOS (condition: that run's stage 1)",
+                 "1764464: 4800 steps, 13 TRAIN_PHOTOS, augment, lr 2e-4 cosine (2385 s; condition: the 1764464 stage 1)",
+                 "kept unchanged since: its condition is now this round's stage 1"],
+}
 
 
 def _registry_path() -> Path:
@@ -75,50 +85,56 @@ def update_registry(s1: Path, den: Path, note: str) -> None:
     os.replace(tmp, reg_path)
 
 
-def export(s1_ckpt: Path, den_ckpt: Path, c1: TrainConfig, c2: TrainConfig, steps: dict, seconds: dict,
-           val: dict, command: str, threads: int) -> None:
-    """Write the fp16 assets, demo_provenance.json and the registry entry from two final checkpoints."""
+def export(s1_ckpt: Path, den_file: Path, c1: TrainConfig, side1: dict, command: str, threads: int) -> None:
+    """Write the fp16 assets, demo_provenance.json and the registry entry from the final stage-1
+    checkpoint and the kept denoiser file."""
     ASSETS.mkdir(parents=True, exist_ok=True)
     # fp16 storage halves the package data; load_state_dict copies back into fp32 parameters
     s1_path = save_stage1(load_stage1(s1_ckpt).half(), ASSETS / "demo_stage1.pth")
-    unet = load_denoiser(den_ckpt, **dict(UNET))
-    den_path = save_denoiser(unet, ASSETS / "demo_denoiser.pth", NoiseSchedule.from_config(SCHEDULE), half=True)
+    den_path = ASSETS / "demo_denoiser.pth"
+    if not den_path.is_file() or sha256_file(den_path) != KEPT_DENOISER[2]:
+        tmp = den_path.with_name(den_path.name + ".tmp")
+        shutil.copyfile(den_file, tmp)  # the kept file byte for byte (already fp16)
+        os.replace(tmp, den_path)
+    load_denoiser(den_path, **dict(UNET))  # strict: the file matches UNET
     prov = {
-        "recipe": {"stage1": c1.to_dict(), "denoiser": c2.to_dict()},
-        "steps_done": steps, "seconds": seconds,
-        "denoiser_init": {"commit": INIT_DENOISER[0], "path": INIT_DENOISER[1], "sha256": INIT_DENOISER[2],
-                          "note": "the previous demo denoiser: 6400 steps on the first six TRAIN_PHOTOS, "
-                                  "stage-1 condition of that run's stage 1"},
-        "final_val_psnr": {"stage1": val["stage1"][-1][1], "denoiser_ddim": val["denoiser"][-1][1]},
-        "val_history": val, "command": command, "threads": threads, "device": "cpu", "seed": SEED,
+        "recipe": {"stage1": c1.to_dict()},
+        "steps_done": {"stage1": side1["step"]}, "seconds": {"stage1": side1["seconds"]},
+        "init": {"stage1": {"commit": INIT_STAGE1[0], "path": INIT_STAGE1[1], "sha256": INIT_STAGE1[2],
+                            "made_by": RECIPE_CHAIN["stage1"]}},
+        "denoiser_kept": {"commit": KEPT_DENOISER[0], "path": KEPT_DENOISER[1], "sha256": KEPT_DENOISER[2],
+                          "made_by": RECIPE_CHAIN["denoiser"]},
+        "final_val_psnr": {"stage1": side1["val_psnr"][-1][1]},
+        "val_history": {"stage1": side1["val_psnr"]}, "command": command, "threads": threads, "device": "cpu",
+        "seed": SEED,
         "provenance": provenance(),
         "files": {p.name: sha256_file(p) for p in (s1_path, den_path)},
     }
     (ASSETS / "demo_provenance.json").write_text(json.dumps(prov, indent=2, default=str) + "\n")
     update_registry(s1_path, den_path,
-                    f"Trained on CPU by scripts/train_demo.py (seed {SEED}): stage 1 {steps['stage1']} steps, denoiser "
-                    f"{steps['denoiser']} steps fine-tuning the previous demo denoiser (6400 steps), "
-                    f"{sum(seconds.values()) / 60:.0f} min of training here; fp16 files. Demo "
-                    "quality only, not the paper's models. Provenance: assets/demo_provenance.json.")
+                    f"Trained on CPU by scripts/train_demo.py (seed {SEED}): stage 1 2500 steps, then "
+                    f"{side1['step']} more with random_depth=0.5 ({side1['seconds'] / 60:.0f} min); the denoiser "
+                    "of the previous demo weights unchanged (6400 + 4800 steps). fp16 files. Demo quality "
+                    "only, not the paper's models. Provenance: assets/demo_provenance.json.")
     print(json.dumps({k: prov[k] for k in ("steps_done", "seconds", "final_val_psnr")}, indent=2))
 
 
-def fetch_init_denoiser(dest: Path) -> Path:
-    """Write INIT_DENOISER from git history to ``dest`` (once) and check its sha256."""
-    commit, path, sha = INIT_DENOISER
+def fetch_from_git(spec: Tuple[str, str, str], dest: Path) -> Path:
+    """Write the file ``spec = (commit, path, sha256)`` from git history to ``dest`` (once) and check its sha256."""
+    commit, path, sha = spec
     if not dest.is_file():
         try:
             blob = subprocess.run(["git", "-C", str(ROOT), "show", f"{commit}:{path}"], check=True,
                                   capture_output=True).stdout
         except (OSError, subprocess.CalledProcessError) as exc:
-            raise SystemExit(f"the denoiser recipe starts from {path} at commit {commit}; run this script from a "
+            raise SystemExit(f"the recipe starts from {path} at commit {commit}; run this script from a "
                              f"git clone of the repository (git show failed: {exc})") from exc
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(dest.name + ".tmp")
         tmp.write_bytes(blob)
         os.replace(tmp, dest)
     if sha256_file(dest) != sha:
-        raise SystemExit(f"{dest} is not the recipe's initial denoiser (sha256 {sha})")
+        raise SystemExit(f"{dest} is not the recipe's initial weights {path}@{commit[:7]} (sha256 {sha})")
     return dest
 
 
@@ -129,39 +145,32 @@ def _sidecar(ckpt: Path) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default=str(ROOT / "runs" / "demo"))
-    ap.add_argument("--phase", choices=("all", "stage1", "denoiser", "export"), default="all",
-                    help="run one phase (the two stages can run on different days; export reads OUT)")
+    ap.add_argument("--phase", choices=("all", "stage1", "export"), default="all",
+                    help="run one phase (export reads OUT)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: robust on a shared CPU)")
     ap.add_argument("--resume", action="store_true", help="continue an interrupted phase from OUT")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
-    c1 = TrainConfig(out_dir=str(out / "stage1"), **STAGE1)
     s1_ckpt = out / "stage1" / "stage1_final.pth"
-    init = out / "init" / "demo_denoiser_0cd93af.pth"
-    c2 = TrainConfig(out_dir=str(out / "denoiser"), stage1_checkpoint=str(s1_ckpt), init_checkpoint=str(init),
-                     **DENOISER)
-    den_ckpt = out / "denoiser" / "denoiser_final.pth"
+    init1 = out / "init" / f"demo_stage1_{INIT_STAGE1[0][:7]}.pth"
+    kept = out / "init" / f"demo_denoiser_{KEPT_DENOISER[0][:7]}.pth"
+    c1 = TrainConfig(out_dir=str(out / "stage1"), init_checkpoint=str(init1), **STAGE1)
     if args.phase in ("all", "stage1"):
+        fetch_from_git(INIT_STAGE1, init1)
         train_stage1(c1, resume=args.resume)
-    if args.phase in ("all", "denoiser"):
-        fetch_init_denoiser(init)
-        train_denoiser(c2, resume=args.resume)
     if args.phase in ("all", "export"):
-        side1, side2 = _sidecar(s1_ckpt), _sidecar(den_ckpt)
-        for side, cfg in ((side1, c1), (side2, c2)):
-            if side["step"] != cfg.steps:
-                raise SystemExit(f"{side['stage']} stopped at step {side['step']} of {cfg.steps}: rerun with --resume")
-            # the recipe, not the paths: a checkpoint trained with other settings must not be exported as
-            # it (a field newer than the sidecar is skipped: the run had its default behaviour)
-            paths = ("out_dir", "stage1_checkpoint", "init_checkpoint")
-            differ = sorted(k for k, v in cfg.to_dict().items()
-                            if k not in paths and k in side["config"] and side["config"][k] != v)
-            if differ:
-                raise SystemExit(f"{side['stage']} checkpoint was trained with other settings: {differ}")
-        export(s1_ckpt, den_ckpt, c1, c2, {"stage1": side1["step"], "denoiser": side2["step"]},
-               {"stage1": side1["seconds"], "denoiser": side2["seconds"]},
-               {"stage1": side1["val_psnr"], "denoiser": side2["val_psnr"]},
+        side1 = _sidecar(s1_ckpt)
+        if side1["step"] != c1.steps:
+            raise SystemExit(f"stage1 stopped at step {side1['step']} of {c1.steps}: rerun with --resume")
+        # the recipe, not the paths: a checkpoint trained with other settings must not be exported as
+        # it (a field newer than the sidecar is skipped: the run had its default behaviour)
+        paths = ("out_dir", "stage1_checkpoint", "init_checkpoint")
+        differ = sorted(k for k, v in c1.to_dict().items()
+                        if k not in paths and k in side1["config"] and side1["config"][k] != v)
+        if differ:
+            raise SystemExit(f"stage1 checkpoint was trained with other settings: {differ}")
+        export(s1_ckpt, fetch_from_git(KEPT_DENOISER, kept), c1, side1,
                "python scripts/train_demo.py " + " ".join(sys.argv[1:]), args.threads)
     return 0
 
