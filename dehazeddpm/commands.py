@@ -119,7 +119,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=None,
                    help="denoising steps (default: 20 for ddim, the full schedule for ddpm; 0 = stage 1 only)")
     p.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim", help="sampler (default ddim)")
-    p.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 = deterministic)")
+    p.add_argument("--eta", type=float, default=None,
+                   help="DDIM eta, 0 (deterministic) to 1 (default: the weights' own, else 0)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--tile", type=int, default=None, metavar="N", help="denoiser tile size (default: automatic)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available)")

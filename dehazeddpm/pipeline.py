@@ -6,8 +6,10 @@
 
 Stage 1 (``Stage1Net``) maps the hazy image ([0, 1]) to J, T, A, I; stage 2 samples the clear
 image with the SR3 denoiser conditioned on ``cat([J, T])`` mapped to [-1, 1]. Defaults favour
-speed: DDIM with eta 0 over :data:`DEFAULT_STEPS` respaced steps. ``sampler="ddpm", steps=None``
-is the reference test path (ancestral sampling over the full training schedule).
+speed: DDIM over :data:`DEFAULT_STEPS` respaced steps, from pure noise with eta 0 unless the
+weights' registry entry sets ``ddim_defaults`` (``demo``: from J noised to 0.3, eta 1).
+``sampler="ddpm", steps=None`` is the reference test path (ancestral sampling over the full
+training schedule).
 """
 from __future__ import annotations
 
@@ -158,8 +160,9 @@ class DehazePipeline:
         device: default CUDA when available, else CPU. On CUDA the denoiser runs in fp16
             autocast with channels_last; on CPU everything is float32.
         compile: wrap the denoiser in ``torch.compile`` (worth it for many images of one size).
-        ddim_defaults: values for DDIM arguments a call leaves at None (``{"start_strength": 0.3}``
-            for the ``demo`` weights, from their registry entry); empty: start from pure noise.
+        ddim_defaults: values for DDIM arguments a call leaves at None (``{"start_strength": 0.3,
+            "eta": 1.0}`` for the ``demo`` weights, from their registry entry); empty: start from
+            pure noise with eta 0.
     """
 
     def __init__(self, stage1: Stage1Net, denoiser: UNet, schedule: NoiseSchedule,
@@ -252,15 +255,17 @@ class DehazePipeline:
 
     @torch.inference_mode()
     def __call__(self, image: ImageSource, sampler: str = "ddim", steps: Optional[int] = None,
-                 eta: float = 0.0, seed: Optional[int] = None, tile_size: Optional[int] = None,
+                 eta: Optional[float] = None, seed: Optional[int] = None, tile_size: Optional[int] = None,
                  tile_overlap: Optional[int] = None, start_strength: Optional[float] = None,
                  trajectory_every: Optional[int] = None, progress: bool = True,
                  fusion: Optional[str] = None, zero_mean_noise: Optional[bool] = None,
                  callback: Optional[Callable[[int, int, torch.Tensor, torch.Tensor], None]] = None) -> DehazeResult:
         """Dehaze one image (path, PIL, numpy or tensor; any mode, any size >= 1x1).
 
-        sampler/steps: ``"ddim"`` (default, eta 0, ``steps=None`` -> DEFAULT_STEPS) or ``"ddpm"``
+        sampler/steps: ``"ddim"`` (default, ``steps=None`` -> DEFAULT_STEPS) or ``"ddpm"``
             (``steps=None`` -> the full schedule, the reference path); ``steps=0`` returns J.
+        eta: DDIM's noise scale, 0 (deterministic) to 1 (the ancestral sampler respaced). None:
+            the weights' ``ddim_defaults`` (``demo``: 1), else 0. The ancestral sampler ignores it.
         seed: draws from a ``torch.Generator`` on the pipeline device (deterministic per device);
             None uses the global RNG.
         tile_size/tile_overlap: denoiser tiling (None: chosen by :meth:`choose_tile`; a size >=
@@ -283,6 +288,10 @@ class DehazePipeline:
             start_strength = float(self.ddim_defaults.get("start_strength", 1.0)) if sampler == "ddim" else 1.0
         if not 0 < start_strength <= 1:
             raise ValueError(f"start_strength must be in (0, 1], got {start_strength}")
+        if eta is None:
+            eta = float(self.ddim_defaults.get("eta", 0.0))
+        if not 0 <= eta <= 1:
+            raise ValueError(f"eta must be in [0, 1], got {eta}")
         if steps is not None and steps < 0:
             raise ValueError(f"steps must be >= 0, got {steps}")
         if zero_mean_noise is None:

@@ -497,7 +497,7 @@ def _run(cfg: TrainConfig, resume: bool) -> TrainResult:
             else:
                 cond = condition_of(hazy)
                 g = torch.Generator(device=d.device).manual_seed(cfg.seed)
-                # the pipeline's default path: DDIM, eta 0, start noise without its mean
+                # the pipeline's default path for weights without ddim_defaults: DDIM, eta 0, mean-free noise
                 x = sample(m, cond, schedule, sampler="ddim", steps=cfg.val_sampler_steps, generator=g,  # type: ignore[arg-type]
                            zero_mean_noise=True)
                 pred = imageio.to_unit(x).clamp(0, 1)

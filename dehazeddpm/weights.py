@@ -98,7 +98,7 @@ _ENTRY_REQUIRED = ("description", "dataset", "condition", "citation", "stage1", 
                    "unet_config", "schedule")
 _ENTRY_OPTIONAL = ("notes", "ddim_defaults")
 # pipeline arguments an entry may set for its DDIM sampling (a weights file's measured best use)
-DDIM_DEFAULT_KEYS = ("start_strength",)
+DDIM_DEFAULT_KEYS = ("start_strength", "eta")
 
 
 @dataclass(frozen=True)
@@ -204,6 +204,9 @@ class WeightsEntry:
         strength = ddim_defaults.get("start_strength", 1.0)
         if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 < strength <= 1:
             raise WeightsError(f"{where}: ddim_defaults.start_strength must be in (0, 1], got {strength!r}")
+        eta = ddim_defaults.get("eta", 0.0)
+        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 <= eta <= 1:
+            raise WeightsError(f"{where}: ddim_defaults.eta must be in [0, 1], got {eta!r}")
         return cls(
             name=name,
             description=str(data["description"]),

@@ -274,8 +274,9 @@ print(f'8 steps kept: {len(kept) == 8} | first sampled step is the noisiest (t =
 """),
         md("## The trajectory"),
         code("""
-# start_strength=1.0: from pure noise (the demo entry's default starts from J noised to 0.3)
-res = pipe(hazy, sampler='ddim', steps=STEPS, start_strength=1.0, seed=0, trajectory_every=1, progress=False)
+# start_strength=1.0, eta=0.0: from pure noise, deterministic (the demo entry's default starts
+# from J noised to 0.3 and samples with eta 1)
+res = pipe(hazy, sampler='ddim', steps=STEPS, start_strength=1.0, eta=0.0, seed=0, trajectory_every=1, progress=False)
 print(len(res.trajectory), 'snapshots')
 plotting.show(plotting.plot_trajectory(res.trajectory))
 """),
@@ -287,8 +288,8 @@ viewer.show()
         md("""
 ## DDPM vs DDIM
 
-Same condition, same seed, different samplers and step counts. PSNR is against the ground truth of
-the synthetic hazy image; time is wall clock on this machine.
+Same condition, same seed, different samplers and step counts; DDIM at $\\eta = 0$ (deterministic).
+PSNR is against the ground truth of the synthetic hazy image; time is wall clock on this machine.
 """),
         code("""
 STEP_COUNTS = [1, 2, 4] if SMOKE else [10, 25, 50, 100]
@@ -296,7 +297,7 @@ records = []
 for sampler in ('ddpm', 'ddim'):
     for steps in STEP_COUNTS:
         t0 = time.perf_counter()
-        r = pipe(hazy, sampler=sampler, steps=steps, start_strength=1.0, seed=0, progress=False)
+        r = pipe(hazy, sampler=sampler, steps=steps, start_strength=1.0, eta=0.0, seed=0, progress=False)
         records.append({'sampler': sampler, 'steps': steps, 'seconds': time.perf_counter() - t0,
                         'psnr': metrics.psnr(imageio.load_image(r.image), gt)})
 plotting.show(plotting.plot_sampler_comparison(records))
@@ -331,8 +332,8 @@ mean (`zero_mean_noise`, `dehazeddpm.samplers.zero_mean`). Below: three seeds wi
 """),
         code("""
 SEEDS = [0, 1, 2]
-runs = [(zm, s, pipe(hazy, sampler='ddim', steps=STEPS, start_strength=1.0, seed=s, zero_mean_noise=zm,
-                     progress=False))
+runs = [(zm, s, pipe(hazy, sampler='ddim', steps=STEPS, start_strength=1.0, eta=0.0, seed=s,
+                     zero_mean_noise=zm, progress=False))
         for zm in (True, False) for s in SEEDS]
 plotting.show(plotting.plot_side_by_side(
     [r.image for _, _, r in runs],
@@ -387,8 +388,8 @@ print(f'missing keys: {report.missing_keys}\\nunexpected keys: {report.unexpecte
         code("""
 broken = dd.DehazePipeline(pipe.stage1, reference_unet.to(DEVICE), pipe.schedule, device=DEVICE)
 # both from pure noise, as the reference samples
-res_bad = broken(hazy, sampler='ddim', steps=STEPS, start_strength=1.0, seed=0, progress=False)
-res_good = pipe(hazy, sampler='ddim', steps=STEPS, start_strength=1.0, seed=0, progress=False)
+res_bad = broken(hazy, sampler='ddim', steps=STEPS, start_strength=1.0, eta=0.0, seed=0, progress=False)
+res_good = pipe(hazy, sampler='ddim', steps=STEPS, start_strength=1.0, eta=0.0, seed=0, progress=False)
 p_bad = metrics.psnr(imageio.load_image(res_bad.image), gt)
 p_good = metrics.psnr(imageio.load_image(res_good.image), gt)
 plotting.show(plotting.plot_side_by_side(

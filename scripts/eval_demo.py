@@ -1,17 +1,18 @@
 """Evaluate the demo weights on the built-in eval photos (disjoint from the training photos).
 
 Usage: ``python scripts/eval_demo.py [--size 128] [--ddpm-size 64] [--seeds 0,1,2] [--json out.json]``.
-Rows: hazy input, stage-1 J alone, the pipeline's default call (DDIM-20, eta 0, with the demo
-entry's ``ddim_defaults``: started from J noised to ``start_strength`` 0.3), DDIM-20 from pure
-noise at eta 0 and eta 1, each also with plain start noise (``zero_mean_noise=False``, the mean
-kept), from pure noise with ``fusion="transmission"``, started at ``start_strength`` 0.45, and
-full ancestral DDPM over every step of the training schedule, from pure noise (the reference
-path) and, when the weights set a default ``start_strength``, from the default call's start (J
-noised to that level: the like-for-like comparison for the default). The DDPM rows run on a
-smaller eval set (``--ddpm-size``; hundreds to 2000 UNet calls per image is minutes per image on a
-CPU), so they come with their own hazy/J/DDIM-20 rows at that size. Samples
-from an under-trained denoiser vary a lot with the seed: every sampled row is averaged over
-``--seeds`` (hazy and J rows do not depend on it).
+Rows: hazy input, stage-1 J alone, the pipeline's default call (DDIM-20 with the demo entry's
+``ddim_defaults``: started from J noised to ``start_strength`` 0.3, eta 1), the same start at eta 0
+(the default until eta 1 was measured better), DDIM-20 from pure noise at eta 0 and eta 1, each
+also with plain start noise (``zero_mean_noise=False``, the mean kept), from pure noise with
+``fusion="transmission"``, started at ``start_strength`` 0.45, and full ancestral DDPM over every
+step of the training schedule, from pure noise (the reference path) and, when the weights set a
+default ``start_strength``, from the default call's start (J noised to that level: the
+like-for-like comparison for the default). The DDPM rows run on a smaller eval set
+(``--ddpm-size``; hundreds to 2000 UNet calls per image is minutes per image on a CPU), so they
+come with their own hazy/J/DDIM-20 rows at that size. Samples from an under-trained denoiser vary a
+lot with the seed: every sampled row is averaged over ``--seeds`` (hazy and J rows do not depend on
+it).
 Prints a markdown table and writes JSON.
 """
 from __future__ import annotations
@@ -87,10 +88,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     torch.set_num_threads(args.threads)
     pipe = DehazePipeline.from_pretrained("demo", device="cpu", stage1=args.stage1, denoiser=args.denoiser,
                                           download=False, progress=False)
-    noise = {"sampler": "ddim", "steps": 20, "start_strength": 1.0}  # from pure noise
+    noise = {"sampler": "ddim", "steps": 20, "start_strength": 1.0, "eta": 0.0}  # from pure noise
     main_runs = [{"name": "hazy input", "kw": None},
                  {"name": "stage 1 J", "kw": {"steps": 0}},
-                 {"name": "DDIM 20, pipeline default (demo: start_strength 0.3)", "kw": {"sampler": "ddim", "steps": 20}},
+                 {"name": "DDIM 20, pipeline default (demo: start_strength 0.3, eta 1)", "kw": {"sampler": "ddim", "steps": 20}},
+                 {"name": "DDIM 20, the default's start, eta 0", "kw": {"sampler": "ddim", "steps": 20, "eta": 0.0}},
                  {"name": "DDIM 20 from pure noise (eta 0)", "kw": dict(noise)},
                  {"name": "DDIM 20 from pure noise, plain noise (mean kept)", "kw": dict(noise, zero_mean_noise=False)},
                  {"name": "DDIM 20 from pure noise, eta 1 (= respaced ancestral)", "kw": dict(noise, eta=1.0)},
@@ -112,7 +114,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             n = len(pipe.schedule.truncate(start))
             ddpm_runs.append({"name": f"DDPM {n} (ancestral, every step from J noised to start_strength {start:g})",
                               "kw": {"sampler": "ddpm", "steps": None, "start_strength": start}})
-        rows += evaluate(pipe, args.ddpm_size, main_runs[:7] + ddpm_runs, ddpm_seeds)
+        rows += evaluate(pipe, args.ddpm_size, main_runs[:8] + ddpm_runs, ddpm_seeds)
     table = ["| method | eval size (shorter side) | seeds | PSNR (dB), mean | PSNR range over seeds | SSIM | s / image (CPU) |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:

@@ -1,21 +1,23 @@
 """How DDIM's quality depends on steps, eta and start_strength: the measurement behind the defaults.
 
 Usage: ``python scripts/sampler_steps.py [--steps 10,20,25,50,100] [--etas 0,1]
-[--start-strengths 1] [--seeds 0,1,2] [--photos train|eval] [--stage1 P] [--denoiser P]``
+[--start-strengths 1] [--seeds 0,1,2] [--ddpm] [--photos train|eval] [--stage1 P] [--denoiser P]``
 (default: the bundled ``demo`` weights on 8 fixed 64 px synthetic-haze crops of the *training*
 photos, so choosing a default from it never looks at the eval photos).
 
 Prints one row per (steps, eta, start_strength): the PSNR of the pipeline's output (8-bit, as a
 user gets it) against ground truth, averaged over the crops and the seeds, with the per-seed
-means. Every other setting is the pipeline's default (mean-free start noise). Stage 1's J is
-printed first for reference.
+means and the UNet evaluations per image. Every other setting is the pipeline's default
+(mean-free start noise). Stage 1's J is printed first for reference. ``--ddpm`` adds, per start
+strength, the ancestral sampler over every step of the full schedule from that start (steps
+``ddpm``, eta blank): what the DDIM rows are judged against.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -40,6 +42,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--etas", default="0,1")
     ap.add_argument("--start-strengths", default="1")
     ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--ddpm", action="store_true", help="add the ancestral sampler over every step per start strength")
     ap.add_argument("--photos", choices=("train", "eval"), default="train")
     ap.add_argument("--crop", type=int, default=64)
     ap.add_argument("--n", type=int, default=8, help="number of crops")
@@ -53,20 +56,29 @@ def main(argv: Optional[List[str]] = None) -> int:
                               fixed=True, min_scale=0.25)
     items = [ds[i] for i in range(args.n)]
 
-    def mean_psnr(**kw) -> float:
-        return float(np.mean([psnr(imageio.load_image(pipe(it["hazy"], progress=False, **kw).image), it["gt"])
-                              for it in items]))
+    def mean_psnr(**kw) -> Tuple[float, int]:
+        """Mean PSNR over the crops, and the UNet evaluations per crop."""
+        results = [pipe(it["hazy"], progress=False, **kw) for it in items]
+        return (float(np.mean([psnr(imageio.load_image(r.image), it["gt"]) for r, it in zip(results, items)])),
+                results[0].steps)
 
-    print(f"stage-1 J: {mean_psnr(steps=0):.2f} dB")
-    print("| steps | eta | start_strength | PSNR (dB) | per seed |")
-    print("|---:|---:|---:|---:|---|")
+    def row(label: str, eta_label: str, strength: float, **kw) -> None:
+        runs = [mean_psnr(start_strength=strength, seed=seed, **kw) for seed in _ints(args.seeds)]
+        per_seed, evals = [p for p, _ in runs], runs[0][1]
+        print(f"| {label} | {eta_label} | {strength:g} | {np.mean(per_seed):.2f} | "
+              f"{', '.join(f'{v:.2f}' for v in per_seed)} | {evals} |", flush=True)
+
+    strengths = [float(v) for v in args.start_strengths.split(",")]
+    print(f"stage-1 J: {mean_psnr(steps=0)[0]:.2f} dB")
+    print("| steps | eta | start_strength | PSNR (dB) | per seed | UNet evaluations |")
+    print("|---:|---:|---:|---:|---|---:|")
     for steps in _ints(args.steps):
         for eta in [float(v) for v in args.etas.split(",")]:
-            for strength in [float(v) for v in args.start_strengths.split(",")]:
-                per_seed = [mean_psnr(sampler="ddim", steps=steps, eta=eta, start_strength=strength, seed=seed)
-                            for seed in _ints(args.seeds)]
-                print(f"| {steps} | {eta:g} | {strength:g} | {np.mean(per_seed):.2f} | "
-                      f"{', '.join(f'{v:.2f}' for v in per_seed)} |", flush=True)
+            for strength in strengths:
+                row(str(steps), f"{eta:g}", strength, sampler="ddim", steps=steps, eta=eta)
+    if args.ddpm:
+        for strength in strengths:
+            row("ddpm", "", strength, sampler="ddpm", steps=None)
     return 0
 
 

@@ -150,7 +150,27 @@ def test_weights_ddim_defaults_apply_to_ddim_only(pipe):
     assert p(x, steps=20, start_strength=1.0, seed=0, progress=False).steps == 20
     assert p(x, sampler="ddpm", seed=0, progress=False).steps == 40
     assert counted.calls == 6 + 20 + 40
-    assert DehazePipeline.from_pretrained("demo", device="cpu").ddim_defaults == {"start_strength": 0.3}
+    assert DehazePipeline.from_pretrained("demo", device="cpu").ddim_defaults == {"start_strength": 0.3, "eta": 1.0}
+
+
+def test_weights_default_eta_fills_only_an_eta_left_at_none(pipe):
+    sched = NoiseSchedule.from_config({**SCHEDULE, "n_timestep": 40})
+    p1 = DehazePipeline(pipe.stage1, Pointwise(), sched, device="cpu", ddim_defaults={"eta": 1.0})
+    p0 = DehazePipeline(pipe.stage1, p1.denoiser, sched, device="cpu")
+    x = _rand_image(16, 16)
+
+    def out(p, **kw):
+        return p(x, steps=10, seed=0, progress=False, **kw).image
+
+    stochastic, deterministic = np.asarray(out(p1)), np.asarray(out(p0))
+    assert np.array_equal(stochastic, np.asarray(out(p0, eta=1.0)))
+    assert np.array_equal(np.asarray(out(p1, eta=0.0)), deterministic)
+    assert not np.array_equal(stochastic, deterministic)  # eta 1 adds fresh noise at every step
+    # the ancestral sampler has no eta: the default does not touch it
+    assert np.array_equal(np.asarray(out(p1, sampler="ddpm")), np.asarray(out(p0, sampler="ddpm")))
+    for bad in (-0.5, 1.5):
+        with pytest.raises(ValueError, match="eta"):
+            p1(x, steps=2, eta=bad, progress=False)
 
 
 def test_start_strength_runs_fewer_steps(counting_pipe):

@@ -26,7 +26,7 @@ def test_eval_demo_averages_sampled_rows_over_seeds(tmp_path):
     data = json.loads(out.read_text())
     rows = {r["method"]: r for r in data["rows"]}
     assert rows["hazy input"]["psnr_per_seed"].keys() == {"0"}  # does not depend on the seed
-    default = rows["DDIM 20, pipeline default (demo: start_strength 0.3)"]
+    default = rows["DDIM 20, pipeline default (demo: start_strength 0.3, eta 1)"]
     per_seed = default["psnr_per_seed"]
     assert per_seed.keys() == {"0", "1"}
     assert abs(default["psnr"] - sum(per_seed.values()) / 2) < 1e-2  # equal image counts per seed
@@ -57,7 +57,19 @@ def test_sampler_steps_prints_one_row_per_setting(capsys):
     for r in rows:  # the mean is the mean of the per-seed values shown
         seeds = [float(v) for v in r[4].split(",")]
         assert len(seeds) == 2 and abs(float(r[3]) - sum(seeds) / 2) < 0.01
+    # UNet evaluations: all respaced steps from pure noise, half of them from start_strength 0.5
+    assert [int(r[5]) for r in rows] == [2, 1, 2, 1, 4, 2, 4, 2]
     assert out.startswith("stage-1 J: ")
+
+
+def test_sampler_steps_ddpm_row_runs_every_step_from_the_same_start(capsys):
+    mod = _load("sampler_steps")
+    # start_strength 0.01 keeps the ancestral row at 20 of the demo schedule's 2000 steps
+    assert mod.main(["--steps", "4", "--etas", "0", "--start-strengths", "0.01", "--seeds", "0", "--n", "1",
+                     "--crop", "16", "--ddpm"]) == 0
+    rows = [ln.split("|")[1:-1] for ln in capsys.readouterr().out.splitlines() if ln.startswith("| ") and ln[2] != "-"]
+    assert [(r[0].strip(), r[1].strip(), float(r[2]), int(r[5])) for r in rows[1:]] == [
+        ("4", "0", 0.01, 1), ("ddpm", "", 0.01, 20)]
 
 
 def test_depth_shift_prints_one_row_per_stage1(capsys, tmp_path):

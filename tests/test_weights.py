@@ -93,11 +93,13 @@ def test_demo_entry_is_bundled():
 
 
 def test_ddim_defaults_are_validated():
-    assert W.get_entry("demo").ddim_defaults == {"start_strength": 0.3}
+    assert W.get_entry("demo").ddim_defaults == {"start_strength": 0.3, "eta": 1.0}
     # released weights sample as the reference does: from pure noise
     assert W.get_entry("nh-haze").ddim_defaults == {} and W.get_entry("dense-haze").ddim_defaults == {}
     base = dict(_raw()["entries"]["demo"])
-    for bad in ({"start_strength": 0}, {"start_strength": 1.5}, {"start_strength": "0.3"}, {"eta": 1.0}, [0.3]):
+    assert W.WeightsEntry.from_dict("demo", dict(base, ddim_defaults={"eta": 0})).ddim_defaults == {"eta": 0}
+    for bad in ({"start_strength": 0}, {"start_strength": 1.5}, {"start_strength": "0.3"}, {"eta": -0.1},
+                {"eta": 1.5}, {"eta": True}, {"steps": 10}, [0.3]):
         with pytest.raises(W.WeightsError, match="ddim_defaults"):
             W.WeightsEntry.from_dict("demo", dict(base, ddim_defaults=bad))
 
