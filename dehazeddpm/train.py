@@ -60,10 +60,11 @@ class TrainConfig:
     and trains on those (with fresh flips and noise), which removes stage 1 from the step cost.
     ``frequency_weight``: weight of the diffusion loss's FFT-amplitude term (0.01, the reference).
     ``augment`` (synthetic data): random channel order and depth power per crop;
-    ``random_depth``: the fraction of crops hazed over a random smooth depth field
-    (both ``SyntheticHazeDataset``; validation crops keep the photo's depth). ``init_checkpoint``: start from these weights (a stage-1 or
-    denoiser checkpoint of the same architecture, loaded strictly) instead of a random init, i.e.
-    fine-tune; when resuming, the resume file's weights replace them.
+    ``random_depth``: the fraction of crops hazed over a random smooth depth field (both
+    ``SyntheticHazeDataset``; validation crops keep the photo's depth). ``init_checkpoint``: start
+    from these weights (a stage-1 or denoiser checkpoint of the same architecture, loaded
+    strictly) instead of a random init, i.e. fine-tune; when resuming, the resume file's weights
+    replace them.
     """
 
     stage: str = "stage1"
