@@ -121,6 +121,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim", help="sampler (default ddim)")
     p.add_argument("--eta", type=float, default=None,
                    help="DDIM eta, 0 (deterministic) to 1 (default: the weights' own, else 0)")
+    p.add_argument("--stage1-size", type=int, default=None, metavar="N",
+                   help="shorter side stage 1 runs at, J and T brought back to the image's size (default: "
+                        "the weights' own, demo 128; 0 = full resolution)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--tile", type=int, default=None, metavar="N", help="denoiser tile size (default: automatic)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
@@ -128,7 +131,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 def _run_kwargs(args: argparse.Namespace) -> Dict[str, Any]:
     return dict(sampler=args.sampler, steps=args.steps, eta=args.eta, seed=args.seed,
-                tile_size=args.tile, progress=False)
+                tile_size=args.tile, stage1_size=args.stage1_size, progress=False)
 
 
 # -- dehaze ----------------------------------------------------------------------------------------

@@ -7,7 +7,8 @@
 Stage 1 (``Stage1Net``) maps the hazy image ([0, 1]) to J, T, A, I; stage 2 samples the clear
 image with the SR3 denoiser conditioned on ``cat([J, T])`` mapped to [-1, 1]. Defaults favour
 speed: DDIM over :data:`DEFAULT_STEPS` respaced steps, from pure noise with eta 0 unless the
-weights' registry entry sets ``ddim_defaults`` (``demo``: from J noised to 0.3, eta 1).
+weights' registry entry sets ``ddim_defaults`` (``demo``: from J noised to 0.3, eta 1). An entry's
+``stage1_size`` (``demo``: 128) runs stage 1 at that shorter side (:mod:`working_size`).
 ``sampler="ddpm", steps=None`` is the reference test path (ancestral sampling over the full
 training schedule).
 """
@@ -33,6 +34,7 @@ from .stage1 import SIZE_MULTIPLE as STAGE1_MULTIPLE
 from .stage1 import Stage1Net
 from .tiling import TiledDenoiser
 from .unet import UNet
+from .working_size import stage1_at_size, working_shape
 
 # 20 DDIM (eta 0) steps: the usual quality plateau for SR3-type conditional models respaced with
 # DDIM; 100x fewer UNet evaluations than the 2000-step reference path (see docs/benchmarks.md).
@@ -163,14 +165,20 @@ class DehazePipeline:
         ddim_defaults: values for DDIM arguments a call leaves at None (``{"start_strength": 0.3,
             "eta": 1.0}`` for the ``demo`` weights, from their registry entry); empty: start from
             pure noise with eta 0.
+        stage1_size: run stage 1 at this shorter side and bring J and T back to the image's size
+            (:func:`working_size.stage1_at_size`; ``demo``: 128, the size its stage 1 was trained
+            at). None or 0: stage 1 sees the image at full resolution, as in the reference.
     """
 
     def __init__(self, stage1: Stage1Net, denoiser: UNet, schedule: NoiseSchedule,
                  device: Union[str, torch.device, None] = None, *, compile: bool = False,
-                 ddim_defaults: Optional[Dict[str, Any]] = None):
+                 ddim_defaults: Optional[Dict[str, Any]] = None, stage1_size: Optional[int] = None):
         self.device = torch.device(device) if device is not None else _default_device()
         # what a DDIM call uses for arguments left at None (from the weights' registry entry)
         self.ddim_defaults: Dict[str, Any] = dict(ddim_defaults or {})
+        if stage1_size is not None and (isinstance(stage1_size, bool) or int(stage1_size) < 0):
+            raise ValueError(f"stage1_size must be >= 0 (0 or None: full resolution), got {stage1_size!r}")
+        self.stage1_size: Optional[int] = int(stage1_size) if stage1_size else None
         self.stage1 = stage1.to(self.device).eval()
         self.denoiser = denoiser.to(self.device).eval()
         self.schedule = schedule
@@ -187,16 +195,18 @@ class DehazePipeline:
                         download: bool = True, progress: bool = True, compile: bool = False) -> "DehazePipeline":
         """Weights of a registry entry (``demo``, ``nh-haze``, ``dense-haze``) via ``weights.resolve``.
 
-        The UNet is built with the entry's ``unet_config`` and sampled with the entry's schedule and
-        ``ddim_defaults`` (the ``demo`` entry starts DDIM from J noised part-way: see the README);
-        ``stage1``/``denoiser`` paths override the entry's files.
+        The UNet is built with the entry's ``unet_config`` and sampled with the entry's schedule,
+        ``ddim_defaults`` and ``stage1_size`` (the ``demo`` entry starts DDIM from J noised
+        part-way and runs stage 1 at 128 px: see the README); ``stage1``/``denoiser`` paths
+        override the entry's files.
         """
         from .weights import resolve  # the registry (and its downloaders) only when asked for
         res = resolve(name, stage1=stage1, denoiser=denoiser, download=download, progress=progress)
         net1 = load_stage1(res.stage1)
         unet = load_denoiser(res.denoiser, **res.unet_config)
         schedule = NoiseSchedule.from_config(res.schedule)
-        return cls(net1, unet, schedule, device, compile=compile, ddim_defaults=res.ddim_defaults)
+        return cls(net1, unet, schedule, device, compile=compile, ddim_defaults=res.ddim_defaults,
+                   stage1_size=res.stage1_size)
 
     @classmethod
     def from_files(cls, stage1: Union[str, os.PathLike], denoiser: Union[str, os.PathLike],
@@ -244,14 +254,24 @@ class DehazePipeline:
         return contextlib.nullcontext()
 
     # -- inference --------------------------------------------------------------------------------
-    def run_stage1(self, x01: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Stage 1 on a padded (1, 3, H, W) [0, 1] image; returns float32 (J, T, A, I)."""
+    def run_stage1(self, x01: torch.Tensor, size: Optional[int] = None
+                   ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Stage 1 on a (1, 3, H, W) [0, 1] image; returns float32 (J, T, A, I) at H x W, in [0, 1].
+
+        size: None runs the net on the image as given; otherwise on a copy with that shorter
+        side (:func:`working_size.stage1_at_size`).
+        """
         x = x01.to(self.device)
-        if self.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
+
+        def net(img: torch.Tensor):
+            if self.device.type == "cuda":
+                img = img.contiguous(memory_format=torch.channels_last)
+            out = self.stage1(img)
+            return type(out)(*(t.float() for t in out))
+
         with torch.inference_mode(), self._precision():
-            out = self.stage1(x)
-        return out.J.float(), out.T.float(), out.A.float(), out.I.float()
+            out = net(x) if size is None else stage1_at_size(net, x, size)
+        return out.J, out.T, out.A, out.I
 
     @torch.inference_mode()
     def __call__(self, image: ImageSource, sampler: str = "ddim", steps: Optional[int] = None,
@@ -259,6 +279,7 @@ class DehazePipeline:
                  tile_overlap: Optional[int] = None, start_strength: Optional[float] = None,
                  trajectory_every: Optional[int] = None, progress: bool = True,
                  fusion: Optional[str] = None, zero_mean_noise: Optional[bool] = None,
+                 stage1_size: Optional[int] = None,
                  callback: Optional[Callable[[int, int, torch.Tensor, torch.Tensor], None]] = None) -> DehazeResult:
         """Dehaze one image (path, PIL, numpy or tensor; any mode, any size >= 1x1).
 
@@ -278,6 +299,8 @@ class DehazePipeline:
         fusion: ``"transmission"`` blends J back in where haze is thin (:func:`fuse_transmission`).
         zero_mean_noise: draw DDIM's noise without its per-channel mean (:func:`samplers.zero_mean`,
             which says why). None: on for ``"ddim"``; ``"ddpm"`` never uses it (the reference path).
+        stage1_size: shorter side stage 1 runs at (:mod:`working_size`); None: the pipeline's
+            ``stage1_size`` (``demo``: 128); 0: full resolution.
         callback: extra ``callback(step, t, x_t, x0)`` on padded diffusion-space tensors.
         """
         if sampler not in SAMPLERS:
@@ -294,6 +317,10 @@ class DehazePipeline:
             raise ValueError(f"eta must be in [0, 1], got {eta}")
         if steps is not None and steps < 0:
             raise ValueError(f"steps must be >= 0, got {steps}")
+        if stage1_size is None:
+            stage1_size = self.stage1_size or 0
+        if isinstance(stage1_size, bool) or int(stage1_size) < 0:
+            raise ValueError(f"stage1_size must be >= 0 (0: full resolution), got {stage1_size!r}")
         if zero_mean_noise is None:
             zero_mean_noise = sampler == "ddim"
         elif zero_mean_noise and sampler == "ddpm":
@@ -307,7 +334,12 @@ class DehazePipeline:
         timings["load"] = time.perf_counter() - t_start
 
         t0 = time.perf_counter()
-        J, T, A, I = self.run_stage1(padded)
+        if stage1_size and working_shape(h, w, int(stage1_size)) != (h, w):
+            J, T, A, I = self.run_stage1(x, size=int(stage1_size))
+            # J and T come back at h x w; the denoiser needs them padded like the input
+            J, T, I = (pad_to_multiple(t, self.size_multiple)[0] for t in (J, T, I))
+        else:
+            J, T, A, I = self.run_stage1(padded)
         _sync(self.device)
         timings["stage1"] = time.perf_counter() - t0
 

@@ -96,7 +96,7 @@ class UnknownWeightsError(WeightsError, LookupError):
 _SPEC_KEYS = {"filename", "source", "url", "id", "path", "page", "sha256", "size"}
 _ENTRY_REQUIRED = ("description", "dataset", "condition", "citation", "stage1", "denoiser",
                    "unet_config", "schedule")
-_ENTRY_OPTIONAL = ("notes", "ddim_defaults")
+_ENTRY_OPTIONAL = ("notes", "ddim_defaults", "stage1_size")
 # pipeline arguments an entry may set for its DDIM sampling (a weights file's measured best use)
 DDIM_DEFAULT_KEYS = ("start_strength", "eta")
 
@@ -178,6 +178,8 @@ class WeightsEntry:
     condition: str = "J+T"
     notes: Optional[str] = None
     ddim_defaults: Dict[str, Any] = field(default_factory=dict)
+    # shorter side stage 1 runs at (working_size.stage1_at_size); None: full resolution
+    stage1_size: Optional[int] = None
 
     @property
     def files(self) -> Dict[str, FileSpec]:
@@ -207,6 +209,10 @@ class WeightsEntry:
         eta = ddim_defaults.get("eta", 0.0)
         if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 <= eta <= 1:
             raise WeightsError(f"{where}: ddim_defaults.eta must be in [0, 1], got {eta!r}")
+        stage1_size = data.get("stage1_size")
+        if stage1_size is not None and (isinstance(stage1_size, bool) or not isinstance(stage1_size, int)
+                                        or stage1_size < 1):
+            raise WeightsError(f"{where}: 'stage1_size' must be null or a positive integer, got {stage1_size!r}")
         return cls(
             name=name,
             description=str(data["description"]),
@@ -219,6 +225,7 @@ class WeightsEntry:
             condition=str(data["condition"]),
             notes=data.get("notes"),
             ddim_defaults=dict(ddim_defaults),
+            stage1_size=stage1_size,
         )
 
 
@@ -248,6 +255,10 @@ class ResolvedWeights:
     @property
     def ddim_defaults(self) -> Dict[str, Any]:
         return dict(self.entry.ddim_defaults)
+
+    @property
+    def stage1_size(self) -> Optional[int]:
+        return self.entry.stage1_size
 
 
 def _read_registry_text(path: Path) -> str:

@@ -232,6 +232,29 @@ plotting.show(plotting.plot_side_by_side(
     ['hazy', f'(I - A(1-T)) / T: {metrics.psnr(J_phys, gt):.1f} dB', f'stage-1 J: {metrics.psnr(out.J, gt):.1f} dB',
      'ground truth']))
 """),
+        md(r"""
+## Stage 1 at its working size
+
+The network sees a fixed number of pixels around each output pixel, but haze varies over a
+fraction of the *scene*, whatever the resolution. The demo stage 1 was trained on 128 px crops, so
+the pipeline runs it on a copy whose shorter side is 128 px (`stage1_size`, set by the `demo`
+registry entry) and brings the result back: T is smooth and is upsampled; J is the upsampled J plus
+the hazy image's own fine detail divided by T (under the scattering model, I's detail is T times J's).
+`pipe(img, stage1_size=0)` runs stage 1 at full resolution, as the reference does and as the
+released weights do by default.
+
+It assumes T varies slowly. Motorcycle's haze follows real depth, with sharp steps at object
+edges, and there the working size can lose; rocket and camera are hazed over a smooth depth prior.
+"""),
+        code("""
+print('working size of these weights:', pipe.stage1_size)
+for name, (h, g) in pairs.items():
+    x, y = imageio.load_image(h), imageio.load_image(g)
+    full = pipe.run_stage1(x)[0].cpu()
+    sized = pipe.run_stage1(x, size=pipe.stage1_size)[0].cpu()
+    print(f'{name:10s} J at {x.shape[-2]} px: {metrics.psnr(full, y):5.2f} dB   '
+          f'at {pipe.stage1_size} px, brought back: {metrics.psnr(sized, y):5.2f} dB')
+"""),
         md("""
 ## Inspector
 

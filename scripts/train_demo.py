@@ -115,7 +115,8 @@ def export(s1_ckpt: Path, den_file: Path, c1: TrainConfig, side1: dict, command:
     update_registry(s1_path, den_path,
                     f"Trained on CPU by scripts/train_demo.py: stage 1 2500 steps, 2500 more with "
                     f"random_depth=0.5, then {side1['step']} on 128 px crops ({side1['seconds'] / 60:.0f} min); "
-                    "the denoiser of the earlier demo weights unchanged (6400 + 4800 steps). fp16 files. Demo "
+                    "the denoiser of the earlier demo weights unchanged (6400 + 4800 steps). fp16 files. Stage 1 "
+                    "runs at a 128 px working size (stage1_size; docs/benchmarks.md, Findings 10). Demo "
                     "quality only, not the paper's models. Provenance: assets/demo_provenance.json.")
     print(json.dumps({k: prov[k] for k in ("steps_done", "seconds", "final_val_psnr")}, indent=2))
 

@@ -15,7 +15,7 @@ from PIL import Image
 from dehazeddpm import NoiseSchedule, Stage1Net, UNet, save_denoiser, save_stage1
 from dehazeddpm.cli import main
 from dehazeddpm.commands import collect_inputs, dist_env, pair_folders, shard
-from dehazeddpm.imageio import load_image
+from dehazeddpm.imageio import load_image, to_pil
 from dehazeddpm.metrics import psnr, ssim
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,6 +104,23 @@ def test_steps_zero_writes_stage1_j(tmp_path, inputs, ckpts):
     args = [a if a != "2" else "0" for a in ckpts]
     assert main(["dehaze", str(inputs / "odd.png"), "-o", str(out), "--save-intermediates", *args]) == 0
     assert np.array_equal(np.asarray(Image.open(out / "odd.png")), np.asarray(Image.open(out / "odd_J.png")))
+
+
+def test_stage1_size_option_reaches_stage1(tmp_path, inputs, ckpts):
+    """--stage1-size N runs stage 1 at shorter side N (J brought back to the input's size)."""
+    from dehazeddpm.checkpoints import load_stage1
+    from dehazeddpm.working_size import stage1_at_size
+
+    args = [a if a != "2" else "0" for a in ckpts]
+    for name, extra in (("full", []), ("sized", ["--stage1-size", "16"])):
+        assert main(["dehaze", str(inputs / "odd.png"), "-o", str(tmp_path / name), *args, *extra]) == 0
+    hazy = load_image(inputs / "odd.png")
+    with torch.no_grad():
+        expect = stage1_at_size(load_stage1(ckpts[1]), hazy, 16).J
+    sized = np.asarray(Image.open(tmp_path / "sized" / "odd.png"))
+    assert sized.shape == (37, 53, 3)
+    assert np.array_equal(sized, np.asarray(to_pil(expect)))
+    assert not np.array_equal(sized, np.asarray(Image.open(tmp_path / "full" / "odd.png")))
 
 
 def test_collect_inputs(inputs):

@@ -257,7 +257,8 @@ def test_from_pretrained_uses_entry_config(tmp_path, pipe, monkeypatch):
     def fake_resolve(name, **kw):
         seen["name"] = name
         return types.SimpleNamespace(stage1=p1, denoiser=p2, unet_config=cfg,
-                                     schedule={**SCHEDULE, "n_timestep": 100}, ddim_defaults={})
+                                     schedule={**SCHEDULE, "n_timestep": 100}, ddim_defaults={},
+                                     stage1_size=None)
 
     monkeypatch.setattr(weights, "resolve", fake_resolve)
     loaded = DehazePipeline.from_pretrained("nh-haze", device="cpu")

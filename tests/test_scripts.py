@@ -85,3 +85,14 @@ def test_depth_shift_prints_one_row_per_stage1(capsys, tmp_path):
     for r in rows:
         vals = [float(v) for v in r[1:]]
         assert len(vals) == 5 and vals[4] == pytest.approx(sum(vals[1:4]) / 3, abs=0.01)
+
+
+def test_stage1_working_size_prints_a_row_per_size(capsys):
+    assert _load("stage1_working_size").main(["--sizes", "32,96", "--size", "48", "--limit", "2"]) == 0
+    rows = [ln.split("|")[1:-1] for ln in capsys.readouterr().out.splitlines() if ln.startswith("| ") and
+            ln.split("|")[1].strip().isdigit()]
+    assert [r[0].strip() for r in rows] == ["32", "96"]
+    small, large = ([c.strip() for c in r] for r in rows)
+    assert small[3] == "-" and large[3] != "-"  # the upsampled-J column only where the image shrinks
+    for r in (small, large):
+        assert float(r[4]) == pytest.approx(float(r[2]) - float(r[1]), abs=0.011)
