@@ -109,6 +109,30 @@ def _unet_overrides(text: Optional[str]) -> Dict[str, Any]:
     return data
 
 
+def _int_at_least(low: int):
+    """argparse type: an integer >= low (a bad value is a usage error, before any model loads)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+    return parse
+
+
+def _unit_float(text: str) -> float:
+    """argparse type: a float in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
+    return value
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", metavar="NAME", help="registry entry: demo (default), nh-haze, dense-haze")
     p.add_argument("--stage1", metavar="PATH", help="stage-1 checkpoint (with --denoiser, instead of --weights)")
@@ -116,16 +140,17 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--unet-config", metavar="JSON",
                    help='with --denoiser: UNet settings not readable from the weights, as JSON or a JSON '
                         'file, e.g. \'{"norm_groups": 8}\' (default: the released norm_groups 32)')
-    p.add_argument("--steps", type=int, default=None,
+    p.add_argument("--steps", type=_int_at_least(0), default=None,
                    help="denoising steps (default: 20 for ddim, the full schedule for ddpm; 0 = stage 1 only)")
     p.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim", help="sampler (default ddim)")
-    p.add_argument("--eta", type=float, default=None,
+    p.add_argument("--eta", type=_unit_float, default=None,
                    help="DDIM eta, 0 (deterministic) to 1 (default: the weights' own, else 0)")
-    p.add_argument("--stage1-size", type=int, default=None, metavar="N",
+    p.add_argument("--stage1-size", type=_int_at_least(0), default=None, metavar="N",
                    help="shorter side stage 1 runs at, J and T brought back to the image's size (default: "
                         "the weights' own, demo 128; 0 = full resolution)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--tile", type=int, default=None, metavar="N", help="denoiser tile size (default: automatic)")
+    p.add_argument("--tile", type=_int_at_least(1), default=None, metavar="N",
+                   help="denoiser tile size (default: automatic)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
 
 

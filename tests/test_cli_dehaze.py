@@ -123,6 +123,16 @@ def test_stage1_size_option_reaches_stage1(tmp_path, inputs, ckpts):
     assert not np.array_equal(sized, np.asarray(Image.open(tmp_path / "full" / "odd.png")))
 
 
+@pytest.mark.parametrize("bad, message", [(["--stage1-size", "-1"], "must be >= 0"), (["--eta", "1.5"], "in [0, 1]"),
+                                          (["--steps", "two"], "expected an integer"), (["--tile", "0"], "must be >= 1")])
+def test_bad_sampling_options_are_usage_errors(tmp_path, inputs, ckpts, capsys, bad, message):
+    """Out-of-range options stop the run before any model loads or output is written."""
+    with pytest.raises(SystemExit) as exc:
+        main(["dehaze", str(inputs / "odd.png"), "-o", str(tmp_path / "o"), *ckpts, *bad])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
 def test_collect_inputs(inputs):
     paths, problems = collect_inputs([str(inputs), str(inputs / "odd.png"), str(inputs / "*.txt"), "nope/*.png"])
     names = [p.name for p in paths]
