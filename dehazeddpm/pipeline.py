@@ -127,6 +127,15 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> Tuple[torch.Tensor, Tuple
     return x, (h, w)
 
 
+def _stage1_size(value: Optional[int]) -> Optional[int]:
+    """A ``stage1_size`` argument as a positive int, or None for full resolution (None or 0)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or int(value) < 0:
+        raise ValueError(f"stage1_size must be >= 0 (0 or None: full resolution), got {value!r}")
+    return int(value) or None
+
+
 def _default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -176,9 +185,7 @@ class DehazePipeline:
         self.device = torch.device(device) if device is not None else _default_device()
         # what a DDIM call uses for arguments left at None (from the weights' registry entry)
         self.ddim_defaults: Dict[str, Any] = dict(ddim_defaults or {})
-        if stage1_size is not None and (isinstance(stage1_size, bool) or int(stage1_size) < 0):
-            raise ValueError(f"stage1_size must be >= 0 (0 or None: full resolution), got {stage1_size!r}")
-        self.stage1_size: Optional[int] = int(stage1_size) if stage1_size else None
+        self.stage1_size: Optional[int] = _stage1_size(stage1_size)
         self.stage1 = stage1.to(self.device).eval()
         self.denoiser = denoiser.to(self.device).eval()
         self.schedule = schedule
@@ -317,10 +324,7 @@ class DehazePipeline:
             raise ValueError(f"eta must be in [0, 1], got {eta}")
         if steps is not None and steps < 0:
             raise ValueError(f"steps must be >= 0, got {steps}")
-        if stage1_size is None:
-            stage1_size = self.stage1_size or 0
-        if isinstance(stage1_size, bool) or int(stage1_size) < 0:
-            raise ValueError(f"stage1_size must be >= 0 (0: full resolution), got {stage1_size!r}")
+        size1 = self.stage1_size if stage1_size is None else _stage1_size(stage1_size)
         if zero_mean_noise is None:
             zero_mean_noise = sampler == "ddim"
         elif zero_mean_noise and sampler == "ddpm":
@@ -334,8 +338,8 @@ class DehazePipeline:
         timings["load"] = time.perf_counter() - t_start
 
         t0 = time.perf_counter()
-        if stage1_size and working_shape(h, w, int(stage1_size)) != (h, w):
-            J, T, A, I = self.run_stage1(x, size=int(stage1_size))
+        if size1 and working_shape(h, w, size1) != (h, w):
+            J, T, A, I = self.run_stage1(x, size=size1)
             # J and T come back at h x w; the denoiser needs them padded like the input
             J, T, I = (pad_to_multiple(t, self.size_multiple)[0] for t in (J, T, I))
         else:

@@ -104,6 +104,17 @@ def test_ddim_defaults_are_validated():
             W.WeightsEntry.from_dict("demo", dict(base, ddim_defaults=bad))
 
 
+def test_stage1_size_is_validated():
+    assert W.get_entry("demo").stage1_size == 128
+    # released weights run stage 1 at full resolution, as the reference does
+    assert W.get_entry("nh-haze").stage1_size is None and W.get_entry("dense-haze").stage1_size is None
+    base = dict(_raw()["entries"]["demo"])
+    for bad in (0, -3, 1.5, "128", True):
+        with pytest.raises(W.WeightsError, match="stage1_size"):
+            W.WeightsEntry.from_dict("demo", dict(base, stage1_size=bad))
+    assert W.WeightsEntry.from_dict("demo", dict(base, stage1_size=None)).stage1_size is None
+
+
 def test_unknown_name_lists_known_names():
     with pytest.raises(W.UnknownWeightsError) as err:
         W.get_entry("nh_hazy")

@@ -10,7 +10,7 @@ from dehazeddpm.checkpoints import load_stage1
 from dehazeddpm.haze import make_eval_set
 from dehazeddpm.metrics import psnr
 from dehazeddpm.pipeline import DehazePipeline
-from dehazeddpm.weights import WeightsEntry, WeightsError, get_entry, resolve
+from dehazeddpm.weights import resolve
 from dehazeddpm.working_size import MAX_WORKING_SIDE, stage1_at_size, working_shape
 
 from test_pipeline import SCHEDULE, Pointwise, tiny_stage1
@@ -136,24 +136,9 @@ def test_pipeline_stage1_size_argument_and_default(stage1):
     assert DehazePipeline(stage1, Pointwise(), sched, device="cpu", stage1_size=0).stage1_size is None
 
 
-def test_registry_stage1_size():
-    assert get_entry("demo").stage1_size == 128
-    assert get_entry("nh-haze").stage1_size is None and get_entry("dense-haze").stage1_size is None
+def test_demo_pipeline_takes_its_stage1_size_from_the_registry():
     assert resolve("demo", download=False).stage1_size == 128
     assert DehazePipeline.from_pretrained("demo", device="cpu", progress=False).stage1_size == 128
-    base = _demo_json()
-    for bad in (0, -3, 1.5, "128", True):
-        with pytest.raises(WeightsError, match="stage1_size"):
-            WeightsEntry.from_dict("demo", dict(base, stage1_size=bad))
-    assert WeightsEntry.from_dict("demo", dict(base, stage1_size=None)).stage1_size is None
-
-
-def _demo_json() -> dict:
-    import json
-    from pathlib import Path
-
-    data = json.loads((Path(__file__).resolve().parents[1] / "weights.json").read_text())
-    return data["entries"]["demo"]
 
 
 @pytest.mark.parametrize("size", [64, None])
