@@ -136,7 +136,7 @@ def _prefetch(name: str, say: Callable[[str], None]) -> Dict[str, Any]:
     report: Dict[str, Any] = {"name": name, "ok": False, "missing": False, "stage1": None,
                               "denoiser": None, "verified": False, "notes": {}, "error": None}
     try:
-        from dehazeddpm import weights as W
+        from dehazeddpm import hub as W
     except Exception as exc:  # keep the notebook going
         report["error"] = f"dehazeddpm is not importable: {exc}"
         return report
@@ -210,7 +210,7 @@ def setup(weights: Optional[str] = "demo", *, mount_drive: bool = False, install
     result["cache_dir"] = None
     result["offline"] = os.environ.get("DEHAZEDDPM_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
     try:
-        from dehazeddpm import weights as W
+        from dehazeddpm import hub as W
         result["cache_dir"] = str(W.cache_dir())
         result["offline"] = W.is_offline()
     except Exception as exc:

@@ -42,8 +42,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dehazeddpm import NoiseSchedule, Stage1Net, UNet, UNetConfig  # noqa: E402
-from dehazeddpm.pipeline import DEFAULT_STEPS, CountingDenoiser as Counting, DehazePipeline  # noqa: E402
-from dehazeddpm.tiling import TiledDenoiser  # noqa: E402
+from dehazeddpm.diffusion import CountingDenoiser as Counting  # noqa: E402
+from dehazeddpm.inference import DehazePipeline  # noqa: E402
+from dehazeddpm.options import DEFAULT_STEPS  # noqa: E402
+from dehazeddpm.inference import TiledDenoiser  # noqa: E402
 
 RELEASED_UNET = {"in_channel": 7, "out_channel": 3, "inner_channel": 64, "norm_groups": 32,
                  "channel_mults": [1, 2, 4, 8, 8], "attn_res": [16], "res_blocks": 2, "dropout": 0.2,
@@ -179,10 +181,10 @@ def measure_memory(device: torch.device, tiled_size: int, tile: int, unet_cfg: D
 # -- 4. quality with the demo weights -----------------------------------------------------------------------
 
 def demo_psnr(device: torch.device, size: int, n_images: int) -> Optional[Dict[str, Any]]:
-    from dehazeddpm.haze import make_eval_set
-    from dehazeddpm.imageio import load_image
+    from dehazeddpm.data import make_eval_set
+    from dehazeddpm.hub import WeightsError
+    from dehazeddpm.io import load_image
     from dehazeddpm.metrics import psnr
-    from dehazeddpm.weights import WeightsError
     try:
         pipe = DehazePipeline.from_pretrained("demo", device=device, progress=False)
     except (WeightsError, OSError, ValueError) as exc:
@@ -193,7 +195,7 @@ def demo_psnr(device: torch.device, size: int, n_images: int) -> Optional[Dict[s
             target = load_image(gt)
             row = {"name": Path(hazy).stem}
             runs = [("default", {}), ("ancestral", {"sampler": "ddpm", "steps": None})]
-            start = pipe.ddim_defaults.get("start_strength")
+            start = pipe.defaults.start_strength
             if start is not None and start < 1:
                 # every ancestral step from the default call's own start (J noised to `start`)
                 runs.append(("ancestral_same_start", {"sampler": "ddpm", "steps": None, "start_strength": start}))

@@ -24,12 +24,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dehazeddpm import imageio  # noqa: E402
-from dehazeddpm.datasets import SyntheticHazeDataset  # noqa: E402
-from dehazeddpm.haze import builtin_photos  # noqa: E402
-from dehazeddpm.pipeline import DehazePipeline  # noqa: E402
-from dehazeddpm.samplers import q_sample  # noqa: E402
-from dehazeddpm.train import stage1_condition  # noqa: E402
+from dehazeddpm.io import images as imageio  # noqa: E402
+from dehazeddpm.data import SyntheticHazeDataset  # noqa: E402
+from dehazeddpm.data import builtin_photos  # noqa: E402
+from dehazeddpm.inference import DehazePipeline  # noqa: E402
+from dehazeddpm.diffusion import q_sample  # noqa: E402
+from dehazeddpm.training import stage1_condition  # noqa: E402
 
 GAMMAS = (0.01, 0.05, 0.2, 0.5, 0.8, 0.95, 0.99)
 

@@ -24,11 +24,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dehazeddpm import haze  # noqa: E402
-from dehazeddpm.checkpoints import load_stage1  # noqa: E402
-from dehazeddpm.datasets import SyntheticHazeDataset  # noqa: E402
+from dehazeddpm import data as haze  # noqa: E402
+from dehazeddpm.io import load_stage1  # noqa: E402
+from dehazeddpm.data import SyntheticHazeDataset  # noqa: E402
 from dehazeddpm.metrics import psnr  # noqa: E402
-from dehazeddpm.weights import resolve  # noqa: E402
+from dehazeddpm.hub import resolve  # noqa: E402
 
 DEPTHS = ("prior", "flipped prior", "smooth random", "constant")
 

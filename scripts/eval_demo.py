@@ -34,10 +34,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dehazeddpm.haze import make_eval_set  # noqa: E402
-from dehazeddpm.imageio import load_image  # noqa: E402
+from dehazeddpm.data import make_eval_set  # noqa: E402
+from dehazeddpm.io import load_image  # noqa: E402
 from dehazeddpm.metrics import psnr, ssim  # noqa: E402
-from dehazeddpm.pipeline import DehazePipeline  # noqa: E402
+from dehazeddpm.inference import DehazePipeline  # noqa: E402
 
 
 def evaluate(pipe: DehazePipeline, size: Optional[int], runs: List[Dict[str, Any]], seeds: List[int]) -> List[Dict[str, Any]]:
@@ -106,7 +106,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                  {"name": "DDIM 20 from pure noise, eta 1, plain noise", "kw": dict(noise, eta=1.0, zero_mean_noise=False)},
                  {"name": "DDIM 20 from pure noise + fusion=transmission", "kw": dict(noise, fusion="transmission")},
                  {"name": "DDIM 20, start_strength 0.45 (9 steps)", "kw": dict(noise, start_strength=0.45)}]
-    if pipe.stage1_size:
+    if pipe.defaults.stage1_size:
         # the same calls with stage 1 at full resolution: what the working size changes
         main_runs[2:2] = [{"name": "stage 1 J, full resolution (stage1_size=0)", "kw": {"steps": 0, "stage1_size": 0}}]
         main_runs[4:4] = [{"name": "DDIM 20, pipeline default, stage 1 at full resolution",
@@ -127,7 +127,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         ddpm = {"name": f"DDPM {len(pipe.schedule)} (ancestral, every step: the reference path)",
                 "kw": {"sampler": "ddpm", "steps": None}}
         ddpm_runs = [ddpm]
-        start = pipe.ddim_defaults.get("start_strength")
+        start = pipe.defaults.start_strength
         if start is not None and start < 1:
             # the same start as the default call (J noised to `start`), then every ancestral step from
             # there: isolates what the few-step sampler costs in the configuration users get

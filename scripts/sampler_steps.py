@@ -25,11 +25,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dehazeddpm import imageio  # noqa: E402
-from dehazeddpm.datasets import SyntheticHazeDataset  # noqa: E402
-from dehazeddpm.haze import builtin_photos  # noqa: E402
+from dehazeddpm.io import images as imageio  # noqa: E402
+from dehazeddpm.data import SyntheticHazeDataset  # noqa: E402
+from dehazeddpm.data import builtin_photos  # noqa: E402
 from dehazeddpm.metrics import psnr  # noqa: E402
-from dehazeddpm.pipeline import DehazePipeline  # noqa: E402
+from dehazeddpm.inference import DehazePipeline  # noqa: E402
 
 
 def _ints(text: str) -> List[int]:

@@ -30,11 +30,11 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dehazeddpm import haze  # noqa: E402
-from dehazeddpm.checkpoints import load_stage1  # noqa: E402
+from dehazeddpm import data as haze  # noqa: E402
+from dehazeddpm.io import load_stage1  # noqa: E402
 from dehazeddpm.metrics import psnr  # noqa: E402
-from dehazeddpm.weights import resolve  # noqa: E402
-from dehazeddpm.working_size import stage1_at_size, working_shape  # noqa: E402
+from dehazeddpm.hub import resolve  # noqa: E402
+from dehazeddpm.inference import stage1_at_size, working_shape  # noqa: E402
 
 HAZE_SEED = 20261125
 
@@ -50,7 +50,7 @@ def scores(net: torch.nn.Module, size: Optional[int], working: int, limit: Optio
     for name in names:
         clear, depth = photos[name]
         if size is not None:
-            clear, depth = haze._resize_shorter(clear, depth, size)
+            clear, depth = haze.resize_photo(clear, depth, size)
         h, w = clear.shape[-2:]
         field = haze.random_depth_field(h, w, generator=torch.Generator().manual_seed(sum(map(ord, name))))
         for (beta, airlight), d in zip(params[name], (None, field)):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -30,9 +29,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dehazeddpm.checkpoints import load_denoiser, load_stage1, save_stage1  # noqa: E402
-from dehazeddpm.train import TrainConfig, provenance, train_stage1  # noqa: E402
-from dehazeddpm.weights import sha256_file  # noqa: E402
+from dehazeddpm.io import load_denoiser, load_stage1, save_stage1  # noqa: E402
+from dehazeddpm.training import TrainConfig, provenance, train_stage1  # noqa: E402
+from dehazeddpm.hub import sha256_file  # noqa: E402
+from dehazeddpm.utils import atomic_write  # noqa: E402
 
 ASSETS = ROOT / "dehazeddpm" / "assets"
 SEED = 1  # this round (the earlier rounds used 0)
@@ -59,8 +59,7 @@ RECIPE_CHAIN = {
 
 
 def _registry_path() -> Path:
-    # dehazeddpm/weights.json may be a symlink to the top-level weights.json: edit the real file
-    return (ROOT / "dehazeddpm" / "weights.json").resolve()
+    return ROOT / "dehazeddpm" / "hub" / "weights.json"
 
 
 def _dumps(obj) -> str:
@@ -74,16 +73,15 @@ def update_registry(s1: Path, den: Path, note: str) -> None:
     reg_path = _registry_path()
     reg = json.loads(reg_path.read_text())
     e = reg["entries"]["demo"]
-    e["dataset"] = "synthetic haze over the built-in scikit-image training photos (haze.TRAIN_PHOTOS)"
+    e["dataset"] = "synthetic haze over the built-in scikit-image training photos (dehazeddpm.data.TRAIN_PHOTOS)"
     e["notes"] = note
     for role, f in (("stage1", s1), ("denoiser", den)):
         e[role]["sha256"] = sha256_file(f)
         e[role]["size"] = f.stat().st_size
     e["unet_config"] = dict(UNET)
     e["schedule"] = dict(SCHEDULE)
-    tmp = reg_path.with_name(f".{reg_path.name}.tmp")
-    tmp.write_text(_dumps(reg) + "\n")
-    os.replace(tmp, reg_path)
+    text = _dumps(reg) + "\n"
+    atomic_write(reg_path, lambda tmp: tmp.write_text(text))
 
 
 def export(s1_ckpt: Path, den_file: Path, c1: TrainConfig, side1: dict, command: str, threads: int) -> None:
@@ -94,9 +92,7 @@ def export(s1_ckpt: Path, den_file: Path, c1: TrainConfig, side1: dict, command:
     s1_path = save_stage1(load_stage1(s1_ckpt).half(), ASSETS / "demo_stage1.pth")
     den_path = ASSETS / "demo_denoiser.pth"
     if not den_path.is_file() or sha256_file(den_path) != KEPT_DENOISER[2]:
-        tmp = den_path.with_name(den_path.name + ".tmp")
-        shutil.copyfile(den_file, tmp)  # the kept file byte for byte (already fp16)
-        os.replace(tmp, den_path)
+        atomic_write(den_path, lambda tmp: shutil.copyfile(den_file, tmp))  # byte for byte (already fp16)
     load_denoiser(den_path, **dict(UNET))  # strict: the file matches UNET
     prov = {
         "recipe": {"stage1": c1.to_dict()},
@@ -116,7 +112,7 @@ def export(s1_ckpt: Path, den_file: Path, c1: TrainConfig, side1: dict, command:
                     f"Trained on CPU by scripts/train_demo.py: stage 1 2500 steps, 2500 more with "
                     f"random_depth=0.5, then {side1['step']} on 128 px crops ({side1['seconds'] / 60:.0f} min); "
                     "the denoiser of the earlier demo weights unchanged (6400 + 4800 steps). fp16 files. Stage 1 "
-                    "runs at a 128 px working size (stage1_size; docs/benchmarks.md, Findings 10). Demo "
+                    "runs at a 128 px working size (defaults.stage1_size; docs/benchmarks.md, Findings 10). Demo "
                     "quality only, not the paper's models. Provenance: assets/demo_provenance.json.")
     print(json.dumps({k: prov[k] for k in ("steps_done", "seconds", "final_val_psnr")}, indent=2))
 
@@ -131,10 +127,7 @@ def fetch_from_git(spec: Tuple[str, str, str], dest: Path) -> Path:
         except (OSError, subprocess.CalledProcessError) as exc:
             raise SystemExit(f"the recipe starts from {path} at commit {commit}; run this script from a "
                              f"git clone of the repository (git show failed: {exc})") from exc
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(dest.name + ".tmp")
-        tmp.write_bytes(blob)
-        os.replace(tmp, dest)
+        atomic_write(dest, lambda tmp: tmp.write_bytes(blob))
     if sha256_file(dest) != sha:
         raise SystemExit(f"{dest} is not the recipe's initial weights {path}@{commit[:7]} (sha256 {sha})")
     return dest

@@ -8,14 +8,15 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-# The reference parity fixtures live beside the repository root (never copied into it).
-PARITY_DIR = Path(os.environ.get("DEHAZEDDPM_PARITY_DIR", REPO.parent / "shared" / "parity"))
+# The reference parity fixtures (tests/parity/README.md) travel with the code; the variable points
+# the suite at another copy.
+PARITY_DIR = Path(os.environ.get("DEHAZEDDPM_PARITY_DIR") or Path(__file__).parent / "parity")
 
 
 @pytest.fixture(scope="session")
 def parity_dir() -> Path:
-    if not PARITY_DIR.is_dir():
-        pytest.fail(f"parity fixtures not found at {PARITY_DIR}; set DEHAZEDDPM_PARITY_DIR")
+    if not (PARITY_DIR / "stage2_io.pt").is_file():
+        pytest.fail(f"parity fixtures not found at {PARITY_DIR} (DEHAZEDDPM_PARITY_DIR)")
     return PARITY_DIR
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import dehazeddpm as dd
-from dehazeddpm.checkpoints import denoiser_state_dict, split_denoiser_state_dict
+from dehazeddpm.io.checkpoints import denoiser_state_dict, split_denoiser_state_dict
 
 
 @pytest.fixture(scope="module")

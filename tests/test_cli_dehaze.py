@@ -14,8 +14,10 @@ from PIL import Image
 
 from dehazeddpm import NoiseSchedule, Stage1Net, UNet, save_denoiser, save_stage1
 from dehazeddpm.cli import main
-from dehazeddpm.commands import collect_inputs, dist_env, pair_folders, shard
-from dehazeddpm.imageio import load_image, to_pil
+from dehazeddpm.cli.dehaze import collect_inputs, shard
+from dehazeddpm.cli.evaluate import pair_folders
+from dehazeddpm.utils import torchrun_env
+from dehazeddpm.io.images import load_image, to_pil
 from dehazeddpm.metrics import psnr, ssim
 
 REPO = Path(__file__).resolve().parents[1]
@@ -108,8 +110,8 @@ def test_steps_zero_writes_stage1_j(tmp_path, inputs, ckpts):
 
 def test_stage1_size_option_reaches_stage1(tmp_path, inputs, ckpts):
     """--stage1-size N runs stage 1 at shorter side N (J brought back to the input's size)."""
-    from dehazeddpm.checkpoints import load_stage1
-    from dehazeddpm.working_size import stage1_at_size
+    from dehazeddpm.inference.working_size import stage1_at_size
+    from dehazeddpm.io.checkpoints import load_stage1
 
     args = [a if a != "2" else "0" for a in ckpts]
     for name, extra in (("full", []), ("sized", ["--stage1-size", "16"])):
@@ -154,9 +156,13 @@ def test_shard_splits_sorted_inputs(world):
         shard(items, world, world)
 
 
-def test_dist_env():
-    assert dist_env({}) == (0, 1, 0)
-    assert dist_env({"WORLD_SIZE": "3", "RANK": "2", "LOCAL_RANK": "0"}) == (2, 3, 0)
+def test_torchrun_env():
+    assert torchrun_env({}) == (0, 1, 0)
+    assert torchrun_env({"WORLD_SIZE": "3", "RANK": "2", "LOCAL_RANK": "0"}) == (2, 3, 0)
+    for bad, name in (({"WORLD_SIZE": "two"}, "WORLD_SIZE"), ({"WORLD_SIZE": "2", "RANK": "2"}, "RANK"),
+                      ({"RANK": "-1"}, "RANK"), ({"WORLD_SIZE": "0"}, "WORLD_SIZE")):
+        with pytest.raises(ValueError, match=name):
+            torchrun_env(bad)
 
 
 def test_eval_pred_and_hazy(tmp_path, ckpts, capsys):

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 import dehazeddpm as dd
-from dehazeddpm.config import strip_json_comments
+from dehazeddpm.io.reference_config import strip_json_comments
 
 REFERENCE_STYLE = """{
     "name": "Dehaze_test",

@@ -7,9 +7,10 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from dehazeddpm import datasets, haze
-from dehazeddpm.datasets import PairedFolderDataset, SyntheticHazeDataset, pair_key
-from dehazeddpm.imageio import ImageReadError
+from dehazeddpm import data as haze
+from dehazeddpm.data import datasets
+from dehazeddpm.data.datasets import PairedFolderDataset, SyntheticHazeDataset, pair_key
+from dehazeddpm.io.images import ImageReadError
 
 
 def _coded_image(h: int, w: int, seed: int = 0) -> np.ndarray:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from dehazeddpm import weights as W
+from dehazeddpm import hub as W
 
 GOOD = bytes(range(256)) * 256  # 64 KiB: several reads, small enough to be instant
 GOOD_SHA = hashlib.sha256(GOOD).hexdigest()

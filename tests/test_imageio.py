@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image, ImageFile
 
-from dehazeddpm import imageio
-from dehazeddpm.imageio import ImageReadError, load_image, save_image_atomic, to_pil, to_signed, to_unit
+from dehazeddpm.io import images as imageio
+from dehazeddpm.io.images import ImageReadError, load_image, save_image_atomic, to_pil, to_signed, to_unit
 
 
 def _rgb_u8(h: int = 6, w: int = 5, seed: int = 0) -> np.ndarray:

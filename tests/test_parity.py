@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import dehazeddpm as dd
-from dehazeddpm.imageio import to_signed, to_unit
+from dehazeddpm.io.images import to_signed, to_unit
 
 ATOL = 1e-4
 

@@ -8,10 +8,14 @@ from PIL import Image
 from torch import nn
 
 from dehazeddpm import NoiseSchedule, Stage1Net, UNet, UNetConfig, save_denoiser, save_stage1
-from dehazeddpm.imageio import to_pil, to_signed, to_unit
-from dehazeddpm.pipeline import (DEFAULT_STEPS, CountingDenoiser as Counting, TRAJECTORY_MAX_FRAMES, TRAJECTORY_MAX_SIDE, DehazePipeline,
-                                 fuse_transmission, pad_to_multiple)
-from dehazeddpm.samplers import sample
+from dehazeddpm.diffusion import CountingDenoiser as Counting
+from dehazeddpm.diffusion import sample
+from dehazeddpm.inference.device import choose_tile
+from dehazeddpm.inference.pipeline import TRAJECTORY_MAX_FRAMES, TRAJECTORY_MAX_SIDE, DehazePipeline
+from dehazeddpm.io.images import to_pil, to_signed, to_unit
+from dehazeddpm.options import DEFAULT_STEPS, SamplingOptions
+from dehazeddpm.physics import fuse_transmission
+from dehazeddpm.utils import pad_to_multiple
 
 SCHEDULE = {"schedule": "linear", "n_timestep": 2000, "linear_start": 1e-6, "linear_end": 1e-2}
 
@@ -100,7 +104,7 @@ def test_seed_is_deterministic(pipe):
 
 
 def test_ddpm_full_schedule_is_the_reference_path(pipe):
-    # A 40-step schedule keeps it fast; the pipeline must equal samplers.sample(ddpm) on the full one.
+    # A 40-step schedule keeps it fast: every ancestral step, the reference draws, nothing else.
     sched = NoiseSchedule.from_config({**SCHEDULE, "n_timestep": 40})
     counted = Counting(Pointwise())
     p = DehazePipeline(pipe.stage1, counted, sched, device="cpu")
@@ -140,22 +144,23 @@ def test_default_ddim_starts_from_zero_mean_noise(pipe):
 
 
 def test_weights_ddim_defaults_apply_to_ddim_only(pipe):
-    """An entry's ddim_defaults (the demo's start_strength) fill DDIM arguments left at None;
+    """An entry's DDIM defaults (the demo's start_strength) fill DDIM arguments left at None;
     explicit arguments win, and the ancestral sampler stays the reference path."""
     counted = Counting(Pointwise())
     p = DehazePipeline(pipe.stage1, counted, NoiseSchedule.from_config({**SCHEDULE, "n_timestep": 40}),
-                       device="cpu", ddim_defaults={"start_strength": 0.3})
+                       device="cpu", defaults={"sampler": "ddim", "start_strength": 0.3})
     x = _rand_image(16, 16)
     assert p(x, steps=20, seed=0, progress=False).steps == 6  # 0.3 of 20 steps, from noised J
     assert p(x, steps=20, start_strength=1.0, seed=0, progress=False).steps == 20
     assert p(x, sampler="ddpm", seed=0, progress=False).steps == 40
     assert counted.calls == 6 + 20 + 40
-    assert DehazePipeline.from_pretrained("demo", device="cpu").ddim_defaults == {"start_strength": 0.3, "eta": 1.0}
+    assert DehazePipeline.from_pretrained("demo", device="cpu").defaults == SamplingOptions(
+        sampler="ddim", start_strength=0.3, eta=1.0, stage1_size=128)
 
 
 def test_weights_default_eta_fills_only_an_eta_left_at_none(pipe):
     sched = NoiseSchedule.from_config({**SCHEDULE, "n_timestep": 40})
-    p1 = DehazePipeline(pipe.stage1, Pointwise(), sched, device="cpu", ddim_defaults={"eta": 1.0})
+    p1 = DehazePipeline(pipe.stage1, Pointwise(), sched, device="cpu", defaults={"eta": 1.0})
     p0 = DehazePipeline(pipe.stage1, p1.denoiser, sched, device="cpu")
     x = _rand_image(16, 16)
 
@@ -237,38 +242,30 @@ def test_pad_to_multiple():
 
 
 def test_choose_tile_cpu(pipe):
-    assert pipe.choose_tile(1024, 1024) is None
-    assert pipe.choose_tile(1040, 1024) == 512
+    assert choose_tile(1024, 1024, torch.device("cpu"), 64) is None
+    assert choose_tile(1040, 1024, torch.device("cpu"), 64) == 512
     assert pipe.size_multiple == 16
 
 
-def test_from_pretrained_uses_entry_config(tmp_path, pipe, monkeypatch):
-    # resolve() is replaced so the test needs no registry files; the entry's unet_config and
-    # schedule must be what the pipeline is built with.
-    import types
-    from dehazeddpm import weights
+def test_from_pretrained_uses_entry_config(tmp_path, pipe):
+    """A registry entry's unet_config, schedule and defaults are what the pipeline is built with."""
+    from dehazeddpm import hub
     cfg = {"in_channel": 7, "out_channel": 3, "inner_channel": 16, "norm_groups": 8,
            "channel_mults": [1, 2], "attn_res": [8], "res_blocks": 1, "dropout": 0.1, "image_size": 16}
     p1, p2 = tmp_path / "s1.pth", tmp_path / "den.pth"
     save_stage1(pipe.stage1, p1)
     save_denoiser(pipe.denoiser, p2)
-    seen = {}
-
-    def fake_resolve(name, **kw):
-        seen["name"] = name
-        return types.SimpleNamespace(stage1=p1, denoiser=p2, unet_config=cfg,
-                                     schedule={**SCHEDULE, "n_timestep": 100}, ddim_defaults={},
-                                     stage1_size=None)
-
-    monkeypatch.setattr(weights, "resolve", fake_resolve)
-    loaded = DehazePipeline.from_pretrained("nh-haze", device="cpu")
-    assert seen["name"] == "nh-haze"
+    released = hub.get_entry("nh-haze")
+    entry = hub.WeightsEntry(name="tiny", description="", stage1=released.stage1, denoiser=released.denoiser,
+                             unet_config=cfg, schedule={**SCHEDULE, "n_timestep": 100}, dataset="", citation="",
+                             defaults=SamplingOptions(eta=0.5))
+    loaded = DehazePipeline.from_pretrained(entry, device="cpu", stage1=p1, denoiser=p2)
     assert loaded.denoiser.config.dropout == 0.1 and loaded.denoiser.config.inner_channel == 16
-    assert len(loaded.schedule) == 100
+    assert len(loaded.schedule) == 100 and loaded.defaults.eta == 0.5
     x = _rand_image(5, 7)
     assert np.array_equal(np.asarray(loaded(x, steps=2, seed=1, progress=False).image),
                           np.asarray(DehazePipeline(pipe.stage1, pipe.denoiser, loaded.schedule, "cpu")(
-                              x, steps=2, seed=1, progress=False).image))
+                              x, steps=2, eta=0.5, seed=1, progress=False).image))
 
 
 def test_lazy_import():

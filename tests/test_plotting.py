@@ -9,8 +9,8 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
-from dehazeddpm import plotting
-from dehazeddpm.stage1 import Stage1Output
+from dehazeddpm.viz import plotting
+from dehazeddpm.models.stage1 import Stage1Output
 
 
 def _stage1_output(h: int = 24, w: int = 32) -> tuple:
@@ -84,7 +84,7 @@ def test_plot_stage1_subset_and_errors() -> None:
 
 
 def test_trajectory_space_detection_and_plot() -> None:
-    from dehazeddpm.pipeline import TrajectoryFrame
+    from dehazeddpm.inference.pipeline import TrajectoryFrame
 
     signed = [(i, 100 - i, torch.rand(1, 3, 8, 8) * 2 - 1, torch.rand(1, 3, 8, 8) * 2 - 1) for i in range(9)]
     unit = [TrajectoryFrame(i, 100 - i, torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)) for i in range(3)]

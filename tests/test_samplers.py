@@ -120,7 +120,7 @@ def test_loss_frequency_weight(small_unet):
 def test_zero_mean_removes_only_the_channel_means():
     z = torch.randn(2, 3, 8, 12, generator=torch.Generator().manual_seed(0))
     z = z + torch.tensor([0.5, -1.0, 2.0]).view(1, 3, 1, 1)
-    out = dd.samplers.zero_mean(z)
+    out = dd.diffusion.zero_mean(z)
     assert out.shape == z.shape
     torch.testing.assert_close(out.mean(dim=(-2, -1)), torch.zeros(2, 3), atol=1e-6, rtol=0)
     # what is left is untouched: differences between pixels are the same
@@ -137,7 +137,7 @@ def test_zero_mean_noise_start_and_ddpm_refusal(small_unet):
                   callback=lambda step, t, x, x0: frames.append(x.clone()), zero_mean_noise=zm)
         starts.append(frames[0])
     # the same draw, without its per-channel mean
-    torch.testing.assert_close(starts[1], dd.samplers.zero_mean(starts[0]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(starts[1], dd.diffusion.zero_mean(starts[0]), atol=1e-6, rtol=0)
     assert float(starts[0].mean(dim=(-2, -1)).abs().max()) > 1e-3
     with pytest.raises(ValueError, match="DDIM"):
         dd.sample(small_unet, cond, sched, "ddpm", steps=3, zero_mean_noise=True)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import dehazeddpm as dd
-from dehazeddpm.schedule import BETA_SCHEDULES, make_beta_schedule
+from dehazeddpm.diffusion.schedule import BETA_SCHEDULES, make_beta_schedule
 
 
 @pytest.mark.parametrize("name", BETA_SCHEDULES)

@@ -73,8 +73,8 @@ def test_sampler_steps_ddpm_row_runs_every_step_from_the_same_start(capsys):
 
 
 def test_depth_shift_prints_one_row_per_stage1(capsys, tmp_path):
-    from dehazeddpm.checkpoints import save_stage1
-    from dehazeddpm.stage1 import Stage1Net
+    from dehazeddpm.io.checkpoints import save_stage1
+    from dehazeddpm.models.stage1 import Stage1Net
     torch.manual_seed(0)
     other = save_stage1(Stage1Net(), tmp_path / "random_stage1.pth")
     mod = _load("depth_shift")

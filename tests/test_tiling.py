@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from dehazeddpm import UNet, UNetConfig
-from dehazeddpm.tiling import TiledDenoiser, ramp_window, tile_starts
+from dehazeddpm.inference.tiling import TiledDenoiser, ramp_window, tile_starts
 
 
 class Pointwise(nn.Module):

@@ -8,17 +8,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from dehazeddpm import imageio
-from dehazeddpm.checkpoints import load_denoiser, load_stage1, read_checkpoint, save_stage1
-from dehazeddpm.datasets import SyntheticHazeDataset
-from dehazeddpm.haze import builtin_photos, make_eval_set
+from dehazeddpm.io import images as imageio
+from dehazeddpm.io.checkpoints import load_denoiser, load_stage1, read_checkpoint, save_stage1
+from dehazeddpm.data.datasets import SyntheticHazeDataset
+from dehazeddpm.data import builtin_photos, make_eval_set
 from dehazeddpm.metrics import psnr
-from dehazeddpm.samplers import sample
-from dehazeddpm.schedule import NoiseSchedule
-from dehazeddpm.stage1 import Stage1Net
-from dehazeddpm.train import (DEFAULT_SCHEDULE, ConditionPool, TrainConfig, denoiser_loss, learning_rate,
+from dehazeddpm.diffusion import sample
+from dehazeddpm.diffusion.schedule import NoiseSchedule
+from dehazeddpm.models.stage1 import Stage1Net
+from dehazeddpm.diffusion import RELEASED_SCHEDULE as DEFAULT_SCHEDULE
+from dehazeddpm.training import (ConditionPool, TrainConfig, denoiser_loss, learning_rate,
                               resume_path, stage1_condition, stage1_loss, train_denoiser, train_stage1)
-from dehazeddpm.unet import UNet, UNetConfig
+from dehazeddpm.models.unet import UNet, UNetConfig
 
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = REPO / "dehazeddpm" / "assets"
@@ -118,7 +119,7 @@ def test_resume_is_exact_with_condition_pool(tmp_path, stage1_file):
 
 def test_interrupted_cosine_run_resumes_exactly(tmp_path, monkeypatch):
     """A crash after the step-2 save, then --resume: same weights, optimiser and schedule."""
-    import dehazeddpm.train as train_mod
+    import dehazeddpm.training.trainer as train_mod
     kw = dict(lr_schedule="cosine", save_every=2)
     straight = _cfg(tmp_path / "a", "stage1", **kw)
     train_stage1(straight)
@@ -206,9 +207,9 @@ def test_init_checkpoint_starts_from_those_weights(tmp_path, stage, stage1_file)
 
 
 def test_random_depth_reaches_the_training_dataset():
-    from dehazeddpm.train import _build_datasets
+    from dehazeddpm.training import build_datasets
     cfg = TrainConfig(stage="stage1", crop=16, batch_size=2, num_val=2, random_depth=0.25)
-    train, _ = _build_datasets(cfg)
+    train, _ = build_datasets(cfg)
     assert train.random_depth == 0.25
     with pytest.raises(ValueError, match="random_depth"):
         TrainConfig(stage="stage1", random_depth=-0.1)
@@ -228,7 +229,7 @@ def test_config_from_json_with_comments(tmp_path):
 # -- the bundled demo weights -----------------------------------------------------------------------
 
 def _demo_entry() -> dict:
-    return json.loads((REPO / "dehazeddpm" / "weights.json").read_text())["entries"]["demo"]
+    return json.loads((REPO / "dehazeddpm" / "hub" / "weights.json").read_text())["entries"]["demo"]
 
 
 @pytest.fixture(scope="module")
@@ -240,7 +241,7 @@ def demo_files() -> tuple[Path, Path]:
 
 
 def test_demo_sha256_matches_registry(demo_files):
-    from dehazeddpm.weights import sha256_file
+    from dehazeddpm.hub import sha256_file
     e = _demo_entry()
     for role, f in zip(("stage1", "denoiser"), demo_files):
         assert e[role]["sha256"] == sha256_file(f), role

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dehazeddpm import weights as W
+from dehazeddpm import hub as W
 
 REPO = Path(__file__).resolve().parents[1]
 RELEASED_UNET = {"in_channel": 7, "out_channel": 3, "inner_channel": 64, "norm_groups": 32,
@@ -30,19 +30,20 @@ def _tmp_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("DEHAZEDDPM_OFFLINE", "1")  # nothing here may use the network
 
 
+REGISTRY = REPO / "dehazeddpm" / "hub" / "weights.json"
+
+
 def _raw() -> dict:
-    return json.loads((REPO / "weights.json").read_text())
+    return json.loads(REGISTRY.read_text())
 
 
 # --------------------------------------------------------------------------------------------
 # Registry file
 # --------------------------------------------------------------------------------------------
 
-def test_packaged_registry_is_the_repo_file():
-    assert W.REGISTRY_PATH == Path(W.__file__).parent / "weights.json"
-    assert W.REGISTRY_PATH.read_bytes() == (REPO / "weights.json").read_bytes()
-    if W.REGISTRY_PATH.is_symlink():  # a checkout; an installed wheel holds a copy
-        assert os.readlink(W.REGISTRY_PATH) == "../weights.json"
+def test_the_one_registry_is_inside_the_hub():
+    assert W.REGISTRY_PATH == Path(W.__file__).parent / "weights.json" == REGISTRY
+    assert sorted(p.name for p in REPO.rglob("weights.json") if ".git" not in p.parts) == ["weights.json"]
 
 
 def test_every_entry_has_the_required_fields():
@@ -81,8 +82,8 @@ def test_released_entries(name, stage1, denoiser):
 
 
 def test_released_config_builds_the_unet_config():
-    unet = pytest.importorskip("dehazeddpm.unet")
-    cfg = unet.UNetConfig.from_dict(W.get_entry("nh-haze").unet_config)
+    from dehazeddpm.models.unet import UNetConfig
+    cfg = UNetConfig.from_dict(W.get_entry("nh-haze").unet_config)
     assert cfg.channel_mults == (1, 2, 4, 8, 8) and cfg.condition == "J+T"
 
 
@@ -92,27 +93,20 @@ def test_demo_entry_is_bundled():
     assert (e.denoiser.source, e.denoiser.path) == ("package", "assets/demo_denoiser.pth")
 
 
-def test_ddim_defaults_are_validated():
-    assert W.get_entry("demo").ddim_defaults == {"start_strength": 0.3, "eta": 1.0}
-    # released weights sample as the reference does: from pure noise
-    assert W.get_entry("nh-haze").ddim_defaults == {} and W.get_entry("dense-haze").ddim_defaults == {}
+def test_sampling_defaults_are_validated():
+    from dehazeddpm.options import SamplingOptions
+    assert W.get_entry("demo").defaults == SamplingOptions(sampler="ddim", start_strength=0.3, eta=1.0, stage1_size=128)
+    # released weights sample as the reference does: from pure noise, stage 1 at full resolution
+    assert W.get_entry("nh-haze").defaults == SamplingOptions() == W.get_entry("dense-haze").defaults
     base = dict(_raw()["entries"]["demo"])
-    assert W.WeightsEntry.from_dict("demo", dict(base, ddim_defaults={"eta": 0})).ddim_defaults == {"eta": 0}
-    for bad in ({"start_strength": 0}, {"start_strength": 1.5}, {"start_strength": "0.3"}, {"eta": -0.1},
-                {"eta": 1.5}, {"eta": True}, {"steps": 10}, [0.3]):
-        with pytest.raises(W.WeightsError, match="ddim_defaults"):
-            W.WeightsEntry.from_dict("demo", dict(base, ddim_defaults=bad))
-
-
-def test_stage1_size_is_validated():
-    assert W.get_entry("demo").stage1_size == 128
-    # released weights run stage 1 at full resolution, as the reference does
-    assert W.get_entry("nh-haze").stage1_size is None and W.get_entry("dense-haze").stage1_size is None
-    base = dict(_raw()["entries"]["demo"])
-    for bad in (0, -3, 1.5, "128", True):
-        with pytest.raises(W.WeightsError, match="stage1_size"):
-            W.WeightsEntry.from_dict("demo", dict(base, stage1_size=bad))
-    assert W.WeightsEntry.from_dict("demo", dict(base, stage1_size=None)).stage1_size is None
+    assert W.WeightsEntry.from_dict("demo", dict(base, defaults={"eta": 0})).defaults == SamplingOptions(eta=0)
+    for bad, field in (({"start_strength": 0}, "start_strength"), ({"start_strength": 1.5}, "start_strength"),
+                       ({"start_strength": "0.3"}, "start_strength"), ({"eta": -0.1}, "eta"), ({"eta": 1.5}, "eta"),
+                       ({"eta": True}, "eta"), ({"colour": 10}, "colour"), ({"stage1_size": -3}, "stage1_size"),
+                       ({"stage1_size": 1.5}, "stage1_size"), ({"stage1_size": True}, "stage1_size"),
+                       ({"sampler": "euler"}, "sampler"), ([0.3], "object")):
+        with pytest.raises(W.WeightsError, match=f"'demo'.*defaults.*{field}"):
+            W.WeightsEntry.from_dict("demo", dict(base, defaults=bad))
 
 
 def test_unknown_name_lists_known_names():
@@ -143,14 +137,6 @@ def _write_registry(tmp_path, mutate) -> Path:
 def test_invalid_registry_is_rejected(tmp_path, mutate, match):
     with pytest.raises(W.WeightsError, match=match):
         W.load_registry(_write_registry(tmp_path, mutate))
-
-
-def test_registry_through_a_textual_symlink(tmp_path):
-    # What git writes for a symlink on a system without symlink support.
-    (tmp_path / "weights.json").write_text((REPO / "weights.json").read_text())
-    (tmp_path / "pkg").mkdir()
-    (tmp_path / "pkg" / "weights.json").write_text("../weights.json")
-    assert set(W.load_registry(tmp_path / "pkg" / "weights.json")) == set(W.load_registry())
 
 
 # --------------------------------------------------------------------------------------------

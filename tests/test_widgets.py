@@ -10,8 +10,8 @@ from PIL import Image
 
 pytest.importorskip("ipywidgets")
 
-from dehazeddpm import plotting, widgets  # noqa: E402
-from dehazeddpm.stage1 import Stage1Output  # noqa: E402
+from dehazeddpm.viz import plotting, widgets  # noqa: E402
+from dehazeddpm.models.stage1 import Stage1Output  # noqa: E402
 
 
 def _decode(png: bytes) -> np.ndarray:
@@ -97,7 +97,7 @@ def test_trajectory_viewer_slider() -> None:
 
 
 def test_trajectory_viewer_on_pipeline_frames() -> None:
-    from dehazeddpm.pipeline import TrajectoryFrame
+    from dehazeddpm.inference.pipeline import TrajectoryFrame
 
     traj = [TrajectoryFrame(i, 10 - i, torch.full((1, 3, 4, 4), 0.2 * i), torch.full((1, 3, 4, 4), 0.5))
             for i in range(3)]

@@ -5,13 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from dehazeddpm import NoiseSchedule, Stage1Net, Stage1Output, imageio
-from dehazeddpm.checkpoints import load_stage1
-from dehazeddpm.haze import make_eval_set
+from dehazeddpm import NoiseSchedule, Stage1Net, Stage1Output
+from dehazeddpm.io import images as imageio
+from dehazeddpm.io.checkpoints import load_stage1
+from dehazeddpm.data import make_eval_set
 from dehazeddpm.metrics import psnr
-from dehazeddpm.pipeline import DehazePipeline
-from dehazeddpm.weights import resolve
-from dehazeddpm.working_size import MAX_WORKING_SIDE, stage1_at_size, working_shape
+from dehazeddpm.inference.pipeline import DehazePipeline
+from dehazeddpm.hub import resolve
+from dehazeddpm.inference.working_size import MAX_WORKING_SIDE, stage1_at_size, working_shape
 
 from test_pipeline import SCHEDULE, Pointwise, tiny_stage1
 
@@ -104,7 +105,7 @@ def stage1() -> Stage1Net:
 
 def test_pipeline_stage1_size_argument_and_default(stage1):
     sched = NoiseSchedule.from_config({**SCHEDULE, "n_timestep": 40})
-    sized = DehazePipeline(stage1, Pointwise(), sched, device="cpu", stage1_size=32)
+    sized = DehazePipeline(stage1, Pointwise(), sched, device="cpu", defaults={"stage1_size": 32})
     plain = DehazePipeline(stage1, sized.denoiser, sched, device="cpu")
     x = torch.rand(1, 3, 48, 80)
 
@@ -132,13 +133,13 @@ def test_pipeline_stage1_size_argument_and_default(stage1):
     with pytest.raises(ValueError, match="stage1_size"):
         sized(x, steps=2, stage1_size=-1, progress=False)
     with pytest.raises(ValueError, match="stage1_size"):
-        DehazePipeline(stage1, Pointwise(), sched, device="cpu", stage1_size=-1)
-    assert DehazePipeline(stage1, Pointwise(), sched, device="cpu", stage1_size=0).stage1_size is None
+        DehazePipeline(stage1, Pointwise(), sched, device="cpu", defaults={"stage1_size": -1})
+    assert ra.options.stage1_size == 32 and rb.options.stage1_size == 0
 
 
 def test_demo_pipeline_takes_its_stage1_size_from_the_registry():
-    assert resolve("demo", download=False).stage1_size == 128
-    assert DehazePipeline.from_pretrained("demo", device="cpu", progress=False).stage1_size == 128
+    assert resolve("demo", download=False).defaults.stage1_size == 128
+    assert DehazePipeline.from_pretrained("demo", device="cpu", progress=False).defaults.stage1_size == 128
 
 
 @pytest.mark.parametrize("size", [64, None])

@@ -1,0 +1,15 @@
+"""Data: synthetic haze, the built-in photos (disjoint train and eval sets) and datasets.
+
+Layer: data. May import ``io`` (to read and write images), the foundation and ``physics``.
+Every tensor here is image space, float32 in [0, 1].
+"""
+from .datasets import PAIR_SUFFIXES, PairedFolderDataset, SyntheticHazeDataset, item_generator, pair_key
+from .haze import (AIRLIGHT_RANGE, AIRLIGHT_TINT, BETA_RANGE, HazySample, depth_prior, random_depth_field,
+                   random_haze_params, synthesize_haze)
+from .photos import (EVAL_PHOTOS, MOTORCYCLE_DOFFS, TRAIN_PHOTOS, builtin_photos, disparity_to_depth, eval_haze_params,
+                     load_photo, make_eval_set, resize_photo)
+
+__all__ = ["AIRLIGHT_RANGE", "AIRLIGHT_TINT", "BETA_RANGE", "EVAL_PHOTOS", "HazySample", "MOTORCYCLE_DOFFS",
+           "PAIR_SUFFIXES", "PairedFolderDataset", "SyntheticHazeDataset", "TRAIN_PHOTOS", "builtin_photos",
+           "depth_prior", "disparity_to_depth", "eval_haze_params", "item_generator", "load_photo", "make_eval_set", "pair_key",
+           "random_depth_field", "random_haze_params", "resize_photo", "synthesize_haze"]

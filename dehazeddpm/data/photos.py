@@ -1,0 +1,181 @@
+"""The photos bundled with the package's dependencies, split into disjoint train and eval sets.
+
+Photos come from scikit-image's bundled data only (no download):
+
+* ``TRAIN_PHOTOS``: astronaut, coffee, chelsea, immunohistochemistry, hubble_deep_field, grass,
+  brick, gravel, coins, moon, text, page;
+* ``EVAL_PHOTOS``: motorcycle (left view of Middlebury 2014 "Motorcycle", with its *real*
+  disparity-derived depth), rocket, camera.
+
+matplotlib's and scikit-learn's sample images (``grace_hopper`` among them) are reserved for
+independent evaluation and are never trained on. Grayscale photos are replicated to RGB.
+skimage's ``cat`` is the same photo as ``chelsea`` and ``motorcycle_right`` shows the same scene
+as ``motorcycle``; both are left out so nothing leaks between the splits. Only ``motorcycle`` has
+real depth; the others are hazed over :func:`dehazeddpm.data.haze.depth_prior`.
+
+All images here are image space: float ``[0, 1]``, ``3xHxW``.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import zlib
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import torch
+
+from ..io.images import load_image, save_image_atomic, to_pil
+from ..utils import atomic_write, resize, scaled_shape
+from .haze import random_haze_params, synthesize_haze
+
+__all__ = ["EVAL_PHOTOS", "MOTORCYCLE_DOFFS", "TRAIN_PHOTOS", "builtin_photos", "disparity_to_depth",
+           "eval_haze_params", "load_photo", "make_eval_set", "resize_photo"]
+
+TRAIN_PHOTOS: tuple[str, ...] = ("astronaut", "coffee", "chelsea", "immunohistochemistry", "hubble_deep_field", "grass",
+                                  "brick", "gravel", "coins", "moon", "text", "page")
+EVAL_PHOTOS: tuple[str, ...] = ("motorcycle", "rocket", "camera")
+
+# Middlebury's depth is Z = f * baseline / (disparity + doffs); doffs (the principal point
+# offset between the two cameras) for the 4x down-sampled Motorcycle shipped by skimage.
+MOTORCYCLE_DOFFS = 31.086
+
+
+def disparity_to_depth(disp: Union[np.ndarray, torch.Tensor], *, doffs: float = 0.0) -> torch.Tensor:
+    """Stereo disparity HxW (pixels) -> relative depth HxW in (0, 1], 1 = farthest.
+
+    depth = 1 / (disparity + doffs) (``doffs`` is Middlebury's principal-point offset; 0 for a
+    plain stereo pair), divided by its maximum so depth ratios survive. Invalid disparities
+    (non-finite or <= -doffs, e.g. occlusions) are filled along each row with the smaller
+    (farther) of the nearest valid disparities to the left and right: occluded pixels belong to
+    the background of the adjacent edge. A map with no valid pixel raises ``ValueError``.
+    """
+    dp = np.asarray(disp.detach().cpu() if isinstance(disp, torch.Tensor) else disp, dtype=np.float64)
+    if dp.ndim != 2:
+        raise ValueError(f"expected an HxW disparity map, got shape {dp.shape}")
+    dp = dp + doffs
+    valid = np.isfinite(dp) & (dp > 0)
+    if not valid.any():
+        raise ValueError("disparity map has no valid (finite, positive) value")
+    if not valid.all():
+        h, w = dp.shape
+        cols = np.arange(w)
+        # index of the nearest valid pixel to the left / right in each row (-1 / w when none)
+        left = np.maximum.accumulate(np.where(valid, cols, -1), axis=1)
+        right = np.minimum.accumulate(np.where(valid, cols, w)[:, ::-1], axis=1)[:, ::-1]
+        rows = np.arange(h)[:, None]
+        big = np.inf
+        from_left = np.where(left >= 0, dp[rows, np.clip(left, 0, w - 1)], big)
+        from_right = np.where(right < w, dp[rows, np.clip(right, 0, w - 1)], big)
+        filled = np.minimum(from_left, from_right)
+        # rows without any valid pixel: farthest valid disparity in the map
+        filled = np.where(np.isfinite(filled), filled, dp[valid].min())
+        dp = np.where(valid, dp, filled)
+    depth = 1.0 / dp
+    return torch.from_numpy(depth / depth.max()).float()
+
+
+def _skimage_data():
+    try:
+        import skimage.data
+    except ImportError as exc:  # scikit-image is a train/dev extra, not a core dependency
+        raise ImportError(
+            "the built-in photos come from scikit-image: pip install scikit-image "
+            "(or pip install 'dehazeddpm[train]')"
+        ) from exc
+    return skimage.data
+
+
+def _rgb(arr: np.ndarray) -> np.ndarray:
+    return np.repeat(arr[:, :, None], 3, axis=2) if arr.ndim == 2 else arr[:, :, :3]
+
+
+@functools.lru_cache(maxsize=None)
+def load_photo(name: str) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """One built-in photo as ``(clear 3xHxW in [0, 1], depth HxW or None)``, decoded once per
+    process (callers must not modify the tensors: :func:`builtin_photos` hands out copies)."""
+    data = _skimage_data()
+    if name == "motorcycle":
+        left, _right, disp = data.stereo_motorcycle()
+        depth = disparity_to_depth(disp, doffs=MOTORCYCLE_DOFFS)
+        return load_image(left)[0], depth
+    if name not in TRAIN_PHOTOS + EVAL_PHOTOS:
+        raise KeyError(name)
+    return load_image(_rgb(getattr(data, name)()))[0], None
+
+
+def builtin_photos(split: str) -> dict[str, tuple[torch.Tensor, Optional[torch.Tensor]]]:
+    """Built-in photos of ``split`` ("train" or "eval") as ``{name: (clear, depth)}``.
+
+    clear: float32 3xHxW in [0, 1]; depth: HxW relative depth in (0, 1] (1 = farthest) where the
+    photo has real depth (``motorcycle``), else None. The sets are ``TRAIN_PHOTOS`` and
+    ``EVAL_PHOTOS`` (disjoint). Returns fresh tensors: callers may modify them.
+    Requires scikit-image (ImportError with the install command otherwise).
+    """
+    names = {"train": TRAIN_PHOTOS, "eval": EVAL_PHOTOS}.get(split)
+    if names is None:
+        raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
+    out: dict[str, tuple[torch.Tensor, Optional[torch.Tensor]]] = {}
+    for name in names:
+        clear, depth = load_photo(name)
+        out[name] = (clear.clone(), None if depth is None else depth.clone())
+    return out
+
+
+def resize_photo(clear: torch.Tensor, depth: Optional[torch.Tensor], size: int
+                 ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """A photo (3xHxW, [0, 1]) and its depth (HxW or None) with the shorter side ``size``.
+
+    The photo goes through 8 bits and Lanczos, so a ground truth stays the 8-bit image that is
+    saved anyway; the depth is resized bilinearly (antialiased when shrinking).
+    """
+    from PIL import Image
+
+    h, w = clear.shape[-2:]
+    new_h, new_w = scaled_shape(h, w, size)
+    clear = load_image(to_pil(clear).resize((new_w, new_h), Image.LANCZOS))[0]
+    if depth is not None:
+        depth = resize(depth[None, None], (new_h, new_w), "antialias" if new_h < h else "bilinear")[0, 0]
+    return clear, depth
+
+
+def eval_haze_params(name: str, seed: int = 0) -> tuple[float, tuple[float, float, float]]:
+    """The fixed ``(beta, airlight)`` of eval photo ``name`` for ``seed`` (as used by make_eval_set).
+
+    Seeded by the photo's name, not its position, so adding photos never changes existing pairs.
+    """
+    state = np.random.SeedSequence([seed, zlib.crc32(name.encode())]).generate_state(2, dtype=np.uint64)
+    g = torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
+    return random_haze_params(g)
+
+
+def make_eval_set(
+    out_dir: Union[str, Path], *, size: Optional[int] = None, seed: int = 0
+) -> list[tuple[Path, Path]]:
+    """Write the deterministic eval pairs ``out_dir/hazy/NAME.png`` and ``out_dir/gt/NAME.png``.
+
+    One pair per ``EVAL_PHOTOS`` entry, in that order, with haze parameters from
+    :func:`eval_haze_params` (recorded in ``out_dir/params.json``). ``size``: resize so the
+    shorter side is ``size`` pixels first (None keeps the original size). The hazy image is made
+    from the 8-bit GT exactly as saved, so the pair is consistent. Files are written atomically;
+    rerunning rewrites identical bytes. Returns ``[(hazy_path, gt_path), ...]``.
+    """
+    out = Path(out_dir)
+    if size is not None and size < 1:
+        raise ValueError(f"size must be a positive integer, got {size}")
+    pairs: list[tuple[Path, Path]] = []
+    params: dict[str, dict] = {}
+    for name, (clear, depth) in builtin_photos("eval").items():
+        if size is not None:
+            clear, depth = resize_photo(clear, depth, size)
+        beta, airlight = eval_haze_params(name, seed)
+        sample = synthesize_haze(clear, depth, beta=beta, airlight=airlight)
+        gt_path = save_image_atomic(sample.clear, out / "gt" / f"{name}.png")
+        hazy_path = save_image_atomic(sample.hazy, out / "hazy" / f"{name}.png")
+        pairs.append((hazy_path, gt_path))
+        params[name] = {"beta": beta, "airlight": list(airlight), "height": int(clear.shape[-2]),
+                        "width": int(clear.shape[-1]), "real_depth": depth is not None}
+    text = json.dumps({"seed": seed, "size": size, "images": params}, indent=2) + "\n"
+    atomic_write(out / "params.json", lambda tmp: tmp.write_text(text))
+    return pairs

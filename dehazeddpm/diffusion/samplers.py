@@ -1,0 +1,202 @@
+"""Samplers for the conditional SR3 denoiser: plain functions over (model, x, schedule).
+
+All tensors here live in diffusion space, [-1, 1]: ``x`` (B, 3, H, W) is the noisy image and the
+condition (B, C, H, W) is [J, T] mapped to [-1, 1]. A sampler function calls
+``model(x_t, noise_level) -> eps`` with noise_level = sqrt(alpha_bar), shape (B,): the condition
+is bound beforehand by :class:`~dehazeddpm.diffusion.wrappers.ConditionedDenoiser`. Randomness
+comes from a noise source (:mod:`dehazeddpm.diffusion.noise`), never from ``torch.randn`` here.
+
+Every sampler takes ``callback(step, t, x_t, x0)``, called once per step with the step number
+(0 = first), the original-grid timestep, the input x_t of that step and the predicted clean image
+x0 (both [-1, 1]); its return value is ignored. That is how notebooks draw the trajectory.
+
+:func:`sample` is the one entry point the pipeline and training use: it respaces the schedule,
+optionally truncates it for a start from a noised image, draws the start noise and dispatches.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, Optional
+
+import torch
+from tqdm.auto import tqdm
+
+from .noise import GaussianNoise, MeanFreeNoise
+from .schedule import NoiseSchedule
+from .wrappers import ConditionedDenoiser
+
+__all__ = ["ETA_SAMPLERS", "SAMPLERS", "Callback", "ddim_sample", "ddpm_sample", "p_mean_variance", "predict_noise",
+           "predict_x0", "q_sample", "sample", "sampling_schedule"]
+
+Callback = Callable[[int, int, torch.Tensor, torch.Tensor], None]
+
+
+def _at(buf: torch.Tensor, i: "int | torch.Tensor", x: torch.Tensor) -> torch.Tensor:
+    """Schedule value(s) at step index i, shaped to broadcast against x."""
+    if isinstance(i, int):
+        # A 0-dim CPU tensor broadcasts against tensors on any device: no per-step copy of the
+        # whole buffer onto the accelerator inside the sampling loop.
+        return buf[i]
+    return buf[i.cpu()].to(x.device).reshape(-1, *([1] * (x.dim() - 1)))
+
+
+def _noise_level(schedule: NoiseSchedule, i: "int | torch.Tensor", x: torch.Tensor) -> torch.Tensor:
+    if isinstance(i, int):
+        return schedule.noise_levels[i].to(x.device).expand(x.shape[0])
+    return schedule.noise_levels[i.cpu()].to(x.device)
+
+
+def predict_noise(model: torch.nn.Module, x: torch.Tensor, noise_level: torch.Tensor,
+                  condition: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """eps = model(cat([condition, x]), gamma) in float32; ``condition=None`` calls a model whose
+    condition is already bound (or that has none) as ``model(x, gamma)``."""
+    if condition is None:
+        return model(x, noise_level).float()
+    return ConditionedDenoiser(model, condition)(x, noise_level)
+
+
+def predict_x0(schedule: NoiseSchedule, x: torch.Tensor, i: "int | torch.Tensor", eps: torch.Tensor) -> torch.Tensor:
+    """x0 = x_t / sqrt(alpha_bar) - sqrt(1 / alpha_bar - 1) * eps (DDPM eq. 15 rearranged)."""
+    return _at(schedule.sqrt_recip_alphas_cumprod, i, x) * x - _at(schedule.sqrt_recipm1_alphas_cumprod, i, x) * eps
+
+
+def p_mean_variance(model: torch.nn.Module, schedule: NoiseSchedule, x_t: torch.Tensor,
+                    t: "int | torch.Tensor", condition: Optional[torch.Tensor] = None,
+                    clip_denoised: bool = True, return_x0: bool = False):
+    """Mean and log-variance of p(x_{t-1} | x_t): the posterior q(x_{t-1} | x_t, x0_hat).
+
+    ``t`` is a step index of ``schedule`` (an int, or a (B,) tensor for per-sample steps).
+    Returns ``(mean, log_var)``; ``log_var`` is a 0-dim tensor for an int t, else (B, 1, 1, 1).
+    With ``return_x0`` also returns the (clipped) predicted x0.
+    """
+    eps = predict_noise(model, x_t, _noise_level(schedule, t, x_t), condition)
+    x0 = predict_x0(schedule, x_t, t, eps)
+    if clip_denoised:
+        x0 = x0.clamp(-1.0, 1.0)
+    mean = _at(schedule.posterior_mean_coef1, t, x_t) * x0 + _at(schedule.posterior_mean_coef2, t, x_t) * x_t
+    log_var = _at(schedule.posterior_log_variance_clipped, t, x_t)
+    return (mean, log_var, x0) if return_x0 else (mean, log_var)
+
+
+def q_sample(schedule_or_gamma: "NoiseSchedule | torch.Tensor | float", x0: torch.Tensor,
+             noise: torch.Tensor, i: Optional[int] = None) -> torch.Tensor:
+    """Noise a clean x0 ([-1, 1]) to level gamma: gamma * x0 + sqrt(1 - gamma^2) * noise.
+
+    Pass either a schedule and a step index ``i``, or gamma directly (float, or (B,) tensor).
+    """
+    if isinstance(schedule_or_gamma, NoiseSchedule):
+        if i is None:
+            raise ValueError("give the step index i with a schedule")
+        gamma = schedule_or_gamma.noise_levels[i].to(x0.device)
+    else:
+        gamma = torch.as_tensor(schedule_or_gamma, dtype=x0.dtype, device=x0.device)
+    if gamma.dim() > 0:
+        gamma = gamma.reshape(-1, *([1] * (x0.dim() - 1)))
+    return gamma * x0 + (1 - gamma ** 2).sqrt() * noise
+
+
+def _iterate(n: int, progress: bool, desc: str):
+    return tqdm(reversed(range(n)), total=n, desc=desc, disable=not progress, leave=False)
+
+
+@torch.no_grad()
+def ddpm_sample(model: torch.nn.Module, x: torch.Tensor, schedule: NoiseSchedule, *,
+                noise: Optional[GaussianNoise] = None, callback: Optional[Callback] = None,
+                clip_denoised: bool = True, progress: bool = False) -> torch.Tensor:
+    """Ancestral sampling (the reference ``p_sample_loop``), from x = x_T down to x_0.
+
+    On the full schedule and with the same random draws this reproduces the reference bit for
+    bit: one draw of ``noise`` per step for every step but the last.
+    """
+    noise = noise if noise is not None else GaussianNoise()
+    for step, i in enumerate(_iterate(len(schedule), progress, "ddpm")):
+        mean, log_var, x0 = p_mean_variance(model, schedule, x, i, None, clip_denoised, return_x0=True)
+        if callback is not None:
+            callback(step, int(schedule.timesteps[i]), x, x0)
+        x = mean + noise.like(x) * (0.5 * log_var).exp() if i > 0 else mean
+    return x
+
+
+@torch.no_grad()
+def ddim_sample(model: torch.nn.Module, x: torch.Tensor, schedule: NoiseSchedule, *, eta: float = 0.0,
+                noise: Optional[GaussianNoise] = None, callback: Optional[Callback] = None,
+                clip_denoised: bool = True, progress: bool = False) -> torch.Tensor:
+    """DDIM (Song et al. 2021, eq. 12) over every step of ``schedule`` (respace it for fewer steps).
+
+    ``eta = 0`` is deterministic; ``eta = 1`` matches the ancestral sampler's variance, with the
+    fresh noise drawn from ``noise``. After clipping x0 the noise estimate is recomputed from it,
+    so x stays consistent with x0.
+    """
+    noise = noise if noise is not None else GaussianNoise()
+    for step, i in enumerate(_iterate(len(schedule), progress, "ddim")):
+        ab = _at(schedule.alphas_cumprod, i, x)
+        ab_prev = _at(schedule.alphas_cumprod_prev, i, x)
+        eps = predict_noise(model, x, _noise_level(schedule, i, x))
+        x0 = predict_x0(schedule, x, i, eps)
+        if clip_denoised:
+            x0 = x0.clamp(-1.0, 1.0)
+            eps = (x - ab.sqrt() * x0) / (1 - ab).sqrt()
+        if callback is not None:
+            callback(step, int(schedule.timesteps[i]), x, x0)
+        sigma = eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).sqrt()
+        x = ab_prev.sqrt() * x0 + (1 - ab_prev - sigma ** 2).clamp(min=0).sqrt() * eps
+        if eta > 0 and i > 0:
+            x = x + sigma * noise.like(x)
+    return x
+
+
+def sampling_schedule(schedule: NoiseSchedule, steps: Optional[int] = None,
+                      start_strength: float = 1.0) -> NoiseSchedule:
+    """The steps a sampling run visits: ``schedule`` respaced to ``min(steps, N)`` (None: all N),
+    then truncated to the lowest ``start_strength`` of the chain. :func:`sample` runs exactly
+    these; callers use it to know the length of a run beforehand."""
+    if not 0 < start_strength <= 1:
+        raise ValueError(f"start_strength must be in (0, 1], got {start_strength}")
+    sched = schedule if steps is None else schedule.respace(min(int(steps), len(schedule)))
+    return sched.truncate(start_strength) if start_strength < 1 else sched
+
+
+SAMPLERS: Dict[str, Callable[..., torch.Tensor]] = {"ddpm": ddpm_sample, "ddim": ddim_sample}
+# Samplers whose update uses eta (the rest ignore it).
+ETA_SAMPLERS = ("ddim",)
+
+
+@torch.no_grad()
+def sample(model: torch.nn.Module, condition: Optional[torch.Tensor], schedule: NoiseSchedule,
+           sampler: str = "ddpm", steps: Optional[int] = None, eta: float = 0.0,
+           generator: Optional[torch.Generator] = None, callback: Optional[Callback] = None, *,
+           x_T: Optional[torch.Tensor] = None, clip_denoised: bool = True, progress: bool = False,
+           zero_mean_noise: bool = False, start_strength: float = 1.0,
+           start_image: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Draw x0 ([-1, 1], (B, 3, H, W)) given the condition ([-1, 1], (B, C, H, W)).
+
+    model: the denoiser, called as ``model(cat([condition, x_t], 1), gamma)`` (condition None:
+        ``model(x_t, gamma)``, and ``x_T`` or ``start_image`` gives the sample's shape).
+    steps: None uses every step of ``schedule``; otherwise it is respaced to ``min(steps, N)``
+        evenly spaced noise levels (valid without retraining: SR3 sees continuous noise levels).
+    start_strength: < 1 starts from ``start_image`` ([-1, 1], (B, 3, H, W)) noised to that
+        fraction of the chain and runs only those steps (SDEdit-style refinement).
+    zero_mean_noise: every draw (start and per-step noise) goes through
+        :func:`~dehazeddpm.diffusion.noise.zero_mean`, which lets deterministic DDIM start from
+        noise without a colour cast. The ancestral sampler refuses it: it stays the reference.
+    The start noise is one ``randn(B, 3, H, W)`` from ``generator`` (or the global RNG), unless
+    ``x_T`` is given. ``sampler="ddpm"`` with ``steps=None`` is the reference test path.
+    """
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose from {tuple(SAMPLERS)}")
+    if zero_mean_noise and sampler == "ddpm":
+        raise ValueError("zero_mean_noise is a DDIM option; the ancestral sampler stays the reference")
+    sched = sampling_schedule(schedule, steps, start_strength)
+    if start_strength < 1 and start_image is None and x_T is None:
+        raise ValueError("start_strength < 1 needs start_image, the image to noise")
+    noise = (MeanFreeNoise if zero_mean_noise else GaussianNoise)(generator)
+    if x_T is None:
+        ref = condition if condition is not None else start_image
+        if ref is None:
+            raise ValueError("give x_T or start_image for a model without a condition")
+        x_T = noise((ref.shape[0], 3, *ref.shape[-2:]), device=ref.device)
+        if start_strength < 1:
+            x_T = q_sample(float(sched.noise_levels[-1]), start_image.to(x_T), x_T)
+    denoiser = model if condition is None else ConditionedDenoiser(model, condition)
+    kwargs = {"eta": eta} if sampler in ETA_SAMPLERS else {}
+    return SAMPLERS[sampler](denoiser, x_T, sched, noise=noise, callback=callback, clip_denoised=clip_denoised,
+                             progress=progress, **kwargs)

@@ -1,0 +1,17 @@
+"""Inference: the two-stage pipeline, tiled denoising, stage 1 at a working size, and the
+device and precision policy.
+
+Layer: inference. May import ``models``, ``diffusion``, ``options``, ``io``, ``hub`` (to resolve
+a registry name) and the foundation. The pipeline prepares the condition and the start and calls
+:func:`dehazeddpm.diffusion.sample`; it never samples on its own.
+"""
+from .device import (PrecisionDenoiser, autocast, choose_tile, default_device, device_info, resolve_precision,
+                     sync)
+from .pipeline import TRAJECTORY_MAX_FRAMES, TRAJECTORY_MAX_SIDE, DehazePipeline, DehazeResult, TrajectoryFrame
+from .tiling import TiledDenoiser, ramp_window, tile_starts
+from .working_size import MAX_WORKING_SIDE, MIN_TRANSMISSION, stage1_at_size, working_shape
+
+__all__ = ["DehazePipeline", "DehazeResult", "MAX_WORKING_SIDE", "MIN_TRANSMISSION", "PrecisionDenoiser",
+           "TRAJECTORY_MAX_FRAMES", "TRAJECTORY_MAX_SIDE", "TiledDenoiser", "TrajectoryFrame", "autocast",
+           "choose_tile", "default_device", "device_info", "ramp_window", "resolve_precision", "stage1_at_size",
+           "sync", "tile_starts", "working_shape"]

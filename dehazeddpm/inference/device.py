@@ -1,0 +1,114 @@
+"""Device and precision policy: which device, which arithmetic, and when to tile the denoiser.
+
+Kept apart from the pipeline so the rules can be read, tested and benchmarked on their own.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, ContextManager, Dict, Optional
+
+import torch
+from torch import nn
+
+__all__ = ["PrecisionDenoiser", "CPU_FULL_IMAGE_PIXELS", "CUDA_BYTES_PER_PIXEL_CHANNEL", "CUDA_MEMORY_FRACTION", "DEFAULT_TILE",
+           "autocast", "choose_tile", "default_device", "device_info", "resolve_precision", "sync"]
+
+# Tile choice (tile_size=None). CPU: the full image up to this many pixels, else DEFAULT_TILE tiles.
+CPU_FULL_IMAGE_PIXELS = 1024 * 1024
+DEFAULT_TILE = 512
+# CUDA: rough peak activation bytes per pixel and per UNet base channel (fp16 autocast, batch 1,
+# skip connections kept alive); the full image is used when the estimate is below
+# CUDA_MEMORY_FRACTION of the free memory reported by torch.cuda.mem_get_info.
+CUDA_BYTES_PER_PIXEL_CHANNEL = 48
+CUDA_MEMORY_FRACTION = 0.7
+
+_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def default_device() -> torch.device:
+    """CUDA when available, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued kernels, so wall-clock timings mean what they say."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def resolve_precision(precision: Optional[str], device: torch.device) -> str:
+    """The arithmetic a ``precision`` option means on ``device``: "fp32", "bf16" or "fp16".
+
+    "auto" (or None): fp16 autocast on CUDA (the T4 Colab lends has no fast bf16), fp32
+    elsewhere. fp16 on a CPU is refused: CPUs have no fast fp16 matrix units, and it would only
+    be slower and less accurate.
+    """
+    if precision in (None, "auto"):
+        return "fp16" if device.type == "cuda" else "fp32"
+    if precision == "fp16" and device.type == "cpu":
+        raise ValueError("precision 'fp16' needs a CUDA device; on a CPU use 'bf16' or 'fp32'")
+    return precision
+
+
+def autocast(precision: str, device: torch.device) -> ContextManager[Any]:
+    """The autocast context for a resolved precision ("fp32": none)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=_DTYPES[precision])
+
+
+def choose_tile(h: int, w: int, device: torch.device, inner_channel: int) -> Optional[int]:
+    """Tile side for an h x w (padded) image, or None for the full image.
+
+    CPU: the full image up to ``CPU_FULL_IMAGE_PIXELS`` (1024 x 1024), else ``DEFAULT_TILE``.
+    CUDA: the full image when ``h * w * inner_channel * CUDA_BYTES_PER_PIXEL_CHANNEL`` is below
+    ``CUDA_MEMORY_FRACTION`` of the free memory, else the largest power-of-two tile (>= 256)
+    whose estimate fits, times 4 tiles per batch.
+    """
+    if device.type != "cuda":
+        return None if h * w <= CPU_FULL_IMAGE_PIXELS else DEFAULT_TILE
+    free, _ = torch.cuda.mem_get_info(device)
+    per_px = int(inner_channel) * CUDA_BYTES_PER_PIXEL_CHANNEL
+    budget = free * CUDA_MEMORY_FRACTION
+    if h * w * per_px <= budget:
+        return None
+    tile = 2048
+    while tile > 256 and 4 * tile * tile * per_px > budget:
+        tile //= 2
+    return tile
+
+
+def device_info() -> Dict[str, Any]:
+    """The accelerator torch would use: type, name, free/total memory in bytes when known."""
+    info: Dict[str, Any] = {"type": "cpu", "name": "cpu", "free_bytes": None, "total_bytes": None,
+                            "torch": torch.__version__}
+    if torch.cuda.is_available():
+        idx = torch.cuda.current_device()
+        info.update(type="cuda", name=torch.cuda.get_device_name(idx))
+        try:
+            free, total = torch.cuda.mem_get_info(idx)
+            info.update(free_bytes=int(free), total_bytes=int(total))
+        except RuntimeError:
+            info["total_bytes"] = int(torch.cuda.get_device_properties(idx).total_memory)
+    elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        info.update(type="mps", name="Apple MPS")
+    return info
+
+
+class PrecisionDenoiser(nn.Module):
+    """Run a denoiser under a resolved precision's autocast (CUDA: with channels_last inputs);
+    returns float32 eps. Same call signature and ``config`` as the wrapped model."""
+
+    def __init__(self, model: nn.Module, precision: str, device: torch.device):
+        super().__init__()
+        self.model, self.precision, self.device = model, precision, device
+
+    @property
+    def config(self) -> Any:
+        return self.model.config
+
+    def forward(self, x_in: torch.Tensor, noise_level: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cuda":
+            x_in = x_in.contiguous(memory_format=torch.channels_last)
+        with autocast(self.precision, self.device):
+            return self.model(x_in, noise_level).float()

@@ -1,0 +1,287 @@
+"""One-call dehazing: hazy image in, dehazed PIL image (and stage-1 intermediates) out.
+
+>>> pipe = DehazePipeline.from_pretrained("demo")          # doctest: +SKIP
+>>> res = pipe("hazy.png", seed=0)                          # doctest: +SKIP
+>>> res.image.save("clear.png"); res.T                      # doctest: +SKIP
+
+Stage 1 (``Stage1Net``) maps the hazy image ([0, 1]) to J, T, A, I; stage 2 samples the clear
+image with the SR3 denoiser conditioned on ``cat([J, T])`` mapped to [-1, 1]. A call's options
+(:class:`~dehazeddpm.options.SamplingOptions`) are resolved once, from its keywords over the
+weights' registry defaults; then the call prepares the condition and the denoiser and hands
+them to :func:`dehazeddpm.diffusion.sample`, the sampling entry point training uses too.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
+
+import torch
+from PIL import Image
+from torch import nn
+
+from ..diffusion.samplers import Callback, sample, sampling_schedule
+from ..diffusion.schedule import RELEASED_SCHEDULE, NoiseSchedule
+from ..io.checkpoints import load_denoiser, load_schedule, load_stage1
+from ..io.images import ImageSource, load_image, to_pil, to_signed, to_unit
+from ..models.stage1 import SIZE_MULTIPLE as STAGE1_MULTIPLE
+from ..models.stage1 import Stage1Net, Stage1Output
+from ..models.unet import UNet
+from ..options import SamplingOptions
+from ..physics import fuse_transmission
+from ..utils import pad_to_multiple, resize, scaled_shape
+from .device import PrecisionDenoiser, autocast, choose_tile, default_device, resolve_precision, sync
+from .tiling import TiledDenoiser
+from .working_size import stage1_at_size, working_shape
+
+if TYPE_CHECKING:
+    from ..hub.registry import WeightsEntry
+
+__all__ = ["DehazePipeline", "DehazeResult", "TRAJECTORY_MAX_FRAMES", "TRAJECTORY_MAX_SIDE", "TrajectoryFrame"]
+
+# Trajectory frames are kept on the CPU, downscaled to this longest side and capped in number.
+TRAJECTORY_MAX_SIDE = 256
+TRAJECTORY_MAX_FRAMES = 100
+
+
+class TrajectoryFrame(NamedTuple):
+    """One sampling step: ``x_t`` and predicted ``x0`` as (1, 3, h, w) CPU tensors in image space
+    (``to_unit`` of diffusion space; ``x0`` clamped to [0, 1], ``x_t`` not clamped since noisy)."""
+
+    step: int
+    t: int
+    x_t: torch.Tensor
+    x0: torch.Tensor
+
+
+@dataclass
+class DehazeResult:
+    """What :meth:`DehazePipeline.__call__` returns. Tensors are (1, C, H, W), CPU, float32, [0, 1]
+    at the input size, except ``A`` (1, 3, 1, 1). ``options`` is what actually ran: resolved
+    sampler, steps, eta, start, precision and the tile used (None: the whole image)."""
+
+    image: Image.Image
+    J: torch.Tensor
+    T: torch.Tensor
+    A: torch.Tensor
+    I: torch.Tensor
+    options: SamplingOptions
+    trajectory: Optional[List[TrajectoryFrame]] = None
+    timings: Dict[str, float] = field(default_factory=dict)
+    steps: int = 0          # denoiser evaluations actually run
+    tile_size: Optional[int] = None
+
+    def describe(self) -> str:
+        """One line for a figure title: what ran and how long it took."""
+        what = "stage 1 only" if self.steps == 0 else self.options.describe()
+        return f"{what}, {self.timings.get('total', 0.0):.1f} s"
+
+
+def _thumb(x: torch.Tensor, max_side: int = TRAJECTORY_MAX_SIDE) -> torch.Tensor:
+    """A float32 CPU copy whose longest side is at most ``max_side``."""
+    h, w = x.shape[-2:]
+    x = x.float()
+    if max(h, w) > max_side:
+        x = resize(x, scaled_shape(h, w, max_side, side="longer"), "area")
+    return x.detach().cpu().clone()
+
+
+class DehazePipeline:
+    """Stage 1 + diffusion stage 2, with padding, tiling, seeding and precision handled.
+
+    Args:
+        stage1: a ``Stage1Net`` (hazy [0, 1] -> J, coarse, T, A, I).
+        denoiser: the SR3 ``UNet`` (input ``cat([condition, x_t])``, condition [J, T] or J).
+        schedule: the training ``NoiseSchedule`` (respaced per call).
+        device: default CUDA when available, else CPU.
+        defaults: the options a call leaves at None (a registry entry's ``defaults``; ``demo``:
+            DDIM from J noised to 0.3 with eta 1, stage 1 at 128 px). Empty: DDIM from pure noise.
+        compile: wrap the denoiser in ``torch.compile`` (worth it for many images of one size).
+    """
+
+    def __init__(self, stage1: Stage1Net, denoiser: UNet, schedule: NoiseSchedule,
+                 device: Union[str, torch.device, None] = None, *,
+                 defaults: Union[SamplingOptions, Mapping[str, Any], None] = None, compile: bool = False):
+        self.device = torch.device(device) if device is not None else default_device()
+        self.defaults = defaults if isinstance(defaults, SamplingOptions) else SamplingOptions.from_mapping(defaults or {})
+        self.stage1 = stage1.to(self.device).eval()
+        self.denoiser = denoiser.to(self.device).eval()
+        self.schedule = schedule
+        if self.device.type == "cuda":
+            self.stage1 = self.stage1.to(memory_format=torch.channels_last)
+            self.denoiser = self.denoiser.to(memory_format=torch.channels_last)
+        self._compiled: Optional[nn.Module] = torch.compile(self.denoiser) if compile else None
+
+    # -- construction -----------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, name: Union[str, "WeightsEntry"] = "demo", device: Union[str, torch.device, None] = None, *,
+                        stage1: Union[str, os.PathLike, None] = None,
+                        denoiser: Union[str, os.PathLike, None] = None,
+                        download: bool = True, progress: bool = True, compile: bool = False) -> "DehazePipeline":
+        """Weights of a registry entry (``demo``, ``nh-haze``, ``dense-haze``, or a ``WeightsEntry``)
+        via ``hub.resolve``.
+
+        The UNet is built with the entry's ``unet_config`` and sampled with the entry's schedule
+        and ``defaults``; ``stage1``/``denoiser`` paths override the entry's files.
+        """
+        from ..hub import resolve
+        res = resolve(name, stage1=stage1, denoiser=denoiser, download=download, progress=progress)
+        net1 = load_stage1(res.stage1)
+        unet = load_denoiser(res.denoiser, **res.unet_config)
+        return cls(net1, unet, NoiseSchedule.from_config(res.schedule), device, defaults=res.defaults,
+                   compile=compile)
+
+    @classmethod
+    def from_files(cls, stage1: Union[str, os.PathLike], denoiser: Union[str, os.PathLike],
+                   device: Union[str, torch.device, None] = None, *,
+                   schedule: Optional[NoiseSchedule] = None, compile: bool = False,
+                   unet_config: Optional[Dict[str, Any]] = None,
+                   defaults: Union[SamplingOptions, Mapping[str, Any], None] = None) -> "DehazePipeline":
+        """From two checkpoint files; the UNet config is read off the tensor shapes (``unet_config``
+        overrides what shapes cannot show, e.g. ``{"norm_groups": 8}``; default 32 as released) and
+        the schedule from the denoiser file's buffers (else ``schedule``, else the released one)."""
+        net1 = load_stage1(stage1)
+        unet = load_denoiser(denoiser, **(unet_config or {}))
+        sched = schedule or load_schedule(denoiser) or NoiseSchedule.from_config(RELEASED_SCHEDULE)
+        return cls(net1, unet, sched, device, defaults=defaults, compile=compile)
+
+    # -- options ----------------------------------------------------------------------------------
+    @property
+    def size_multiple(self) -> int:
+        """Both networks' input sides must be multiples of this: lcm(16, UNet multiple)."""
+        return math.lcm(STAGE1_MULTIPLE, int(self.denoiser.config.size_multiple))
+
+    def resolve_options(self, options: Optional[SamplingOptions] = None, **chosen: Any) -> SamplingOptions:
+        """The options a call runs with: ``chosen`` keywords (None: not chosen) over ``options``,
+        over the weights' defaults, then the sampler's rules (:meth:`SamplingOptions.resolved`).
+        The one place a call's options are validated and completed."""
+        call = options or SamplingOptions()
+        picked = {k: v for k, v in chosen.items() if v is not None}
+        if picked:
+            call = dataclasses.replace(call, **picked)
+        return call.with_defaults(self.defaults).resolved(len(self.schedule))
+
+    # -- the steps of a call ---------------------------------------------------------------------
+    def run_stage1(self, x01: torch.Tensor, size: Optional[int] = None, precision: str = "fp32"
+                   ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Stage 1 on a (1, 3, H, W) [0, 1] image; returns float32 (J, T, A, I) at H x W, in [0, 1].
+
+        size: None or 0 runs the net on the image as given; otherwise on a copy with that shorter
+        side (:func:`~dehazeddpm.inference.working_size.stage1_at_size`).
+        precision: a resolved precision ("fp32", "bf16", "fp16").
+        """
+        x = x01.to(self.device)
+
+        def net(img: torch.Tensor) -> Stage1Output:
+            if self.device.type == "cuda":
+                img = img.contiguous(memory_format=torch.channels_last)
+            out = self.stage1(img)
+            return Stage1Output(*(t.float() for t in out))
+
+        with torch.inference_mode(), autocast(precision, self.device):
+            out = net(x) if not size else stage1_at_size(net, x, size)
+        return out.J, out.T, out.A, out.I
+
+    def _stage1_padded(self, x: torch.Tensor, size: int, precision: str):
+        """Stage 1's J, T, A, I padded to the networks' multiple (the denoiser's input size)."""
+        padded, (h, w) = pad_to_multiple(x.to(self.device), self.size_multiple)
+        if size and working_shape(h, w, size) != (h, w):
+            J, T, A, I = self.run_stage1(x, size, precision)
+            # J and T come back at h x w; the denoiser needs them padded like the input
+            J, T, I = (pad_to_multiple(t, self.size_multiple)[0] for t in (J, T, I))
+            return J, T, A, I
+        # At full resolution stage 1 sees the padded image, so J and T are its own in the margin.
+        return self.run_stage1(padded, None, precision)
+
+    def condition(self, J: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
+        """The denoiser's condition in [-1, 1]: ``cat([J, T])`` (4 channels), or J for a J-only model."""
+        n_cond = int(self.denoiser.config.in_channel - self.denoiser.config.out_channel)
+        return to_signed(torch.cat([J, T], 1) if n_cond == 4 else J)
+
+    def _denoiser(self, opts: SamplingOptions, tile: Optional[int], precision: str) -> nn.Module:
+        model: nn.Module = self._compiled or self.denoiser
+        if tile is not None:
+            # Auto-chosen CUDA tiles were sized for 4 per batch; otherwise 1 tile at a time, the
+            # least memory (what an explicit tile_size usually asks for).
+            batch = 4 if (opts.tile_size is None and self.device.type == "cuda") else 1
+            model = TiledDenoiser(model, tile, opts.tile_overlap, tile_batch=batch)
+        return model if precision == "fp32" else PrecisionDenoiser(model, precision, self.device)
+
+    def _tile(self, opts: SamplingOptions, ph: int, pw: int) -> Optional[int]:
+        tile = opts.tile_size if opts.tile_size is not None else choose_tile(
+            ph, pw, self.device, int(self.denoiser.config.inner_channel))
+        return None if tile is not None and tile >= ph and tile >= pw else tile
+
+    @torch.inference_mode()
+    def __call__(self, image: ImageSource, sampler: Optional[str] = None, steps: Optional[int] = None,
+                 eta: Optional[float] = None, seed: Optional[int] = None, tile_size: Optional[int] = None,
+                 tile_overlap: Optional[int] = None, start_strength: Optional[float] = None,
+                 trajectory_every: Optional[int] = None, progress: bool = True,
+                 fusion: Optional[str] = None, zero_mean_noise: Optional[bool] = None,
+                 stage1_size: Optional[int] = None, precision: Optional[str] = None,
+                 callback: Optional[Callback] = None, *, options: Optional[SamplingOptions] = None) -> DehazeResult:
+        """Dehaze one image (path, PIL, numpy or tensor; any mode, any size >= 1x1).
+
+        The sampling keywords are the fields of :class:`~dehazeddpm.options.SamplingOptions`
+        (which says what each means); None leaves one to ``options``, then to the weights'
+        defaults. ``steps=0`` returns stage 1's J; ``sampler="ddpm", steps=None`` is the reference
+        test path (2000 ancestral steps).
+        seed: draws from a ``torch.Generator`` on the pipeline device (deterministic per device);
+            None uses the global RNG.
+        trajectory_every: keep (step, t, x_t, x0) every that many steps (plus the last), on CPU,
+            downscaled to <= TRAJECTORY_MAX_SIDE, at most TRAJECTORY_MAX_FRAMES frames.
+        callback: extra ``callback(step, t, x_t, x0)`` on padded diffusion-space tensors.
+        """
+        opts = self.resolve_options(options, sampler=sampler, steps=steps, eta=eta, start_strength=start_strength,
+                                    zero_mean_noise=zero_mean_noise, stage1_size=stage1_size, tile_size=tile_size,
+                                    tile_overlap=tile_overlap, fusion=fusion, precision=precision)
+        prec = resolve_precision(opts.precision, self.device)
+        timings: Dict[str, float] = {}
+        t_start = time.perf_counter()
+        x = load_image(image).float()
+        h, w = x.shape[-2:]
+        timings["load"] = time.perf_counter() - t_start
+
+        t0 = time.perf_counter()
+        J, T, A, I = self._stage1_padded(x, opts.stage1_size, prec)
+        sync(self.device)
+        timings["stage1"] = time.perf_counter() - t0
+
+        def crop(t: torch.Tensor) -> torch.Tensor:
+            return t[..., :h, :w].detach().float().cpu()
+
+        Jc, Tc, Ac, Ic = crop(J), crop(T), A.detach().float().cpu(), crop(I)
+        if opts.steps == 0:
+            timings["total"] = time.perf_counter() - t_start
+            return DehazeResult(image=to_pil(Jc), J=Jc, T=Tc, A=Ac, I=Ic, trajectory=[] if trajectory_every else None,
+                                timings=timings, steps=0, options=dataclasses.replace(opts, precision=prec))
+
+        t0 = time.perf_counter()
+        run = sampling_schedule(self.schedule, opts.steps, opts.start_strength)
+        tile = self._tile(opts, *J.shape[-2:])
+        frames: Optional[List[TrajectoryFrame]] = [] if trajectory_every else None
+        every = max(int(trajectory_every), math.ceil(len(run) / (TRAJECTORY_MAX_FRAMES - 1))) if trajectory_every else 0
+
+        def on_step(step: int, t: int, x_t: torch.Tensor, x0: torch.Tensor) -> None:
+            if callback is not None:
+                callback(step, t, x_t, x0)
+            if frames is not None and (step % every == 0 or step == len(run) - 1):
+                frames.append(TrajectoryFrame(step, t, _thumb(to_unit(x_t[..., :h, :w])),
+                                              _thumb(to_unit(x0[..., :h, :w]).clamp(0, 1))))
+
+        generator = torch.Generator(device=self.device).manual_seed(int(seed)) if seed is not None else None
+        out = sample(self._denoiser(opts, tile, prec), self.condition(J, T), self.schedule, opts.sampler, opts.steps,
+                     opts.eta, generator, on_step, zero_mean_noise=opts.zero_mean_noise,
+                     start_strength=opts.start_strength, start_image=to_signed(J), progress=progress)
+        result = crop(to_unit(out).clamp(0, 1))
+        sync(self.device)
+        timings["denoise"] = time.perf_counter() - t0
+        if opts.fusion == "transmission":
+            result = fuse_transmission(Jc, Tc, result)
+        timings["total"] = time.perf_counter() - t_start
+        return DehazeResult(image=to_pil(result), J=Jc, T=Tc, A=Ac, I=Ic, trajectory=frames, timings=timings,
+                            steps=len(run), tile_size=tile,
+                            options=dataclasses.replace(opts, precision=prec, tile_size=tile))

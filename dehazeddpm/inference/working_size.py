@@ -1,0 +1,79 @@
+"""Stage 1 at a fixed working size: haze estimated where the network was trained, detail kept.
+
+A stage-1 network sees a fixed number of pixels around each output pixel, while haze follows the
+scene: it varies over a fraction of the image whatever the image's resolution. A net trained on
+128 px crops therefore sees too little of a 1000 px photo to judge its haze, and a 48 px thumbnail
+is smaller than anything it was trained on. :func:`stage1_at_size` runs stage 1 on a copy whose
+shorter side is ``size`` and brings the result back:
+
+* smaller input: bicubic upsampling to the working size, then J and T are area-downsampled back;
+* larger input: area downsampling; T is smooth and is upsampled bilinearly; J is the upsampled
+  working J plus the hazy image's own high frequencies divided by T. Where T and A vary slowly,
+  ``I = J * T + A * (1 - T)`` makes I's fine detail T times J's, so dividing restores it
+  (``min_transmission`` bounds the gain in dense haze).
+
+The re-hazed ``I`` (:func:`dehazeddpm.physics.rehaze`) is recomputed at the input's size. The
+demo weights set this through their registry defaults (``stage1_size``: 128); the released
+weights run stage 1 at full resolution, as the reference does. docs/benchmarks.md has the
+measurement.
+"""
+from __future__ import annotations
+
+from typing import Callable, Tuple
+
+import torch
+
+from ..models.stage1 import Stage1Output
+from ..physics import rehaze
+from ..utils import resize
+
+# Upsampling the shorter side to the working size never makes the longer side exceed this
+# (a 2 x 4000 strip is not blown up to 128 x 256000).
+MAX_WORKING_SIDE = 2048
+# The detail gain 1 / T is capped at 1 / MIN_TRANSMISSION.
+MIN_TRANSMISSION = 0.1
+
+
+def working_shape(h: int, w: int, size: int, max_side: int = MAX_WORKING_SIDE) -> Tuple[int, int]:
+    """(h', w') with shorter side ``size`` and the aspect ratio kept; when that means enlarging,
+    the longer side stays <= max(max_side, its current length)."""
+    if size < 1:
+        raise ValueError(f"size must be a positive integer, got {size}")
+    scale = size / min(h, w)
+    if scale > 1:
+        scale = min(scale, max(1.0, max_side / max(h, w)))
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def stage1_at_size(stage1: Callable[[torch.Tensor], Stage1Output], hazy01: torch.Tensor, size: int, *,
+                   min_transmission: float = MIN_TRANSMISSION) -> Stage1Output:
+    """Run ``stage1`` on a copy of ``hazy01`` whose shorter side is ``size``; outputs at the input's size.
+
+    stage1: maps a (B, 3, h, w) image in [0, 1] to a :class:`Stage1Output` of the same size (a
+        ``Stage1Net``, which pads internally). hazy01: (B, 3, H, W) in [0, 1].
+    Returns J, coarse, T, I as (B, C, H, W) and A as (B, 3, 1, 1), all in [0, 1]. When the
+    working shape equals the input's, this is just ``stage1(hazy01)``.
+    """
+    if not 0 < min_transmission <= 1:
+        raise ValueError(f"min_transmission must be in (0, 1], got {min_transmission}")
+    h, w = hazy01.shape[-2:]
+    hw = working_shape(h, w, size)
+    if hw == (h, w):
+        return stage1(hazy01)
+    enlarge = hw[0] * hw[1] > h * w
+    small = resize(hazy01, hw, "bicubic" if enlarge else "antialias").clamp(0, 1)
+    out = stage1(small)
+    if enlarge:
+        J = resize(out.J, (h, w), "antialias")
+        T = resize(out.T, (h, w), "antialias")
+    else:
+        T = resize(out.T, (h, w), "bilinear")
+        detail = hazy01 - resize(small, (h, w), "bilinear")
+        J = resize(out.J, (h, w), "bilinear") + detail / T.clamp_min(min_transmission)
+    J, T = J.clamp(0, 1), T.clamp(0, 1)
+    coarse = resize(out.coarse, (h, w), "antialias" if enlarge else "bilinear").clamp(0, 1)
+    A = out.A
+    return Stage1Output(J=J, coarse=coarse, T=T, A=A, I=rehaze(J, T, A))
+
+
+__all__ = ["MAX_WORKING_SIDE", "MIN_TRANSMISSION", "stage1_at_size", "working_shape"]

@@ -1,0 +1,119 @@
+"""The training configuration: every setting of a run, as one dataclass that reads JSON."""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Dict, Optional
+
+from ..diffusion.loss import FREQUENCY_WEIGHT
+from ..diffusion.schedule import RELEASED_SCHEDULE
+from ..io.reference_config import load_json_with_comments
+from ..models.unet import UNetConfig
+
+__all__ = ["DEFAULT_LOSS_WEIGHTS", "DEFAULT_UNET", "STAGES", "TrainConfig"]
+
+STAGES = ("stage1", "denoiser")
+# The demo denoiser's architecture: small enough to train on a CPU.
+DEFAULT_UNET = {"in_channel": 7, "out_channel": 3, "inner_channel": 32, "norm_groups": 16,
+                "channel_mults": [1, 2, 2], "attn_res": [16], "res_blocks": 1, "dropout": 0.0,
+                "image_size": 64}
+DEFAULT_LOSS_WEIGHTS = {"J": 1.0, "coarse": 1.0, "I": 1.0, "T": 1.0, "A": 1.0}
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; JSON keys equal the field names (``//`` comments allowed).
+
+    ``data``: ``"synthetic"`` (hazy crops of ``photos.builtin_photos(photos)``) or ``"folder"``
+    (``hazy_dir``/``gt_dir`` pairs). ``steps`` counts optimiser steps; ``val_every``/``save_every``
+    of 0 mean "only at the end". ``max_minutes`` stops early (checkpoint written) when the wall
+    time runs out. ``ema_decay`` None disables the EMA; with it the checkpoints hold EMA weights.
+    ``min_scale``: synthetic crops are taken at a random scale in [min_scale, 1] of the photo
+    (lower: more scene per crop, closer to whole downsized images). ``lr_schedule``: ``"constant"``
+    (the reference) or ``"cosine"`` (decays to ``lr / 20`` at ``steps``). ``condition_pool`` (denoiser
+    only): 0 runs the frozen stage 1 on every batch; N > 0 runs it once over N fixed training crops
+    and trains on those (with fresh flips and noise), which removes stage 1 from the step cost.
+    ``frequency_weight``: weight of the diffusion loss's FFT-amplitude term (0.01, the reference).
+    ``augment`` (synthetic data): random channel order and depth power per crop;
+    ``random_depth``: the fraction of crops hazed over a random smooth depth field (both
+    ``SyntheticHazeDataset``; validation crops keep the photo's depth). ``init_checkpoint``: start
+    from these weights (a stage-1 or denoiser checkpoint of the same architecture, loaded
+    strictly) instead of a random init, i.e. fine-tune; when resuming, the resume file's weights
+    replace them.
+    """
+
+    stage: str = "stage1"
+    data: str = "synthetic"
+    photos: str = "train"
+    hazy_dir: Optional[str] = None
+    gt_dir: Optional[str] = None
+    crop: int = 64
+    min_scale: float = 0.5
+    batch_size: int = 4
+    steps: int = 1000
+    lr: float = 2e-4
+    lr_schedule: str = "constant"
+    seed: int = 0
+    ema_decay: Optional[float] = None
+    val_every: int = 0
+    save_every: int = 0
+    log_every: int = 10
+    out_dir: str = "runs/train"
+    unet: Dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_UNET))
+    schedule: Dict[str, Any] = field(default_factory=lambda: dict(RELEASED_SCHEDULE))
+    stage1_checkpoint: Optional[str] = None
+    loss_weights: Dict[str, float] = field(default_factory=lambda: dict(DEFAULT_LOSS_WEIGHTS))
+    num_val: int = 4
+    val_crop: Optional[int] = None
+    val_sampler_steps: int = 10
+    num_workers: int = 0
+    grad_clip: Optional[float] = None
+    frequency_weight: float = FREQUENCY_WEIGHT
+    condition_pool: int = 0
+    augment: bool = False
+    random_depth: float = 0.0
+    init_checkpoint: Optional[str] = None
+    max_minutes: Optional[float] = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
+        if self.data not in ("synthetic", "folder"):
+            raise ValueError(f"data must be 'synthetic' or 'folder', got {self.data!r}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        if self.frequency_weight < 0:
+            raise ValueError(f"frequency_weight must be >= 0, got {self.frequency_weight}")
+        if not 0 <= self.random_depth <= 1:
+            raise ValueError(f"random_depth is a probability in [0, 1], got {self.random_depth}")
+        if self.condition_pool < 0:
+            raise ValueError(f"condition_pool must be >= 0, got {self.condition_pool}")
+        if self.data == "folder" and not (self.hazy_dir and self.gt_dir):
+            raise ValueError("data='folder' needs hazy_dir and gt_dir")
+        if self.stage == "denoiser" and not self.stage1_checkpoint:
+            raise ValueError("the denoiser stage needs stage1_checkpoint (a trained stage 1)")
+        weights = dict(DEFAULT_LOSS_WEIGHTS)
+        weights.update(self.loss_weights or {})
+        unknown = sorted(set(weights) - set(DEFAULT_LOSS_WEIGHTS))
+        if unknown:
+            raise ValueError(f"unknown loss weights {unknown}; known: {sorted(DEFAULT_LOSS_WEIGHTS)}")
+        self.loss_weights = weights
+        UNetConfig.from_dict(self.unet)  # fail early on a bad UNet config
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown training config keys {unknown}; known: {sorted(known)}")
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, path: "str | os.PathLike", **overrides: Any) -> "TrainConfig":
+        d = load_json_with_comments(path)
+        d.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_dict(d)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)

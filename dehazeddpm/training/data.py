@@ -1,0 +1,118 @@
+"""What a training step reads: step-sharded positions, the datasets of a config, the condition pool.
+
+Item ``p`` of a run is a pure function of ``(seed, p)``, and each rank reads the positions of its
+own shard, so a resumed run reads the very batches the uninterrupted run would have read.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Iterator, Tuple
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..data.datasets import PairedFolderDataset, SyntheticHazeDataset, item_generator
+from ..data.photos import builtin_photos
+from ..models.stage1 import Stage1Net
+from .config import TrainConfig
+from .distributed import Dist
+from .objectives import stage1_condition
+
+__all__ = ["ConditionPool", "StepShardedData", "build_datasets", "make_loader", "positions"]
+
+
+class StepShardedData(Dataset):
+    """Position ``p`` -> item of ``base``: epoch ``p // n``, index ``perm_epoch[p % n]``.
+
+    Plays the role of a ``DistributedSampler``: each rank reads the positions of its own shard
+    (see :func:`positions`), and since positions depend only on the step, a resumed run reads the
+    very batches the uninterrupted run would have read.
+    """
+
+    def __init__(self, base: Dataset, seed: int) -> None:
+        self.base, self.seed, self.n = base, seed, len(base)  # type: ignore[arg-type]
+        self._perm: Dict[int, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return 2 ** 62
+
+    def __getitem__(self, p: int) -> dict:
+        epoch, r = divmod(int(p), self.n)
+        if epoch not in self._perm:
+            self._perm = {epoch: torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100003 + epoch))}
+        if hasattr(self.base, "set_epoch"):
+            self.base.set_epoch(epoch)  # type: ignore[attr-defined]
+        return self.base[int(self._perm[epoch][r])]
+
+
+def positions(start_step: int, steps: int, batch: int, rank: int, world: int) -> Iterator[int]:
+    """Global sample positions read by ``rank`` for steps ``start_step .. steps-1``."""
+    for s in range(start_step, steps):
+        base = (s * world + rank) * batch
+        yield from range(base, base + batch)
+
+
+def build_datasets(cfg: TrainConfig) -> Tuple[Dataset, Dict[str, torch.Tensor]]:
+    """(training dataset, fixed validation batch {hazy, gt} (N, 3, c, c) in [0, 1])."""
+    vcrop = cfg.val_crop or cfg.crop
+    if cfg.data == "synthetic":
+        photos = builtin_photos(cfg.photos)
+        length = max(1000, cfg.batch_size * 8, cfg.condition_pool)
+        train = SyntheticHazeDataset(photos, crop=cfg.crop, length=length, seed=cfg.seed, min_scale=cfg.min_scale,
+                                     augment=cfg.augment, random_depth=cfg.random_depth)
+        # fixed crops from another seed: a validation set that never changes between runs
+        val_ds: Dataset = SyntheticHazeDataset(photos, crop=vcrop, length=cfg.num_val, seed=cfg.seed + 7919, fixed=True,
+                                               min_scale=cfg.min_scale)
+    else:
+        train = PairedFolderDataset(cfg.hazy_dir, cfg.gt_dir, crop=cfg.crop, flip=True, seed=cfg.seed)  # type: ignore[arg-type]
+        val_ds = PairedFolderDataset(cfg.hazy_dir, cfg.gt_dir, crop=vcrop, flip=False, seed=cfg.seed + 7919)  # type: ignore[arg-type]
+    items = [val_ds[i] for i in range(min(cfg.num_val, len(val_ds)))]  # type: ignore[arg-type]
+    val = {k: torch.stack([it[k] for it in items]) for k in ("hazy", "gt")}
+    return train, val
+
+
+class ConditionPool(Dataset):
+    """The first ``size`` items of ``base`` with the frozen stage 1's condition computed once.
+
+    Items: ``{"gt": 3xHxW in [0, 1], "condition": 4xHxW in [-1, 1]}``, both mirrored together with
+    probability 1/2, drawn from ``(seed, epoch, index)`` like the other datasets. Stage 1 is frozen
+    during denoiser training, so its output for a given crop never changes: computing it once per
+    crop instead of once per step gives the same condition for a fraction of the cost.
+    """
+
+    def __init__(self, base: Dataset, stage1: Stage1Net, size: int, seed: int, batch: int = 16,
+                 device: "torch.device | str" = "cpu") -> None:
+        if size < 1:
+            raise ValueError(f"size must be positive, got {size}")
+        if hasattr(base, "set_epoch"):
+            base.set_epoch(0)  # type: ignore[attr-defined]
+        n = min(size, len(base))  # type: ignore[arg-type]
+        gts, conds = [], []
+        for lo in range(0, n, batch):
+            items = [base[i] for i in range(lo, min(n, lo + batch))]
+            hazy = torch.stack([it["hazy"] for it in items]).to(device)
+            conds.append(stage1_condition(stage1, hazy).cpu())
+            gts.append(torch.stack([it["gt"] for it in items]))
+        self.gt, self.condition = torch.cat(gts), torch.cat(conds)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.gt.shape[0]
+
+    def __getitem__(self, index: int) -> dict:
+        gt, cond = self.gt[index], self.condition[index]
+        if torch.rand((), generator=item_generator(self.seed, self.epoch, index)) < 0.5:
+            gt, cond = gt.flip(-1), cond.flip(-1)
+        return {"gt": gt.contiguous(), "condition": cond.contiguous()}
+
+
+def make_loader(train: Dataset, cfg: TrainConfig, start_step: int, d: Dist) -> Iterator[Dict[str, Any]]:
+    data = StepShardedData(train, cfg.seed)
+    pos = list(positions(start_step, cfg.steps, cfg.batch_size, d.rank, d.world))
+    # own generator: the loader's worker base seed must not draw from the global RNG, which
+    # stage 1's dropout uses (a resumed run creates its loader at a different RNG state)
+    dl = DataLoader(data, batch_size=cfg.batch_size, sampler=pos, num_workers=cfg.num_workers,
+                    drop_last=False, generator=torch.Generator().manual_seed(cfg.seed * 1000 + start_step))
+    return iter(dl)

@@ -1,0 +1,264 @@
+"""Training of both DehazeDDPM stages: ``train_stage1`` (physics-aware net) and ``train_denoiser``.
+
+Stage 1 learns J, T, A from hazy images in [0, 1]; stage 2 (the SR3 ``UNet``) learns the diffusion
+noise loss on ``x0 = to_signed(gt)`` conditioned on ``cat([to_signed(J), to_signed(T)])`` of a
+frozen stage 1. Runs on one device, or several through ``torchrun`` (DistributedDataParallel).
+
+Determinism: the sample at global position ``p = (step * world + rank) * batch + k`` is a pure
+function of ``(seed, p)``, and every other random stream (diffusion noise, dropout) lives in
+generators whose state is saved; so ``resume=True`` continues exactly where a run stopped.
+"""
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from ..diffusion.samplers import sample
+from ..diffusion.schedule import NoiseSchedule
+from ..io.checkpoints import load_denoiser, load_stage1, save_checkpoint, save_denoiser, save_stage1
+from ..io.images import save_image_atomic, to_unit
+from ..metrics import psnr
+from ..models.stage1 import Stage1Net
+from ..models.unet import UNet, UNetConfig
+from .config import TrainConfig
+from .data import ConditionPool, build_datasets, make_loader
+from .distributed import barrier, setup_distributed, wrap
+from .objectives import denoiser_loss, learning_rate, stage1_condition, stage1_loss
+from .state import EMA, provenance, resume_path, rng_state, set_rng_state, write_json
+
+__all__ = ["TrainResult", "Trainer", "train", "train_denoiser", "train_stage1"]
+
+
+@dataclass
+class TrainResult:
+    """What a run produced: final checkpoint, its sidecar, steps done, last losses and val PSNRs."""
+
+    checkpoint: Path
+    sidecar: Path
+    step: int
+    seconds: float
+    losses: List[float]
+    val_psnr: List[Tuple[int, float]]
+
+
+class Trainer:
+    """One training run of ``cfg.stage``. Construction sets everything up (seeds, models, the
+    optimiser, the resume state, the data) in a fixed order, so that the random streams of a
+    resumed run line up with the uninterrupted one; :meth:`run` trains."""
+
+    def __init__(self, cfg: TrainConfig, resume: bool = False):
+        self.cfg = cfg
+        self.d = d = setup_distributed()
+        self.out = Path(cfg.out_dir)
+        if d.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        barrier(d)
+        torch.manual_seed(cfg.seed + d.rank)
+        np.random.seed((cfg.seed + d.rank) % 2 ** 32)
+        random.seed(cfg.seed + d.rank)
+        self.loss_gen = torch.Generator().manual_seed(cfg.seed * 7 + 1 + d.rank)
+
+        self.stage1_frozen: Optional[Stage1Net] = None
+        self.schedule: Optional[NoiseSchedule] = None
+        self.model = self._new_model()
+        if cfg.stage == "denoiser":
+            self.schedule = NoiseSchedule.from_config(cfg.schedule)
+            self.stage1_frozen = load_stage1(cfg.stage1_checkpoint, device=d.device)  # type: ignore[arg-type]
+            for p in self.stage1_frozen.parameters():
+                p.requires_grad_(False)
+        if cfg.init_checkpoint:
+            init = (load_stage1(cfg.init_checkpoint) if cfg.stage == "stage1"
+                    else load_denoiser(cfg.init_checkpoint, **cfg.unet))
+            self.model.load_state_dict(init.float().state_dict(), strict=True)
+        self.model.to(d.device)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)  # each step's rate: learning_rate()
+        self.ema = EMA(self.model, cfg.ema_decay) if cfg.ema_decay else None
+        self.step = self._load_resume() if resume else 0
+        self.train_model = wrap(self.model, d)
+
+        train_ds, val = build_datasets(cfg)
+        if cfg.stage == "denoiser" and cfg.condition_pool:
+            train_ds = ConditionPool(train_ds, self.stage1_frozen, cfg.condition_pool, cfg.seed,  # type: ignore[arg-type]
+                                     device=d.device)
+        self.val = {k: v.to(d.device) for k, v in val.items()}
+        self.batches = make_loader(train_ds, cfg, self.step, d)
+        self.losses: List[float] = []
+        self.val_hist: List[Tuple[int, float]] = []
+        self.t0 = time.time()
+
+    # -- set-up ------------------------------------------------------------------------------------
+    def _new_model(self) -> torch.nn.Module:
+        if self.cfg.stage == "stage1":
+            return Stage1Net()
+        return UNet.from_config(UNetConfig.from_dict(self.cfg.unet))
+
+    def _load_resume(self) -> int:
+        rp = resume_path(self.cfg, self.d.rank)
+        if not rp.is_file():
+            if self.d.main:
+                print(f"no resume file at {rp}; starting from step 0")
+            return 0
+        st = torch.load(rp, map_location="cpu", weights_only=True)
+        if st["stage"] != self.cfg.stage:
+            raise ValueError(f"{rp} is a {st['stage']} resume file, not {self.cfg.stage}")
+        self.model.load_state_dict(st["model"], strict=True)
+        self.opt.load_state_dict(st["optimizer"])
+        if self.ema is not None and st.get("ema") is not None:
+            self.ema.shadow = {k: v.to(self.d.device) for k, v in st["ema"].items()}
+        set_rng_state(st["rng"], self.loss_gen)
+        return int(st["step"])
+
+    # -- one step ----------------------------------------------------------------------------------
+    def loss(self, batch: Dict[str, Any]) -> torch.Tensor:
+        if self.cfg.stage == "stage1":
+            return stage1_loss(self.train_model, batch, self.cfg.loss_weights, self.d.device)
+        return denoiser_loss(self.train_model, self.stage1_frozen, batch, self.schedule,  # type: ignore[arg-type]
+                             self.loss_gen, self.d.device, self.cfg.frequency_weight)
+
+    def train_step(self, batch: Dict[str, Any]) -> float:
+        loss = self.loss(batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {float(loss)} at step {self.step}")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for group in self.opt.param_groups:
+            group["lr"] = learning_rate(self.cfg, self.step)
+        if self.cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.opt.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        self.step += 1
+        self.losses.append(float(loss.detach()))
+        return self.losses[-1]
+
+    # -- evaluation and files ----------------------------------------------------------------------
+    def eval_model(self) -> torch.nn.Module:
+        """The weights a checkpoint holds: the EMA's when there is one, else the model itself."""
+        if self.ema is None:
+            return self.model
+        m = self._new_model().to(self.d.device)
+        self.ema.copy_to(m)
+        return m
+
+    def _fork_rng(self):
+        # building the EMA copy draws from the global RNG (init); fork so training's RNG (dropout in
+        # stage 1's AirlightNet) is the same whether or not this ran: resume stays exact
+        return torch.random.fork_rng(devices=[self.d.device] if self.d.device.type == "cuda" else [])
+
+    def validate(self) -> float:
+        """Mean PSNR on the fixed validation crops; writes a grid image hazy | (J) | prediction | gt."""
+        with self._fork_rng():
+            m = self.eval_model()
+            was = m.training
+            m.eval()
+            with torch.no_grad():
+                hazy, gt = self.val["hazy"], self.val["gt"]
+                if self.cfg.stage == "stage1":
+                    pred = m(hazy).J.clamp(0, 1)
+                    row = [hazy, pred, gt]
+                else:
+                    cond = stage1_condition(self.stage1_frozen, hazy)  # type: ignore[arg-type]
+                    g = torch.Generator(device=self.d.device).manual_seed(self.cfg.seed)
+                    # the pipeline's default path for weights without defaults: DDIM, eta 0, mean-free noise
+                    x = sample(m, cond, self.schedule, sampler="ddim", steps=self.cfg.val_sampler_steps,  # type: ignore[arg-type]
+                               generator=g, zero_mean_noise=True)
+                    pred = to_unit(x).clamp(0, 1)
+                    row = [hazy, to_unit(cond[:, :3]), pred, gt]
+            m.train(was)
+        value = float(np.mean([psnr(pred[i], gt[i]) for i in range(gt.shape[0])]))
+        if self.cfg.stage == "denoiser" and not self.val_hist:
+            j = to_unit(cond[:, :3]).clamp(0, 1)
+            print(f"validation crops: stage-1 J alone reaches {np.mean([psnr(j[i], gt[i]) for i in range(gt.shape[0])]):.2f} dB")
+        grid = torch.cat([torch.cat(list(r), dim=-1) for r in zip(*row)], dim=-2)
+        save_image_atomic(grid.cpu(), self.out / f"val_{self.cfg.stage}_{self.step:06d}.png")
+        return value
+
+    def save(self, final: bool) -> Tuple[Path, Path]:
+        """The checkpoint (reference layout) and its JSON sidecar (config, provenance)."""
+        with self._fork_rng():
+            m = self.eval_model()
+        name = f"{self.cfg.stage}_{'final' if final else f'{self.step:06d}'}"
+        ck = self.out / f"{name}.pth"
+        if self.cfg.stage == "stage1":
+            save_stage1(m, ck)  # type: ignore[arg-type]
+        else:
+            save_denoiser(m, ck, self.schedule)  # type: ignore[arg-type]
+        side = self.out / f"{name}.json"
+        write_json(side, {"stage": self.cfg.stage, "step": self.step, "config": self.cfg.to_dict(),
+                          "ema": self.ema is not None, "seconds": round(time.time() - self.t0, 1),
+                          "val_psnr": self.val_hist, "provenance": provenance()})
+        return ck, side
+
+    def save_resume(self) -> None:
+        """Everything needed to continue this rank exactly (every rank writes its own)."""
+        save_checkpoint({"stage": self.cfg.stage, "step": self.step, "model": self.model.state_dict(),
+                         "optimizer": self.opt.state_dict(), "ema": self.ema.shadow if self.ema is not None else None,
+                         "rng": rng_state(self.loss_gen), "config": self.cfg.to_dict()},
+                        resume_path(self.cfg, self.d.rank))
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        cfg, d = self.cfg, self.d
+        bar = None
+        if cfg.progress and d.main:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {cfg.stage}", dynamic_ncols=True)
+        last_ckpt: Optional[Tuple[Path, Path]] = None
+        self.model.train()
+        stopped_early = False
+        while self.step < cfg.steps:
+            if cfg.max_minutes is not None and time.time() - self.t0 > 60 * cfg.max_minutes:
+                stopped_early = True
+                break
+            self.train_step(next(self.batches))
+            step = self.step
+            if bar is not None:
+                bar.update(1)
+                if step % max(1, cfg.log_every) == 0:
+                    bar.set_postfix(loss=f"{np.mean(self.losses[-cfg.log_every:]):.4f}")
+            if d.main and cfg.val_every and step % cfg.val_every == 0 and step < cfg.steps:
+                self.val_hist.append((step, self.validate()))
+                msg = f"step {step}: val PSNR {self.val_hist[-1][1]:.2f} dB"
+                bar.write(msg) if bar is not None else print(msg, flush=True)
+            if cfg.save_every and step % cfg.save_every == 0 and step < cfg.steps:
+                if d.main:
+                    last_ckpt = self.save(final=False)
+                self.save_resume()
+        if bar is not None:
+            bar.close()
+        if d.main:
+            self.val_hist.append((self.step, self.validate()))
+            print(f"{cfg.stage}: {self.step} steps in {time.time() - self.t0:.0f} s"
+                  f"{' (stopped by max_minutes)' if stopped_early else ''}; val PSNR {self.val_hist[-1][1]:.2f} dB")
+            last_ckpt = self.save(final=True)
+        self.save_resume()
+        barrier(d)
+        ck, side = last_ckpt if last_ckpt is not None else (self.out / f"{cfg.stage}_final.pth",
+                                                          self.out / f"{cfg.stage}_final.json")
+        return TrainResult(ck, side, self.step, time.time() - self.t0, self.losses, self.val_hist)
+
+
+def train_stage1(cfg: TrainConfig, resume: bool = False) -> TrainResult:
+    """Train ``Stage1Net``: L1(J, gt) + L1(coarse, gt) + L1(I, hazy) (+ L1 on T and A when known)."""
+    if cfg.stage != "stage1":
+        raise ValueError(f"train_stage1 got a config for stage {cfg.stage!r}")
+    return Trainer(cfg, resume).run()
+
+
+def train_denoiser(cfg: TrainConfig, resume: bool = False) -> TrainResult:
+    """Train the SR3 ``UNet`` with ``diffusion_loss`` on the condition of a frozen stage 1."""
+    if cfg.stage != "denoiser":
+        raise ValueError(f"train_denoiser got a config for stage {cfg.stage!r}")
+    return Trainer(cfg, resume).run()
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
+    """Dispatch on ``cfg.stage``."""
+    return (train_stage1 if cfg.stage == "stage1" else train_denoiser)(cfg, resume)

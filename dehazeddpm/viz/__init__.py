@@ -1,0 +1,8 @@
+"""Pictures: static matplotlib figures and the ipywidgets UIs of the notebooks.
+
+Layer: viz. May import ``io`` and the foundation (and ``inference`` for the notebooks' helpers);
+nothing below imports it. Only API common to ipywidgets 7.7 (Colab) and 8 is used.
+"""
+from . import plotting, widgets
+
+__all__ = ["plotting", "widgets"]

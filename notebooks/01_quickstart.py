@@ -1,0 +1,154 @@
+# ---
+# jupyter:
+#   accelerator: GPU
+#   colab:
+#     provenance: []
+#     toc_visible: true
+#   jupytext:
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: accelerator,colab
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/dehazeddpm/dehazeddpm/blob/main/notebooks/01_quickstart.ipynb)
+#
+# # Quickstart: dehaze one image
+#
+# DehazeDDPM (Yu et al., [arXiv 2308.11949](https://arxiv.org/abs/2308.11949)) dehazes in two stages:
+# a physics-aware network (stage 1) estimates the clear image **J**, the transmission **T** and the
+# airlight **A**; a conditional diffusion model (stage 2) then refines J into a sharp, haze-free image.
+#
+# This notebook picks weights, loads an image (yours on Colab, or a bundled one), dehazes it and
+# shows the result. Run it top to bottom.
+
+# %%
+# NBVAL_SKIP
+# On Colab: fetch the repository first (locally the notebook already sits inside it).
+import os, subprocess, sys
+if 'google.colab' in sys.modules:
+    if not os.path.isdir('/content/dehazeddpm'):
+        subprocess.run(['git', 'clone', '-q', 'https://github.com/dehazeddpm/dehazeddpm', '/content/dehazeddpm'],
+                       check=True)
+    os.chdir('/content/dehazeddpm/notebooks')
+
+# %%
+import os, sys
+# The repository root holds colab_setup.py and the package; make it importable from notebooks/.
+if os.path.isfile(os.path.join('..', 'colab_setup.py')) and os.path.abspath('..') not in sys.path:
+    sys.path.insert(0, os.path.abspath('..'))
+# Smoke mode (CI, or DEHAZEDDPM_SMOKE=1): tiny images and few steps so the notebook runs on a CPU in seconds.
+SMOKE = bool('CI' in os.environ or os.environ.get('DEHAZEDDPM_SMOKE'))
+import colab_setup
+info = colab_setup.setup(weights='demo', install=True)
+
+# %% [markdown]
+# ## 1. Weights
+#
+# On a GPU we use the released NH-HAZE weights (downloaded on first use). On a CPU, or offline, we use
+# the small `demo` weights bundled with the package: they run in seconds but are **not** the paper's model.
+
+# %%
+import tempfile
+
+import torch
+from PIL import Image
+
+import dehazeddpm as dd
+from dehazeddpm import metrics
+from dehazeddpm.data import make_eval_set
+from dehazeddpm.io import load_image
+from dehazeddpm.viz import plotting, widgets
+
+DEVICE = 'cuda' if info['device'] == 'cuda' else 'cpu'
+_ = torch.set_grad_enabled(False)
+
+# %%
+WEIGHTS = 'nh-haze' if (info['device'] == 'cuda' and not SMOKE and not info['offline']) else 'demo'
+try:
+    pipe = dd.DehazePipeline.from_pretrained(WEIGHTS, device=DEVICE)
+except Exception as exc:  # e.g. no network on a GPU machine: fall back to the bundled weights
+    print(f'could not load {WEIGHTS!r} ({exc}); using the bundled demo weights')
+    WEIGHTS = 'demo'
+    pipe = dd.DehazePipeline.from_pretrained(WEIGHTS, device=DEVICE)
+SIZE = 64 if SMOKE else 384             # shorter side of the bundled images, in pixels
+STEPS = 4 if SMOKE else info['steps']   # sampling steps (respaced from the training schedule)
+print('weights:', WEIGHTS, '| steps:', STEPS, '| size:', SIZE)
+
+# %% [markdown]
+# ## 2. An image
+#
+# The bundled evaluation images are photos from scikit-image with synthetic haze (and their clear
+# ground truth). On Colab the next-but-one cell lets you upload your own photo instead.
+
+# %%
+workdir = tempfile.mkdtemp(prefix='dehazeddpm_')
+pairs = {hazy.stem: (hazy, gt) for hazy, gt in make_eval_set(workdir, size=SIZE, seed=0)}
+print('bundled images:', list(pairs))
+IMAGE = 'motorcycle'   # or 'rocket', 'camera'
+hazy_path, gt_path = pairs[IMAGE]
+
+# %%
+# NBVAL_SKIP
+# Colab only: upload a hazy photo of your own (cancel the dialog to keep the bundled one).
+if info['in_colab']:
+    from google.colab import files
+    uploaded = files.upload()
+    if uploaded:
+        fname, data = next(iter(uploaded.items()))
+        hazy_path, gt_path = os.path.join(workdir, fname), None
+        with open(hazy_path, 'wb') as f:
+            f.write(data)
+
+# %% [markdown]
+# ## 3. Dehaze
+
+# %%
+hazy = load_image(hazy_path)
+res = pipe(hazy, sampler='ddim', steps=STEPS, seed=0, progress=True)
+print({k: round(v, 2) for k, v in res.timings.items() if isinstance(v, (int, float))})
+
+# %%
+# NBVAL_CHECK_OUTPUT
+# The result has the input's size; J and T are the stage-1 estimates the diffusion was conditioned on.
+print(f'output size == input size: {res.image.size == Image.open(hazy_path).size}\n'
+      f'J {tuple(res.J.shape)} | T {tuple(res.T.shape)} | A {tuple(res.A.shape)}')
+
+# %%
+images, titles = [hazy, res.image], ['hazy input', f'dehazed ({WEIGHTS}, {STEPS} steps)']
+if gt_path is not None:
+    gt = load_image(gt_path)
+    images.append(gt)
+    titles.append('ground truth')
+    print(f'PSNR vs ground truth: hazy {metrics.psnr(hazy, gt):.2f} dB -> dehazed '
+          f'{metrics.psnr(load_image(res.image), gt):.2f} dB')
+plotting.show(plotting.plot_side_by_side(images, titles))
+
+# %% [markdown]
+# Drag the slider to wipe between the input and the result.
+
+# %%
+slider = widgets.BeforeAfterSlider(hazy, res.image, labels=('hazy', 'dehazed'))
+slider.show()
+
+# %% [markdown]
+# ## 4. Save / download
+
+# %%
+out_path = os.path.join(workdir, 'dehazed.png')
+res.image.save(out_path)
+print('saved', out_path)
+
+# %%
+# NBVAL_SKIP
+if info['in_colab']:
+    from google.colab import files
+    files.download(out_path)

@@ -1,0 +1,148 @@
+# ---
+# jupyter:
+#   accelerator: GPU
+#   colab:
+#     provenance: []
+#     toc_visible: true
+#   jupytext:
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: accelerator,colab
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/dehazeddpm/dehazeddpm/blob/main/notebooks/04_why_reference_inference_gives_noise.ipynb)
+#
+# # Why the reference inference gives noise
+#
+# People running the reference DehazeDDPM test script with the released weights report outputs that
+# are pure noise. The cause is in how the diffusion weights are loaded: the reference deletes the
+# input layer's weight `denoise_fn.downs.0.weight` from the state dict (a leftover from adapting
+# an SR3 checkpoint with a different number of input channels) and then loads with
+# `load_state_dict(strict=False)`, which silently accepts the missing key. The denoiser then runs
+# with a **randomly initialised first convolution**: every prediction is garbage and sampling never
+# leaves the noise. We reproduce this on the bundled demo weights, then show how `dehazeddpm` catches it.
+
+# %%
+# NBVAL_SKIP
+# On Colab: fetch the repository first (locally the notebook already sits inside it).
+import os, subprocess, sys
+if 'google.colab' in sys.modules:
+    if not os.path.isdir('/content/dehazeddpm'):
+        subprocess.run(['git', 'clone', '-q', 'https://github.com/dehazeddpm/dehazeddpm', '/content/dehazeddpm'],
+                       check=True)
+    os.chdir('/content/dehazeddpm/notebooks')
+
+# %%
+import os, sys
+# The repository root holds colab_setup.py and the package; make it importable from notebooks/.
+if os.path.isfile(os.path.join('..', 'colab_setup.py')) and os.path.abspath('..') not in sys.path:
+    sys.path.insert(0, os.path.abspath('..'))
+# Smoke mode (CI, or DEHAZEDDPM_SMOKE=1): tiny images and few steps so the notebook runs on a CPU in seconds.
+SMOKE = bool('CI' in os.environ or os.environ.get('DEHAZEDDPM_SMOKE'))
+import colab_setup
+info = colab_setup.setup(weights='demo', install=True)
+
+# %%
+import tempfile
+
+import torch
+
+import dehazeddpm as dd
+from dehazeddpm import metrics
+from dehazeddpm.data import make_eval_set
+from dehazeddpm.io import load_image
+from dehazeddpm.viz import plotting
+
+DEVICE = 'cuda' if info['device'] == 'cuda' else 'cpu'
+_ = torch.set_grad_enabled(False)
+
+# %%
+pipe = dd.DehazePipeline.from_pretrained('demo', device=DEVICE)
+print(pipe.schedule)
+from dehazeddpm import hub
+resolved = hub.resolve('demo')   # local paths of the two weights files
+print('denoiser file:', os.path.basename(resolved.denoiser))
+
+# %%
+SIZE = 64 if SMOKE else 256
+STEPS = 4 if SMOKE else 50
+workdir = tempfile.mkdtemp(prefix='dehazeddpm_')
+hazy_path, gt_path = make_eval_set(workdir, size=SIZE, seed=0)[0]
+hazy, gt = load_image(hazy_path), load_image(gt_path)
+
+# %% [markdown]
+# ## 1. What the reference does
+
+# %%
+ckpt = dd.read_checkpoint(resolved.denoiser)           # the *_gen.pth layout: denoise_fn.* + schedule buffers
+ckpt.pop('denoise_fn.downs.0.weight')               # the reference drops the input layer ...
+state = {k[len('denoise_fn.'):]: v for k, v in ckpt.items() if k.startswith('denoise_fn.')}
+torch.manual_seed(0)
+reference_unet = dd.UNet.from_config(pipe.denoiser.config)   # a plain, randomly initialised UNet
+report = reference_unet.load_state_dict(state, strict=False)  # ... and loads non-strictly
+reference_unet.eval()
+
+# %%
+# NBVAL_CHECK_OUTPUT
+# strict=False only *reports* the problem, in a return value nobody reads:
+print(f'missing keys: {report.missing_keys}\nunexpected keys: {report.unexpected_keys}')
+
+# %%
+broken = dd.DehazePipeline(pipe.stage1, reference_unet.to(DEVICE), pipe.schedule, device=DEVICE)
+# both from pure noise, as the reference samples
+res_bad = broken(hazy, sampler='ddim', steps=STEPS, start_strength=1.0, eta=0.0, seed=0, progress=False)
+res_good = pipe(hazy, sampler='ddim', steps=STEPS, start_strength=1.0, eta=0.0, seed=0, progress=False)
+p_bad = metrics.psnr(load_image(res_bad.image), gt)
+p_good = metrics.psnr(load_image(res_good.image), gt)
+plotting.show(plotting.plot_side_by_side(
+    [hazy, res_bad.image, res_good.image, gt],
+    ['hazy input', f'reference loading: {p_bad:.1f} dB', f'strict loading: {p_good:.1f} dB', 'ground truth']))
+
+# %% [markdown]
+# ## 2. What `dehazeddpm` does instead
+#
+# Every load is strict. Handing the same state dict to `load_denoiser` raises a `CheckpointError`
+# that names the missing key, instead of sampling noise.
+
+# %%
+try:
+    dd.load_denoiser(ckpt)
+    err = None
+except dd.CheckpointError as exc:
+    err = exc
+    print('CheckpointError:', exc)
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(type(err).__name__, '| names the missing key:', 'downs.0.weight' in str(err))
+
+# %% [markdown]
+# ## 3. netG vs netH: which file is which
+#
+# The reference code and its files use confusing names. In DehazeDDPM's own code **netG** is the
+# diffusion model and **netH** is stage 1, but the stage-1 *file* is called `..._net_g_...` because it
+# was trained with BasicSR, where `net_g` means "generator". Loading one as the other is the second
+# common way to get noise or a crash.
+#
+# | reference name | what it is | released file | in `dehazeddpm` |
+# |---|---|---|---|
+# | `netH` | stage 1, `MPRfusion`: predicts J, T, A | `NH_net_g_80000.pth`, `DENSE_net_g_120000.pth` (note: *net_g*) | `Stage1Net`, `load_stage1` |
+# | `netG` | the diffusion model, `GaussianDiffusion` wrapping the SR3 UNet `denoise_fn` | `NH_I230000_E4600_gen.pth`, `DENSE_I130000_E2600_gen.pth` | `UNet` + `NoiseSchedule`, `load_denoiser`, `load_schedule` |
+#
+# `dehazeddpm` recognises each layout and says so when they are swapped:
+
+# %%
+for loader, path in ((dd.load_denoiser, resolved.stage1), (dd.load_stage1, resolved.denoiser)):
+    try:
+        loader(path)
+    except dd.CheckpointError as exc:
+        print(f'{loader.__name__}({os.path.basename(path)}): {exc}')

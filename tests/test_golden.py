@@ -1,0 +1,32 @@
+"""Golden values of the default call on the bundled demo weights (diffusers' expected slices).
+
+Any change of the default path's output (options, sampler, noise, attention, precision, the
+weights) shows here. When a change is meant, rerun the call below and update the numbers in the
+same commit, saying why.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from dehazeddpm.data import make_eval_set
+from dehazeddpm.inference import DehazePipeline
+from dehazeddpm.options import SamplingOptions
+
+# pipe(make_eval_set(size=48)[0] hazy, seed=0) on one CPU thread: pixels [20:23, 30:33] and channel means
+EXPECTED_SLICE = [[[106, 73, 74], [120, 75, 74], [147, 91, 90]],
+                  [[126, 70, 65], [149, 86, 89], [188, 110, 109]],
+                  [[163, 86, 90], [180, 97, 96], [181, 96, 96]]]
+EXPECTED_MEAN = [145.802, 126.403, 126.547]
+
+
+def test_default_call_on_the_demo_weights(tmp_path):
+    hazy_path, _ = make_eval_set(tmp_path, size=48)[0]
+    res = DehazePipeline.from_pretrained("demo", device="cpu", progress=False)(hazy_path, seed=0, progress=False)
+    assert res.options == SamplingOptions(sampler="ddim", steps=20, eta=1.0, start_strength=0.3, zero_mean_noise=True,
+                                          stage1_size=128, precision="fp32")
+    assert res.steps == 6  # 0.3 of 20 respaced steps, from J noised to that level
+    out = np.asarray(res.image).astype(int)
+    assert out.shape == (48, 71, 3)
+    # 8-bit values: one rounding step of slack for arithmetic that differs in the last float bit
+    np.testing.assert_allclose(out[20:23, 30:33], EXPECTED_SLICE, atol=1)
+    np.testing.assert_allclose(out.mean(axis=(0, 1)), EXPECTED_MEAN, atol=0.05)
