@@ -1,8 +1,10 @@
 """Spatial self-attention of the SR3 UNet.
 
 The reference computes attention with two einsums and an explicit softmax over an
-(H*W) x (H*W) matrix. ``scaled_dot_product_attention`` computes the same function with
-memory-efficient / flash kernels where the device has them; ``impl="reference"`` keeps the
+(H*W) x (H*W) matrix: quadratic memory. ``scaled_dot_product_attention`` computes the same
+function with fused flash / memory-efficient kernels, linear in memory, but only for inputs laid
+out as contiguous (B, heads, HW, head_dim) tensors; handed transposed views it silently falls back
+to the math kernel, which materialises the whole score matrix. ``impl="reference"`` keeps the
 explicit form for benchmarking and for checking that the two agree.
 """
 from __future__ import annotations
@@ -39,13 +41,13 @@ class SelfAttention(nn.Module):
         head_dim = c // self.n_head
         # Per head, the qkv channels are laid out [q | k | v] (reference channel order).
         qkv = self.qkv(self.norm(x)).reshape(b, self.n_head, 3, head_dim, h * w)
-        q, k, v = qkv.unbind(dim=2)  # each (B, heads, head_dim, HW)
         scale = 1.0 / math.sqrt(c)
         if self.impl == "sdpa":
-            out = F.scaled_dot_product_attention(
-                q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2), scale=scale
-            ).transpose(-1, -2)
+            # (3, B, heads, HW, head_dim), made contiguous: the layout the fused kernels require
+            q, k, v = qkv.permute(2, 0, 1, 4, 3).contiguous().unbind(0)
+            out = F.scaled_dot_product_attention(q, k, v, scale=scale).transpose(-1, -2)
         else:
+            q, k, v = qkv.unbind(dim=2)  # each (B, heads, head_dim, HW)
             scores = torch.einsum("bndq,bndk->bnqk", q, k) * scale
             out = torch.einsum("bnqk,bndk->bndq", scores.softmax(dim=-1), v)
         return self.out(out.reshape(b, c, h, w)) + x
