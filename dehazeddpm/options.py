@@ -28,7 +28,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SAMPLER_FIELDS = ("steps", "eta", "start_strength", "zero_mean_noise")
 # Integer fields: their least value and what a special value means.
 _INT_RULES = {"steps": (0, " (0: stage 1 only)"), "stage1_size": (0, " (0: full resolution)"),
-              "tile_size": (1, ""), "tile_overlap": (0, "")}
+              "tile_size": (1, ""), "tile_overlap": (0, ""), "attention_window": (0, " (0: the whole map)")}
 
 
 def _is_int(v: Any) -> bool:
@@ -51,8 +51,11 @@ class SamplingOptions:
     zero_mean_noise: draw the noise without its channel mean (None: on for every sampler but ddpm).
     stage1_size: shorter side stage 1 runs at, >= 0; 0 is full resolution (the reference).
     tile_size, tile_overlap: denoiser tiles in pixels (None: chosen per image and device).
+    attention_window: attend within overlapping windows of this many feature positions per side,
+        >= 0 (0: the whole map, the reference); for weights whose attention saw only small maps.
     fusion: None, or ``"transmission"`` (blend J back in where the haze is thin).
-    precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` for the networks' arithmetic.
+    precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"``: the denoiser's arithmetic
+        (stage 1 follows it into fp16 only; see ``inference.device``).
     """
 
     sampler: Optional[str] = None
@@ -63,6 +66,7 @@ class SamplingOptions:
     stage1_size: Optional[int] = None
     tile_size: Optional[int] = None
     tile_overlap: Optional[int] = None
+    attention_window: Optional[int] = None
     fusion: Optional[str] = None
     precision: Optional[str] = None
 
@@ -144,7 +148,8 @@ class SamplingOptions:
             eta=(self.eta if self.eta is not None else 0.0) if sampler in ETA_SAMPLERS else 0.0,
             start_strength=self.start_strength if self.start_strength is not None else 1.0,
             zero_mean_noise=self.zero_mean_noise if self.zero_mean_noise is not None else sampler != "ddpm",
-            stage1_size=self.stage1_size or 0, precision=self.precision or "auto")
+            stage1_size=self.stage1_size or 0, attention_window=self.attention_window or 0,
+            precision=self.precision or "auto")
 
     def describe(self) -> str:
         """One line for people: what ran (use on resolved options)."""
@@ -157,6 +162,8 @@ class SamplingOptions:
             parts.append(f"stage 1 at {self.stage1_size} px")
         if self.tile_size:
             parts.append(f"tiles {self.tile_size} px")
+        if self.attention_window:
+            parts.append(f"attention in {self.attention_window}-position windows")
         if self.precision:
             parts.append(self.precision)
         return ", ".join(parts)

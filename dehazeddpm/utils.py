@@ -1,10 +1,12 @@
-"""Small helpers every layer shares: atomic writes, resizing to a side, padding, env flags.
+"""Small helpers every layer shares: atomic writes, resizing to a side, padding, overlapping
+windows, env flags.
 
 Layer: foundation. Imports only the standard library, numpy and torch; every other module of
 the package may import it.
 """
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import shutil
@@ -14,8 +16,8 @@ from typing import Callable, List, Mapping, Optional, Tuple, Union
 import torch
 import torch.nn.functional as F
 
-__all__ = ["TRUTHY", "atomic_write", "env_flag", "pad_to_multiple", "remove_stale_temporaries", "resize",
-           "scaled_shape", "temporary_name", "torchrun_env"]
+__all__ = ["TRUTHY", "atomic_write", "env_flag", "pad_to_multiple", "ramp_window", "remove_stale_temporaries",
+           "resize", "scaled_shape", "temporary_name", "tile_starts", "torchrun_env"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 TRUTHY = frozenset({"1", "true", "yes", "on"})
@@ -125,6 +127,47 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> Tuple[torch.Tensor, Tuple
         mode = "reflect" if (ph < h and pw < w) else "replicate"
         x = F.pad(x, (0, pw, 0, ph), mode=mode)
     return x, (h, w)
+
+
+# Weights never reach zero: every pixel stays covered with a positive total weight, and pixels
+# at the outer image border (covered by a single tile) keep their full prediction.
+MIN_BLEND_WEIGHT = 1e-3
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> List[int]:
+    """Start offsets of tiles of size ``tile`` covering ``[0, length)`` with at least ``overlap``.
+
+    The first tile starts at 0 and the last one is flush with the end (``length - tile``), so the
+    whole axis is covered; a single ``[0]`` when the axis fits one tile.
+    """
+    if tile <= 0:
+        raise ValueError(f"tile must be positive, got {tile}")
+    if not 0 <= overlap < tile:
+        raise ValueError(f"overlap must be in [0, tile), got {overlap} for tile {tile}")
+    if length <= tile:
+        return [0]
+    stride = tile - overlap
+    starts = list(range(0, length - tile, stride))
+    starts.append(length - tile)
+    return starts
+
+
+def ramp_window(size: int, overlap: int, *, at_start: bool, at_end: bool) -> torch.Tensor:
+    """1-D blending weights of length ``size`` (float32, in [MIN_BLEND_WEIGHT, 1]).
+
+    A raised-cosine ramp over ``overlap`` pixels on each side that borders another tile; sides on
+    the image border (``at_start``/``at_end``) stay at 1 since nothing is blended there.
+    """
+    w = torch.ones(size, dtype=torch.float64)
+    n = min(overlap, size // 2)
+    if n > 0:
+        pos = (torch.arange(n, dtype=torch.float64) + 0.5) / n  # in (0, 1): never exactly 0
+        ramp = 0.5 - 0.5 * torch.cos(math.pi * pos)
+        if not at_start:
+            w[:n] = ramp
+        if not at_end:
+            w[size - n:] = ramp.flip(0)
+    return w.clamp(min=MIN_BLEND_WEIGHT).float()
 
 
 def pid_alive(pid: int) -> bool:

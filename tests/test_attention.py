@@ -55,3 +55,47 @@ def test_fused_and_reference_attention_agree(n_head, hw):
     ref.load_state_dict(fused.state_dict())
     with torch.inference_mode():
         torch.testing.assert_close(fused(x), ref(x), atol=1e-5, rtol=1e-5)
+
+
+def test_window_as_large_as_the_map_is_global_attention():
+    attn = _attention(n_head=2)
+    x = torch.randn(1, 32, 12, 20, generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        full = attn(x)
+        attn.window = 20
+        torch.testing.assert_close(attn(x), full, atol=0, rtol=0)
+
+
+def test_windowed_attention_is_local():
+    """With windows of 8 positions, columns 0..7 depend only on columns 0..11 (their windows);
+    global attention would see the whole row. (GroupNorm's map-wide statistics are taken out.)"""
+    attn = _attention()
+    attn.norm = torch.nn.Identity()
+    x = torch.randn(1, 32, 8, 40, generator=torch.Generator().manual_seed(3))
+    far = x.clone()
+    far[..., 12:] += torch.randn(1, 32, 8, 28, generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        global_near = (attn(x) - attn(far))[..., :8].abs().max()
+        attn.window = 8
+        local_near = (attn(x) - attn(far))[..., :8].abs().max()
+        windowed = attn(x)
+    assert float(global_near) > 1e-3 and float(local_near) == 0.0
+    # an interior position is the blend of its windows' attention, which stays in the values' hull
+    assert torch.isfinite(windowed).all() and windowed.shape == x.shape
+
+
+def test_attention_window_context_sets_and_restores():
+    from dehazeddpm.models import UNet, set_attention_window
+    torch.manual_seed(0)
+    unet = UNet(in_channel=7, inner_channel=16, norm_groups=8, channel_mults=(1, 2), attn_res=(8,), res_blocks=1,
+                image_size=16).eval()
+    layers = [m for m in unet.modules() if isinstance(m, SelfAttention)]
+    assert layers and all(m.window is None for m in layers)
+    with set_attention_window(unet, 4):
+        assert all(m.window == 4 for m in layers)
+        x = torch.randn(1, 7, 32, 32)
+        with torch.inference_mode():
+            windowed = unet(x, torch.tensor([0.5]))
+    assert all(m.window is None for m in layers)
+    with torch.inference_mode():
+        assert not torch.equal(windowed, unet(x, torch.tensor([0.5])))

@@ -7,26 +7,43 @@ same commit, saying why.
 from __future__ import annotations
 
 import numpy as np
+import pytest
+import torch
 
 from dehazeddpm.data import make_eval_set
 from dehazeddpm.inference import DehazePipeline
+from dehazeddpm.inference.device import resolve_precision
 from dehazeddpm.options import SamplingOptions
 
-# pipe(make_eval_set(size=48)[0] hazy, seed=0) on one CPU thread: pixels [20:23, 30:33] and channel means
-EXPECTED_SLICE = [[[106, 73, 74], [120, 75, 74], [147, 91, 90]],
-                  [[126, 70, 65], [149, 86, 89], [188, 110, 109]],
-                  [[163, 86, 90], [180, 97, 96], [181, 96, 96]]]
-EXPECTED_MEAN = [145.802, 126.403, 126.547]
+# pipe(make_eval_set(size=48)[0] hazy, seed=0) on one CPU thread: pixels [20:23, 30:33] and channel
+# means, for each precision the default call can resolve to on a CPU ("auto": bf16 where the CPU
+# has native bf16, else fp32)
+EXPECTED = {
+    "fp32": ([[[106, 73, 74], [120, 75, 74], [147, 91, 90]],
+              [[126, 70, 65], [149, 86, 89], [188, 110, 109]],
+              [[163, 86, 90], [180, 97, 96], [181, 96, 96]]], [145.802, 126.403, 126.547]),
+    "bf16": ([[[107, 73, 74], [121, 75, 74], [148, 91, 90]],
+              [[126, 70, 66], [148, 87, 89], [188, 110, 109]],
+              [[163, 87, 90], [180, 97, 95], [181, 96, 97]]], [145.87, 126.633, 126.604]),
+}
 
 
-def test_default_call_on_the_demo_weights(tmp_path):
+@pytest.fixture(scope="module")
+def demo() -> DehazePipeline:
+    return DehazePipeline.from_pretrained("demo", device="cpu", progress=False)
+
+
+@pytest.mark.parametrize("precision", [None, "fp32"])
+def test_default_call_on_the_demo_weights(tmp_path, demo, precision):
     hazy_path, _ = make_eval_set(tmp_path, size=48)[0]
-    res = DehazePipeline.from_pretrained("demo", device="cpu", progress=False)(hazy_path, seed=0, progress=False)
+    res = demo(hazy_path, seed=0, progress=False, precision=precision)
+    ran = resolve_precision(precision, torch.device("cpu"))
     assert res.options == SamplingOptions(sampler="ddim", steps=20, eta=1.0, start_strength=0.3, zero_mean_noise=True,
-                                          stage1_size=128, precision="fp32")
+                                          stage1_size=128, attention_window=0, precision=ran)
     assert res.steps == 6  # 0.3 of 20 respaced steps, from J noised to that level
     out = np.asarray(res.image).astype(int)
     assert out.shape == (48, 71, 3)
+    expected_slice, expected_mean = EXPECTED[ran]
     # 8-bit values: one rounding step of slack for arithmetic that differs in the last float bit
-    np.testing.assert_allclose(out[20:23, 30:33], EXPECTED_SLICE, atol=1)
-    np.testing.assert_allclose(out.mean(axis=(0, 1)), EXPECTED_MEAN, atol=0.05)
+    np.testing.assert_allclose(out[20:23, 30:33], expected_slice, atol=1)
+    np.testing.assert_allclose(out.mean(axis=(0, 1)), expected_mean, atol=0.05)

@@ -8,7 +8,6 @@ with an Open-in-Colab badge, a Colab clone cell (NBVAL_SKIP) and the colab_setup
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 

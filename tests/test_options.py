@@ -14,7 +14,7 @@ from dehazeddpm.options import DEFAULT_STEPS, SamplingOptions
     ("eta", 1.5, r"eta must be in \[0, 1\]"), ("eta", float("nan"), "eta must be a number"), ("eta", "1", "number"),
     ("start_strength", 0, r"start_strength must be in \(0, 1\]"), ("stage1_size", -1, "stage1_size must be >= 0"),
     ("tile_size", 0, "tile_size must be >= 1"), ("tile_overlap", -2, "tile_overlap must be >= 0"),
-    ("fusion", "alpha", "fusion must be one of transmission"), ("precision", "fp8", "precision must be one of"),
+    ("attention_window", -1, "attention_window must be >= 0"), ("fusion", "alpha", "fusion must be one of transmission"), ("precision", "fp8", "precision must be one of"),
     ("zero_mean_noise", 1, "zero_mean_noise must be one of True, False"),
 ])
 def test_every_field_is_checked_with_one_line(field, bad, message):
@@ -46,7 +46,7 @@ def test_weights_defaults_fill_only_what_a_call_leaves_open():
 def test_resolved_options_are_concrete():
     assert SamplingOptions().resolved(2000) == SamplingOptions(
         sampler="ddim", steps=DEFAULT_STEPS, eta=0.0, start_strength=1.0, zero_mean_noise=True, stage1_size=0,
-        precision="auto")
+        attention_window=0, precision="auto")
     ddpm = SamplingOptions(sampler="ddpm", eta=0.7).resolved(40)
     assert (ddpm.steps, ddpm.eta, ddpm.zero_mean_noise) == (40, 0.0, False)  # every step; no eta in ancestral
     assert SamplingOptions(steps=5000).resolved(2000).steps == 2000

@@ -29,14 +29,64 @@ def small_unet():
                    res_blocks=1, image_size=16).eval()
 
 
-@pytest.mark.parametrize("sampler,steps,eta", [("ddim", 1, 0.0), ("ddim", 5, 0.0), ("ddim", 10, 1.0),
-                                              ("ddpm", 10, 0.0)])
+class GaussianDataDenoiser(torch.nn.Module):
+    """The exact denoiser when every pixel of x0 is N(mu, s^2): E[x0 | x_t] is linear in x_t, so the
+    probability-flow ODE has a smooth solution that a higher-order solver must approach faster."""
+
+    def __init__(self, mu: float = 0.1, s: float = 0.4):
+        super().__init__()
+        self.mu, self.s2 = mu, s * s
+
+    def forward(self, inp, noise_level):
+        x = inp[:, -3:].double()
+        a = noise_level.double().reshape(-1, 1, 1, 1)
+        sigma2 = 1 - a ** 2
+        x0 = self.mu + a * self.s2 / (a ** 2 * self.s2 + sigma2) * (x - a * self.mu)
+        return ((x - a * x0) / sigma2.sqrt()).float()
+
+
+ALL = [("ddim", 1, 0.0), ("ddim", 5, 0.0), ("ddim", 10, 1.0), ("ddpm", 10, 0.0), ("dpmpp_2m", 1, 0.0),
+       ("dpmpp_2m", 2, 0.0), ("dpmpp_2m", 7, 0.0), ("dpmpp_2m_sde", 2, 0.0), ("dpmpp_2m_sde", 7, 0.0)]
+
+
+@pytest.mark.parametrize("sampler,steps,eta", ALL)
 def test_oracle_recovers_x0(sampler, steps, eta):
     x0 = torch.rand(2, 3, 8, 8) * 2 - 1
     sched = dd.NoiseSchedule.from_config(SCHED)
     out = dd.sample(OracleDenoiser(x0), torch.zeros(2, 4, 8, 8), sched, sampler=sampler, steps=steps, eta=eta,
                     generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(out, x0, atol=2e-4, rtol=0)
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "dpmpp_2m", "dpmpp_2m_sde"])
+def test_oracle_from_a_noised_start(sampler):
+    """From J noised part-way (SDEdit-style) every sampler lands on the oracle's x0, in the
+    truncated number of steps."""
+    x0 = torch.rand(1, 3, 8, 8) * 2 - 1
+    start = torch.rand(1, 3, 8, 8) * 2 - 1
+    seen = []
+    out = dd.sample(OracleDenoiser(x0), torch.zeros(1, 4, 8, 8), dd.NoiseSchedule.from_config(SCHED), sampler,
+                    steps=20, start_strength=0.3, start_image=start, generator=torch.Generator().manual_seed(0),
+                    callback=lambda step, t, x, x0_hat: seen.append(t))
+    torch.testing.assert_close(out, x0, atol=2e-4, rtol=0)
+    assert len(seen) == 6 and seen[-1] == 0 and seen == sorted(seen, reverse=True)
+
+
+def test_second_order_solver_converges_faster_than_ddim():
+    """On Gaussian data the ODE solution is smooth: DPM-Solver++(2M) comes much closer to the
+    solution over the whole 2000-step grid than DDIM (first order) does with the same steps."""
+    model, sched = GaussianDataDenoiser(), dd.NoiseSchedule.from_config(SCHED)
+    x_T = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(5))
+    cond = torch.zeros(1, 4, 16, 16)
+
+    def run(sampler, steps):
+        return dd.sample(model, cond, sched, sampler, steps=steps, x_T=x_T.clone(), clip_denoised=False)
+
+    exact = run("ddim", None)
+    err = {(name, n): float((run(name, n) - exact).abs().max()) for name in ("ddim", "dpmpp_2m") for n in (20, 50)}
+    # measured: 20 steps 0.094 vs 0.221, 50 steps 0.008 vs 0.088 (the first-order final jump bounds both)
+    assert err["dpmpp_2m", 20] < 0.5 * err["ddim", 20], err
+    assert err["dpmpp_2m", 50] < 0.2 * err["ddim", 50], err
 
 
 def test_callback_sees_every_step(small_unet):

@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from dehazeddpm import UNet, UNetConfig
-from dehazeddpm.inference.tiling import TiledDenoiser, ramp_window, tile_starts
+from dehazeddpm.inference.tiling import TiledDenoiser
+from dehazeddpm.utils import ramp_window, tile_starts
 
 
 class Pointwise(nn.Module):

@@ -66,6 +66,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     s.add_argument("--tile", type=integer, default=None, metavar="N", help="denoiser tile size (default: automatic)")
     s.add_argument("--tile-overlap", type=integer, default=None, metavar="N",
                    help="pixels neighbouring tiles share (default: a quarter of the tile)")
+    s.add_argument("--attention-window", type=integer, default=None, metavar="N",
+                   help="attend within windows of N feature positions (0 = the whole map)")
     s.add_argument("--fusion", choices=FUSIONS, default=None, help="blend J back in where the haze is thin")
     s.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="arithmetic of the networks (default: auto, fp16 on CUDA, fp32 on a CPU)")
@@ -77,8 +79,8 @@ def sampling_options(args: argparse.Namespace) -> SamplingOptions:
     try:
         return SamplingOptions(sampler=args.sampler, steps=args.steps, eta=args.eta,
                                start_strength=args.start_strength, stage1_size=args.stage1_size,
-                               tile_size=args.tile, tile_overlap=args.tile_overlap, fusion=args.fusion,
-                               precision=args.precision)
+                               tile_size=args.tile, tile_overlap=args.tile_overlap,
+                               attention_window=args.attention_window, fusion=args.fusion, precision=args.precision)
     except ValueError as exc:
         args.parser.error(str(exc))
         raise  # unreachable: error() exits

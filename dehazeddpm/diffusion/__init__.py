@@ -7,13 +7,14 @@ and training share.
 """
 from .loss import FREQUENCY_WEIGHT, diffusion_loss, draw_noise_level
 from .noise import GaussianNoise, MeanFreeNoise, zero_mean
-from .samplers import (ETA_SAMPLERS, SAMPLERS, ddim_sample, ddpm_sample, p_mean_variance, predict_noise, predict_x0,
+from .samplers import (ETA_SAMPLERS, SAMPLERS, ddim_sample, ddpm_sample, dpmpp_2m_sample, dpmpp_2m_sde_sample,
+                       p_mean_variance, predict_noise, predict_x0,
                        q_sample, sample, sampling_schedule)
 from .schedule import BETA_SCHEDULES, RELEASED_SCHEDULE, NoiseSchedule, ScheduleConfig, make_beta_schedule
 from .wrappers import ConditionedDenoiser, CountingDenoiser
 
 __all__ = ["BETA_SCHEDULES", "ConditionedDenoiser", "CountingDenoiser", "ETA_SAMPLERS", "FREQUENCY_WEIGHT",
            "GaussianNoise", "MeanFreeNoise", "NoiseSchedule", "RELEASED_SCHEDULE", "SAMPLERS", "ScheduleConfig",
-           "ddim_sample", "ddpm_sample", "diffusion_loss", "draw_noise_level", "make_beta_schedule",
+           "ddim_sample", "ddpm_sample", "diffusion_loss", "dpmpp_2m_sample", "dpmpp_2m_sde_sample", "draw_noise_level", "make_beta_schedule",
            "p_mean_variance", "predict_noise", "predict_x0", "q_sample", "sample", "sampling_schedule",
            "zero_mean"]

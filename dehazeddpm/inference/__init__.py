@@ -8,10 +8,10 @@ a registry name) and the foundation. The pipeline prepares the condition and the
 from .device import (PrecisionDenoiser, autocast, choose_tile, default_device, device_info, resolve_precision,
                      sync)
 from .pipeline import TRAJECTORY_MAX_FRAMES, TRAJECTORY_MAX_SIDE, DehazePipeline, DehazeResult, TrajectoryFrame
-from .tiling import TiledDenoiser, ramp_window, tile_starts
+from .tiling import TiledDenoiser
 from .working_size import MAX_WORKING_SIDE, MIN_TRANSMISSION, stage1_at_size, working_shape
 
 __all__ = ["DehazePipeline", "DehazeResult", "MAX_WORKING_SIDE", "MIN_TRANSMISSION", "PrecisionDenoiser",
            "TRAJECTORY_MAX_FRAMES", "TRAJECTORY_MAX_SIDE", "TiledDenoiser", "TrajectoryFrame", "autocast",
-           "choose_tile", "default_device", "device_info", "ramp_window", "resolve_precision", "stage1_at_size",
-           "sync", "tile_starts", "working_shape"]
+           "choose_tile", "default_device", "device_info", "resolve_precision", "stage1_at_size", "sync",
+           "working_shape"]

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 __all__ = ["PrecisionDenoiser", "CPU_FULL_IMAGE_PIXELS", "CUDA_BYTES_PER_PIXEL_CHANNEL", "CUDA_MEMORY_FRACTION", "DEFAULT_TILE",
-           "autocast", "choose_tile", "default_device", "device_info", "resolve_precision", "sync"]
+           "autocast", "choose_tile", "cpu_has_fast_bf16", "default_device", "device_info", "resolve_precision",
+           "stage1_precision", "sync"]
 
 # Tile choice (tile_size=None). CPU: the full image up to this many pixels, else DEFAULT_TILE tiles.
 CPU_FULL_IMAGE_PIXELS = 1024 * 1024
@@ -36,18 +37,34 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def resolve_precision(precision: Optional[str], device: torch.device) -> str:
-    """The arithmetic a ``precision`` option means on ``device``: "fp32", "bf16" or "fp16".
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU has native bf16 matrix instructions (AVX512-BF16 or AMX tiles)."""
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(bool(p()) for p in probes if callable(p))
 
-    "auto" (or None): fp16 autocast on CUDA (the T4 Colab lends has no fast bf16), fp32
-    elsewhere. fp16 on a CPU is refused: CPUs have no fast fp16 matrix units, and it would only
-    be slower and less accurate.
+
+def resolve_precision(precision: Optional[str], device: torch.device) -> str:
+    """The denoiser's arithmetic that a ``precision`` option means on ``device``: "fp32", "bf16"
+    or "fp16".
+
+    "auto" (or None): fp16 autocast on CUDA (the T4 Colab lends has no fast bf16); bf16 on a CPU
+    with native bf16 instructions, where it was measured faster at no cost in PSNR/SSIM (Rule P in
+    docs/benchmarks.md); fp32 elsewhere. fp16 on a CPU is refused: CPUs have no fast fp16 matrix
+    units, so it would only be slower and less accurate.
     """
     if precision in (None, "auto"):
-        return "fp16" if device.type == "cuda" else "fp32"
+        if device.type == "cuda":
+            return "fp16"
+        return "bf16" if device.type == "cpu" and cpu_has_fast_bf16() else "fp32"
     if precision == "fp16" and device.type == "cpu":
         raise ValueError("precision 'fp16' needs a CUDA device; on a CPU use 'bf16' or 'fp32'")
     return precision
+
+
+def stage1_precision(denoiser_precision: str) -> str:
+    """Stage 1 follows the denoiser into fp16 (CUDA) only: in bf16 it cost the demo's J 0.05 dB
+    (Rule P), and it is a small part of a call's time on a CPU."""
+    return "fp16" if denoiser_precision == "fp16" else "fp32"
 
 
 def autocast(precision: str, device: torch.device) -> ContextManager[Any]:

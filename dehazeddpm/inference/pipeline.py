@@ -27,13 +27,14 @@ from ..diffusion.samplers import Callback, sample, sampling_schedule
 from ..diffusion.schedule import RELEASED_SCHEDULE, NoiseSchedule
 from ..io.checkpoints import load_denoiser, load_schedule, load_stage1
 from ..io.images import ImageSource, load_image, to_pil, to_signed, to_unit
+from ..models.attention import set_attention_window
 from ..models.stage1 import SIZE_MULTIPLE as STAGE1_MULTIPLE
 from ..models.stage1 import Stage1Net, Stage1Output
 from ..models.unet import UNet
 from ..options import SamplingOptions
 from ..physics import fuse_transmission
 from ..utils import pad_to_multiple, resize, scaled_shape
-from .device import PrecisionDenoiser, autocast, choose_tile, default_device, resolve_precision, sync
+from .device import PrecisionDenoiser, autocast, choose_tile, default_device, resolve_precision, stage1_precision, sync
 from .tiling import TiledDenoiser
 from .working_size import stage1_at_size, working_shape
 
@@ -222,7 +223,8 @@ class DehazePipeline:
                  trajectory_every: Optional[int] = None, progress: bool = True,
                  fusion: Optional[str] = None, zero_mean_noise: Optional[bool] = None,
                  stage1_size: Optional[int] = None, precision: Optional[str] = None,
-                 callback: Optional[Callback] = None, *, options: Optional[SamplingOptions] = None) -> DehazeResult:
+                 attention_window: Optional[int] = None, callback: Optional[Callback] = None, *,
+                 options: Optional[SamplingOptions] = None) -> DehazeResult:
         """Dehaze one image (path, PIL, numpy or tensor; any mode, any size >= 1x1).
 
         The sampling keywords are the fields of :class:`~dehazeddpm.options.SamplingOptions`
@@ -237,7 +239,8 @@ class DehazePipeline:
         """
         opts = self.resolve_options(options, sampler=sampler, steps=steps, eta=eta, start_strength=start_strength,
                                     zero_mean_noise=zero_mean_noise, stage1_size=stage1_size, tile_size=tile_size,
-                                    tile_overlap=tile_overlap, fusion=fusion, precision=precision)
+                                    tile_overlap=tile_overlap, attention_window=attention_window, fusion=fusion,
+                                    precision=precision)
         prec = resolve_precision(opts.precision, self.device)
         timings: Dict[str, float] = {}
         t_start = time.perf_counter()
@@ -246,7 +249,7 @@ class DehazePipeline:
         timings["load"] = time.perf_counter() - t_start
 
         t0 = time.perf_counter()
-        J, T, A, I = self._stage1_padded(x, opts.stage1_size, prec)
+        J, T, A, I = self._stage1_padded(x, opts.stage1_size, stage1_precision(prec))
         sync(self.device)
         timings["stage1"] = time.perf_counter() - t0
 
@@ -273,9 +276,10 @@ class DehazePipeline:
                                               _thumb(to_unit(x0[..., :h, :w]).clamp(0, 1))))
 
         generator = torch.Generator(device=self.device).manual_seed(int(seed)) if seed is not None else None
-        out = sample(self._denoiser(opts, tile, prec), self.condition(J, T), self.schedule, opts.sampler, opts.steps,
-                     opts.eta, generator, on_step, zero_mean_noise=opts.zero_mean_noise,
-                     start_strength=opts.start_strength, start_image=to_signed(J), progress=progress)
+        with set_attention_window(self.denoiser, opts.attention_window):
+            out = sample(self._denoiser(opts, tile, prec), self.condition(J, T), self.schedule, opts.sampler,
+                         opts.steps, opts.eta, generator, on_step, zero_mean_noise=opts.zero_mean_noise,
+                         start_strength=opts.start_strength, start_image=to_signed(J), progress=progress)
         result = crop(to_unit(out).clamp(0, 1))
         sync(self.device)
         timings["denoise"] = time.perf_counter() - t0

@@ -15,46 +15,7 @@ from typing import List, Optional
 import torch
 from torch import nn
 
-# Weights never reach zero: every pixel stays covered with a positive total weight, and pixels
-# at the outer image border (covered by a single tile) keep their full prediction.
-_MIN_WEIGHT = 1e-3
-
-
-def tile_starts(length: int, tile: int, overlap: int) -> List[int]:
-    """Start offsets of tiles of size ``tile`` covering ``[0, length)`` with at least ``overlap``.
-
-    The first tile starts at 0 and the last one is flush with the end (``length - tile``), so the
-    whole axis is covered; a single ``[0]`` when the axis fits one tile.
-    """
-    if tile <= 0:
-        raise ValueError(f"tile must be positive, got {tile}")
-    if not 0 <= overlap < tile:
-        raise ValueError(f"overlap must be in [0, tile), got {overlap} for tile {tile}")
-    if length <= tile:
-        return [0]
-    stride = tile - overlap
-    starts = list(range(0, length - tile, stride))
-    starts.append(length - tile)
-    return starts
-
-
-def ramp_window(size: int, overlap: int, *, at_start: bool, at_end: bool) -> torch.Tensor:
-    """1-D blending weights of length ``size`` (float32, in [_MIN_WEIGHT, 1]).
-
-    A raised-cosine ramp over ``overlap`` pixels on each side that borders another tile; sides on
-    the image border (``at_start``/``at_end``) stay at 1 since nothing is blended there.
-    """
-    w = torch.ones(size, dtype=torch.float64)
-    n = min(overlap, size // 2)
-    if n > 0:
-        pos = (torch.arange(n, dtype=torch.float64) + 0.5) / n  # in (0, 1): never exactly 0
-        ramp = 0.5 - 0.5 * torch.cos(math.pi * pos)
-        if not at_start:
-            w[:n] = ramp
-        if not at_end:
-            w[size - n:] = ramp.flip(0)
-    return w.clamp(min=_MIN_WEIGHT).float()
-
+from ..utils import ramp_window, tile_starts
 
 class TiledDenoiser(nn.Module):
     """Evaluate ``unet`` tile by tile and blend the predictions (see module docstring).

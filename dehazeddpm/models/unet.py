@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 import torch
 from torch import nn
 
-from .attention import SelfAttention
+from .attention import ATTENTION_IMPLS, SelfAttention
 from .encodings import FeatureWiseAffine, NoiseLevelEncoding
 
 CONDITION_NAMES = {3: "J", 4: "J+T"}
@@ -225,10 +225,10 @@ class UNet(nn.Module):
 
     def set_attention_impl(self, impl: str) -> "UNet":
         """Switch every attention layer between ``"sdpa"`` (default) and ``"reference"``."""
+        if impl not in ATTENTION_IMPLS:
+            raise ValueError(f"unknown attention impl {impl!r}; choose from {ATTENTION_IMPLS}")
         for m in self.modules():
             if isinstance(m, SelfAttention):
-                if impl not in ("sdpa", "reference"):
-                    raise ValueError(f"unknown attention impl {impl!r}")
                 m.impl = impl
         return self
 
