@@ -17,7 +17,7 @@ from typing import Any, Mapping, Optional
 
 from .diffusion.samplers import ETA_SAMPLERS, SAMPLERS
 
-__all__ = ["DEFAULT_STEPS", "FUSIONS", "PRECISIONS", "SAMPLER_FIELDS", "SamplingOptions"]
+__all__ = ["DEFAULT_STEPS", "FUSIONS", "MAX_SEED", "PRECISIONS", "SAMPLER_FIELDS", "SamplingOptions", "check_seed"]
 
 # Respaced steps for every sampler but the ancestral one: the usual quality plateau for SR3-type
 # conditional models, 100x fewer UNet evaluations than the 2000-step reference path.
@@ -26,6 +26,8 @@ FUSIONS = ("transmission",)
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # Fields whose meaning depends on the sampler: weights' defaults for them apply to that sampler only.
 SAMPLER_FIELDS = ("steps", "eta", "start_strength", "zero_mean_noise")
+# torch.Generator.manual_seed takes 64-bit values; seeds stay in the signed range every RNG accepts.
+MAX_SEED = 2 ** 63 - 1
 # Integer fields: their least value and what a special value means.
 _INT_RULES = {"steps": (0, " (0: stage 1 only)"), "stage1_size": (0, " (0: full resolution)"),
               "tile_size": (1, ""), "tile_overlap": (0, ""), "attention_window": (0, " (0: the whole map)")}
@@ -167,3 +169,12 @@ class SamplingOptions:
         if self.precision:
             parts.append(self.precision)
         return ", ".join(parts)
+
+
+def check_seed(seed: Any) -> Optional[int]:
+    """A call's seed as an int in [0, MAX_SEED] (None: the global RNG); anything else is a ValueError."""
+    if seed is None:
+        return None
+    if not _is_int(seed) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed must be an integer in [0, 2**63 - 1], got {seed!r}")
+    return seed

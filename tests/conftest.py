@@ -28,3 +28,23 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def released_cache(tmp_path_factory) -> Path:
+    """A weights cache holding ``nh-haze`` files of the released layout with random weights (what
+    the real files look like to the loaders: ``{'params': sd}`` and ``denoise_fn.*`` + buffers)."""
+    from dehazeddpm.diffusion import NoiseSchedule
+    from dehazeddpm.hub import get_entry
+    from dehazeddpm.io import denoiser_state_dict
+    from dehazeddpm.models import Stage1Net, UNet
+
+    entry = get_entry("nh-haze")
+    cache = tmp_path_factory.mktemp("released_cache")
+    folder = cache / entry.name
+    folder.mkdir()
+    torch.manual_seed(0)
+    torch.save({"params": Stage1Net().state_dict()}, folder / entry.stage1.filename)
+    unet = UNet.from_config(entry.unet_config).half()  # fp16 keeps the file at 185 MB
+    torch.save(denoiser_state_dict(unet, NoiseSchedule.from_config(entry.schedule)), folder / entry.denoiser.filename)
+    return cache

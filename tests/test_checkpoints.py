@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import dehazeddpm as dd
-from dehazeddpm.io.checkpoints import denoiser_state_dict, split_denoiser_state_dict
+from dehazeddpm.io.checkpoints import METADATA_KEY, denoiser_config, denoiser_state_dict, split_denoiser_state_dict
 
 
 @pytest.fixture(scope="module")
@@ -171,8 +171,10 @@ def test_released_layout_full_size(parity_dir):
 def test_save_round_trip_reference_layout(parity_dir, tmp_path, gen_sd):
     unet = dd.load_denoiser(parity_dir / "stage2_gen.pth")
     sched = dd.load_schedule(parity_dir / "stage2_gen.pth")
-    out = dd.save_denoiser(unet, tmp_path / "I1_E1_gen.pth", sched)
+    out = dd.save_denoiser(unet, tmp_path / "I1_E1_gen.pth", sched, defaults={"eta": 0.5})
     again = torch.load(out, weights_only=True)
+    meta = again.pop(METADATA_KEY)  # what the reference loaders pass over
+    assert meta == {"format": 1, "unet_config": unet.config.to_dict(), "defaults": {"eta": 0.5}}
     assert list(again) == list(gen_sd)
     for k in gen_sd:
         torch.testing.assert_close(again[k], gen_sd[k], atol=1e-6, rtol=1e-6, msg=k)
@@ -187,3 +189,35 @@ def test_partial_schedule_buffers_rejected(gen_sd):
     sd.pop("posterior_variance")
     with pytest.raises(dd.CheckpointError, match="posterior_variance"):
         split_denoiser_state_dict(sd)
+
+
+def test_saved_files_carry_the_config_shapes_cannot_show(tmp_path):
+    """A UNet with 4 GroupNorm groups loads as itself from a file this package saved; a bare state
+    dict of the same tensors is read as the released 32 groups, and says so."""
+    torch.manual_seed(0)
+    unet = dd.UNet(in_channel=7, inner_channel=32, norm_groups=4, channel_mults=(1, 2), attn_res=(8,),
+                   res_blocks=1, image_size=16).eval()
+    path = dd.save_denoiser(unet, tmp_path / "x_gen.pth")
+    cfg, how = denoiser_config(path)
+    assert cfg.norm_groups == 4 and how == "the UNet config saved in the file"
+    assert dd.load_denoiser(path).config.to_dict() == unet.config.to_dict()
+    bare = {k: v for k, v in torch.load(path, weights_only=True).items() if k != METADATA_KEY}
+    cfg, how = denoiser_config(bare)
+    assert cfg.norm_groups == 32 and "norm_groups=32" in how and "assumed" in how
+    assert denoiser_config(bare, norm_groups=4)[0].norm_groups == 4
+
+
+@pytest.mark.parametrize("which", ["denoiser weight", "schedule buffer", "stage 1"])
+def test_non_finite_tensors_are_errors_naming_them(gen_sd, stage1_ckpt, which):
+    if which == "stage 1":
+        sd = dict(stage1_ckpt["params"])
+        sd["sam.conv1.weight"] = sd["sam.conv1.weight"].clone().fill_(float("nan"))
+        with pytest.raises(dd.CheckpointError, match=r"NaN or inf.*sam\.conv1\.weight"):
+            dd.load_stage1({"params": sd})
+        return
+    sd = dict(gen_sd)
+    key = "denoise_fn.final_conv.block.3.bias" if which == "denoiser weight" else "betas"
+    sd[key] = sd[key].clone()
+    sd[key][0] = float("inf")
+    with pytest.raises(dd.CheckpointError, match=f"NaN or inf.*{key.split('.')[-1]}"):
+        dd.load_denoiser(sd) if which == "denoiser weight" else dd.load_schedule(sd)

@@ -87,12 +87,12 @@ def test_dehaze_glob_and_intermediates(tmp_path, inputs, ckpts):
     out = tmp_path / "o2"
     assert main(["dehaze", str(inputs / "od*.png"), str(inputs / "tiny.png"), "-o", str(out),
                  "--save-intermediates", *ckpts]) == 0
-    names = sorted(os.listdir(out))
-    assert names == sorted(f"{s}{suf}.png" for s in ("odd", "tiny") for suf in ("", "_J", "_T", "_A"))
-    for suf in ("", "_J", "_T", "_A"):
-        with Image.open(out / f"odd{suf}.png") as im:
+    assert sorted(os.listdir(out)) == ["odd.png", "stage1", "tiny.png"]
+    assert sorted(os.listdir(out / "stage1")) == sorted(f"{s}_{k}.png" for s in ("odd", "tiny") for k in "JTA")
+    for f in (out / "odd.png", *(out / "stage1" / f"odd_{k}.png" for k in "JTA")):
+        with Image.open(f) as im:
             assert im.size == (53, 37)
-    with Image.open(out / "odd_T.png") as im:
+    with Image.open(out / "stage1" / "odd_T.png") as im:
         assert im.mode == "L"
 
 
@@ -105,7 +105,7 @@ def test_steps_zero_writes_stage1_j(tmp_path, inputs, ckpts):
     out = tmp_path / "o3"
     args = [a if a != "2" else "0" for a in ckpts]
     assert main(["dehaze", str(inputs / "odd.png"), "-o", str(out), "--save-intermediates", *args]) == 0
-    assert np.array_equal(np.asarray(Image.open(out / "odd.png")), np.asarray(Image.open(out / "odd_J.png")))
+    assert np.array_equal(np.asarray(Image.open(out / "odd.png")), np.asarray(Image.open(out / "stage1" / "odd_J.png")))
 
 
 def test_stage1_size_option_reaches_stage1(tmp_path, inputs, ckpts):
@@ -206,3 +206,152 @@ def test_unloadable_weights_exit_2(tmp_path, inputs, capsys):
                str(tmp_path / "missing_s1.pth"), "--denoiser", str(tmp_path / "missing_gen.pth"), "--quiet"])
     assert rc == 2 and "missing_s1.pth" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+# -- folders, bad values, failing writes: one clear line, a non-zero code, nothing left behind --------
+
+def _one_error_line(err: str, *needles: str) -> None:
+    lines = [ln for ln in err.strip().splitlines() if "error:" in ln]
+    assert lines and "Traceback" not in err, err
+    for n in needles:
+        assert any(n in ln for ln in lines), (n, err)
+
+
+def test_output_folder_equal_to_an_input_folder_is_refused(inputs, ckpts, capsys):
+    before = _listing(inputs)
+    assert main(["dehaze", str(inputs), "-o", str(inputs), *ckpts]) == 2
+    _one_error_line(capsys.readouterr().err, "also an input folder")
+    assert _listing(inputs) == before
+    assert main(["dehaze", str(inputs / "odd.png"), "-o", str(inputs), *ckpts]) == 2  # would overwrite odd.png
+    _one_error_line(capsys.readouterr().err, "inside the output folder")
+
+
+def test_outputs_inside_the_input_tree_are_never_inputs(inputs, ckpts, capsys):
+    (inputs / "corrupt.png").unlink()
+    out = inputs / "out"
+    args = ["dehaze", str(inputs / "*"), "-o", str(out), *[a for a in ckpts if a != "--quiet"]]
+    assert main(args) == 0
+    first = _listing(out)
+    assert sorted(first) == sorted(f"{k}.png" for k in SIZES)
+    capsys.readouterr()
+    assert main(args) == 0  # the glob now also matches out/: its files are not inputs
+    assert _listing(out) == first and "0 written, 5 already done" in capsys.readouterr().err
+
+
+def test_intermediates_cannot_collide_with_another_inputs_outputs(tmp_path, ckpts):
+    src = tmp_path / "in"
+    src.mkdir()
+    rng = np.random.default_rng(3)
+    for name in ("a", "a_J"):
+        Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(src / f"{name}.png")
+    out = tmp_path / "out"
+    assert main(["dehaze", str(src), "-o", str(out), "--save-intermediates", *ckpts]) == 0
+    assert sorted(os.listdir(out)) == ["a.png", "a_J.png", "stage1"]
+    assert len(os.listdir(out / "stage1")) == 6  # a_J, a_T, a_A, a_J_J, a_J_T, a_J_A
+
+
+def test_eval_refuses_two_images_of_one_name(tmp_path, capsys):
+    pred, gt = tmp_path / "pred", tmp_path / "gt"
+    for d in (pred, gt):
+        d.mkdir()
+    img = Image.fromarray(np.full((16, 16, 3), 90, dtype=np.uint8))
+    img.save(pred / "a.png")
+    img.save(pred / "a.jpg")
+    img.save(gt / "a.png")
+    assert main(["eval", "--pred", str(pred), "--gt", str(gt), "--quiet"]) == 2
+    _one_error_line(capsys.readouterr().err, "a.jpg and a.png")
+
+
+def test_eval_json_is_strict_and_out_must_be_a_file(tmp_path, capsys):
+    pred, gt = tmp_path / "pred", tmp_path / "gt"
+    for d in (pred, gt):
+        d.mkdir()
+    Image.fromarray(np.full((16, 16, 3), 90, dtype=np.uint8)).save(pred / "a.png")
+    Image.fromarray(np.full((16, 16, 3), 90, dtype=np.uint8)).save(gt / "a.png")  # identical: PSNR is infinite
+    report = tmp_path / "r.json"
+    assert main(["eval", "--pred", str(pred), "--gt", str(gt), "--format", "json", "--out", str(report), "--quiet"]) == 0
+    data = json.loads(report.read_text(), parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+    assert data["images"][0]["psnr"] is None and data["mean"]["psnr"] is None
+    assert main(["eval", "--pred", str(pred), "--gt", str(gt), "--out", str(tmp_path), "--quiet"]) == 2
+    _one_error_line(capsys.readouterr().err, "is a folder")
+    assert sorted(os.listdir(tmp_path)) == ["gt", "pred", "r.json"]
+
+
+def test_non_finite_weights_are_a_clear_error(tmp_path, inputs, ckpts, capsys):
+    from dehazeddpm.io import read_checkpoint
+    sd = read_checkpoint(ckpts[1])
+    sd["params"]["last.weight"] = torch.full_like(sd["params"]["last.weight"], float("nan"))
+    torch.save(sd, tmp_path / "nan_s1.pth")
+    args = ["dehaze", str(inputs / "odd.png"), "-o", str(tmp_path / "o"), "--stage1", str(tmp_path / "nan_s1.pth"),
+            *ckpts[2:]]
+    assert main(args) == 2
+    _one_error_line(capsys.readouterr().err, "NaN or inf", "last.weight")
+    assert not (tmp_path / "o").exists()  # found before anything was written
+
+
+@pytest.mark.parametrize("bad,message", [(["--seed", "99999999999999999999"], "seed must be"),
+                                         (["--device", "cuda"], "CUDA is not available"),
+                                         (["--device", "tpu9"], "unknown device")])
+def test_bad_run_options_are_one_line(tmp_path, inputs, ckpts, capsys, bad, message):
+    if "cuda" in bad and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    try:
+        rc = main(["dehaze", str(inputs / "odd.png"), "-o", str(tmp_path / "o"), *ckpts, *bad])
+    except SystemExit as exc:  # usage errors exit through argparse
+        rc = exc.code
+    assert rc == 2
+    _one_error_line(capsys.readouterr().err, message)
+    assert not list((tmp_path / "o").glob("*.png")) if (tmp_path / "o").exists() else True
+
+
+def test_output_folder_problems_are_found_before_any_model_loads(tmp_path, inputs, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    missing_model = ["--stage1", str(tmp_path / "no.pth"), "--denoiser", str(tmp_path / "no2.pth")]
+    assert main(["dehaze", str(inputs / "odd.png"), "-o", str(blocker), *missing_model]) == 2
+    _one_error_line(capsys.readouterr().err, "is a file")
+    assert main(["dehaze", str(inputs / "odd.png"), "-o", str(blocker / "sub"), *missing_model]) == 2
+    _one_error_line(capsys.readouterr().err, "cannot write to the output folder")
+
+
+def test_a_full_disk_stops_the_batch_with_one_line(tmp_path, inputs, ckpts, capsys, monkeypatch):
+    import errno
+
+    from dehazeddpm.io import images
+
+    def full(path, write, **kw):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(images, "atomic_write", full)
+    assert main(["dehaze", str(inputs), "-o", str(tmp_path / "o"), *ckpts]) == 1
+    _one_error_line(capsys.readouterr().err, "No space left on device", "stopped after 0 image(s)")
+
+
+def test_float_images_beyond_one_and_huge_images_are_skipped_by_name(tmp_path, ckpts, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(np.linspace(0, 1.2, 400, dtype=np.float32).reshape(20, 20), mode="F").save(src / "hdr.tif")
+    Image.fromarray(np.zeros((40, 50, 3), dtype=np.uint8)).save(src / "wide.png")
+    Image.fromarray(np.zeros((10, 10, 3), dtype=np.uint8)).save(src / "small.png")
+    assert main(["dehaze", str(src), "-o", str(tmp_path / "o"), "--max-pixels", "1000", *ckpts]) == 1
+    err = capsys.readouterr().err
+    _one_error_line(err, "hdr.tif", "expected [0, 1]")
+    _one_error_line(err, "wide.png", "2,000 pixels")
+    assert os.listdir(tmp_path / "o") == ["small.png"]
+
+
+def test_leftovers_of_a_killed_run_are_removed(tmp_path, inputs, ckpts):
+    out = tmp_path / "o"
+    out.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (out / f".odd.png.tmp-{int(dead.stdout)}-deadbeef").write_bytes(b"")
+    assert main(["dehaze", str(inputs / "odd.png"), "-o", str(out), *ckpts]) == 0
+    assert os.listdir(out) == ["odd.png"]
+
+
+def test_bad_torchrun_variables_are_one_line(tmp_path, inputs):
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "WORLD_SIZE": "2", "RANK": "seven", "DEHAZEDDPM_OFFLINE": "1"}
+    r = subprocess.run([sys.executable, "-m", "dehazeddpm", "dehaze", str(inputs / "odd.png"), "-o", str(tmp_path / "o")],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "RANK='seven' is not an integer" in r.stderr

@@ -4,8 +4,12 @@ from __future__ import annotations
 import collections
 import hashlib
 import inspect
+import io
 import json
 import os
+import subprocess
+import sys
+import time
 import socket
 import struct
 import threading
@@ -13,12 +17,20 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import torch
 
 from dehazeddpm import hub as W
 
-GOOD = bytes(range(256)) * 256  # 64 KiB: several reads, small enough to be instant
+def _checkpoint_bytes(n: int) -> bytes:
+    buf = io.BytesIO()
+    torch.save({"w": torch.arange(float(n))}, buf)
+    return buf.getvalue()
+
+
+# Real torch checkpoints, since weights without a published sha256 must be one to be kept.
+GOOD = _checkpoint_bytes(16384)  # 64 KiB: several reads, small enough to be instant
 GOOD_SHA = hashlib.sha256(GOOD).hexdigest()
-OTHER = b"PK\x03\x04" + b"x" * 5000
+OTHER = _checkpoint_bytes(1000)
 OTHER_SHA = hashlib.sha256(OTHER).hexdigest()
 FOLDER_URL = "https://drive.google.com/drive/folders/1I7sH6vb9oWOZeIVu6-xh9Xm5lnwdzHa7"
 
@@ -70,6 +82,27 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(200, GOOD[:10], length=len(GOOD))
             else:
                 self._send(200, GOOD)
+        elif path == "/bodies":  # what servers send instead of a checkpoint, by ?kind=
+            kind = self.path.split("kind=")[-1]
+            body = {"random": os.urandom(5000), "json": b'{"error": "rate limited"}',
+                    "comment": b"<!-- " + b"x" * 600 + b" --><html><body>login</body></html>"}.get(kind)
+            if kind == "cut":  # a truncated checkpoint, without Content-Length to give it away
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(OTHER[: len(OTHER) // 2])
+            else:
+                self._send(200, body)
+        elif path == "/trickle":  # a byte a tenth of a second: never a read timeout, never done
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(GOOD)))
+            self.end_headers()
+            try:
+                for _ in range(len(GOOD)):
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    time.sleep(0.1)
+            except OSError:
+                pass
         elif path == "/404":
             self._send(404, b"not here")
         elif path == "/500":
@@ -488,3 +521,59 @@ def test_gdrive_folder_listing_quota_error(tmp_path):
                                  folder_downloader=download_folder, file_downloader=_FakeGdown())
     assert FOLDER_URL in str(err.value)
     assert _files(dest.parent) == []
+
+
+# --------------------------------------------------------------------------------------------
+# What a download must be before it is kept (weights without a published sha256)
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["random", "json", "comment", "cut"])
+def test_unverifiable_body_is_neither_kept_nor_recorded(server, tmp_path, kind):
+    entry = _entry(server, stage1_sha=GOOD_SHA)
+    entry = W.WeightsEntry(**{**entry.__dict__, "denoiser": W.FileSpec(
+        filename="den.pth", source="url", url=server.url(f"/bodies?kind={kind}"))})
+    with pytest.raises(W.DownloadError, match="not the expected file|web page") as err:
+        W.resolve(entry, progress=False)
+    assert "Nothing was kept" in str(err.value) and "\n" not in str(err.value)
+    cache = tmp_path / "cache"
+    assert _files(cache / "loop") == ["s1.pth"]  # the stage-1 file (published hash) is in; no leftovers
+    assert "loop/den.pth" not in W.recorded_hashes(cache)
+
+
+def test_a_trickling_server_cannot_hang_a_download(server, tmp_path):
+    dest = tmp_path / "dl" / "w.pth"
+    t0 = time.monotonic()
+    with pytest.raises(W.DownloadError, match="deadline") as err:
+        W.download_file(server.url("/trickle"), dest, retries=1, timeout=5, deadline=1.0, backoff=0, progress=False)
+    assert time.monotonic() - t0 < 10 and "2 attempt" in str(err.value)
+    assert _files(dest.parent) == []
+
+
+def test_parallel_downloads_keep_every_recorded_hash(tmp_path):
+    """Eight processes recording eight files at once: the lock keeps all eight."""
+    code = ("import sys; from pathlib import Path; from dehazeddpm.hub import record_hash; "
+            "record_hash(Path(sys.argv[1]), f'e{sys.argv[2]}/f.pth', sys.argv[2] * 64, 1, 'test')")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "cache"), str(i)]) for i in range(8)]
+    assert all(p.wait(timeout=120) == 0 for p in procs)
+    assert sorted(W.recorded_hashes(tmp_path / "cache")) == [f"e{i}/f.pth" for i in range(8)]
+
+
+def test_leftovers_of_killed_runs_are_removed_at_the_next_download(server, tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    folder = tmp_path / "cache" / "loop"
+    folder.mkdir(parents=True)
+    (folder / f".s1.pth.tmp-{int(dead.stdout)}-0badf00d").mkdir()  # a killed attempt's work folder
+    (folder / "den.pth.part-1a2b3c4d").write_bytes(b"half")       # an older version's partial file
+    W.resolve(_entry(server, stage1_sha=GOOD_SHA), progress=False)
+    assert _files(folder) == ["den.pth", "s1.pth"]
+
+
+def test_a_bad_cached_checkpoint_says_how_to_download_it_again(tmp_path, monkeypatch):
+    from dehazeddpm.inference import DehazePipeline
+    monkeypatch.setenv("DEHAZEDDPM_OFFLINE", "1")
+    for name in ("NH_net_g_80000.pth", "NH_I230000_E4600_gen.pth"):
+        p = tmp_path / "cache" / "nh-haze" / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"<html>not a checkpoint</html>")
+    with pytest.raises(Exception, match="--force --forget-hash"):
+        DehazePipeline.from_pretrained("nh-haze", device="cpu", progress=False)

@@ -357,3 +357,26 @@ def test_16bit_rgb_tiff_full_precision(tmp_path, byteorder):
     tifffile.imwrite(tmp_path / "x16.tif", a, photometric="rgb", byteorder=byteorder, rowsperstrip=4)
     out = _as_hwc(load_image(tmp_path / "x16.tif"))
     np.testing.assert_allclose(out, a / 65535.0, rtol=0, atol=1e-7)
+
+
+def test_float_files_follow_one_stated_rule(tmp_path):
+    """Float TIFFs: [0, 1] as is; whole numbers up to 255 are 8-bit data; other values are refused
+    (never divided by 255 blindly)."""
+    ramp = np.linspace(0, 1, 48, dtype=np.float32).reshape(6, 8)
+    Image.fromarray(ramp, mode="F").save(tmp_path / "unit.tif")
+    torch.testing.assert_close(load_image(tmp_path / "unit.tif")[0, 0], torch.from_numpy(ramp))
+    Image.fromarray(np.round(ramp * 255), mode="F").save(tmp_path / "eight.tif")
+    torch.testing.assert_close(load_image(tmp_path / "eight.tif")[0, 0], torch.from_numpy(np.round(ramp * 255) / 255))
+    Image.fromarray(ramp * 1.2, mode="F").save(tmp_path / "hdr.tif")
+    with pytest.raises(ImageReadError, match=r"hdr\.tif.*\[0, 1\.2\].*expected \[0, 1\]"):
+        load_image(tmp_path / "hdr.tif")
+
+
+def test_pixel_limit_refuses_before_decoding(tmp_path, monkeypatch):
+    Image.new("RGB", (300, 200)).save(tmp_path / "big.png")
+    monkeypatch.setenv("DEHAZEDDPM_MAX_PIXELS", "50000")
+    with pytest.raises(ImageReadError, match=r"300 x 200 = 60,000 pixels, more than the limit of 50,000"):
+        load_image(tmp_path / "big.png")
+    monkeypatch.setenv("DEHAZEDDPM_MAX_PIXELS", "0")  # 0: Pillow's own guard only
+    assert load_image(tmp_path / "big.png").shape == (1, 3, 200, 300)
+    assert load_image(tmp_path / "big.png", max_pixels=60_000).shape == (1, 3, 200, 300)

@@ -155,7 +155,7 @@ def test_weights_ddim_defaults_apply_to_ddim_only(pipe):
     assert p(x, sampler="ddpm", seed=0, progress=False).steps == 40
     assert counted.calls == 6 + 20 + 40
     assert DehazePipeline.from_pretrained("demo", device="cpu").defaults == SamplingOptions(
-        sampler="ddim", start_strength=0.3, eta=1.0, stage1_size=128)
+        sampler="ddim", start_strength=0.3, eta=1.0, stage1_size=128, tile_size=128, tile_overlap=32)
 
 
 def test_weights_default_eta_fills_only_an_eta_left_at_none(pipe):
@@ -271,3 +271,40 @@ def test_from_pretrained_uses_entry_config(tmp_path, pipe):
 def test_lazy_import():
     import dehazeddpm as dd
     assert dd.DehazePipeline is DehazePipeline
+
+
+def test_from_files_recognises_the_bundled_weights_by_hash(tmp_path):
+    """--stage1/--denoiser with the demo's own files run with the demo's config and defaults
+    (norm_groups 16, stage 1 at 128 px, DDIM from J at 0.3) and give what --weights demo gives."""
+    from dehazeddpm import hub
+    res = hub.resolve("demo")
+    by_files = DehazePipeline.from_files(res.stage1, res.denoiser, device="cpu")
+    named = DehazePipeline.from_pretrained("demo", device="cpu", progress=False)
+    assert by_files.denoiser.config.norm_groups == 16 and by_files.defaults == named.defaults
+    assert "'demo'" in by_files.config_source
+    x = _rand_image(24, 40)
+    assert np.array_equal(np.asarray(by_files(x, seed=0, progress=False).image),
+                          np.asarray(named(x, seed=0, progress=False).image))
+
+
+def test_from_files_uses_the_saved_config_and_warns_when_it_must_guess(tmp_path, pipe):
+    import warnings
+    torch.manual_seed(0)
+    unet = UNet(in_channel=7, out_channel=3, inner_channel=32, norm_groups=8, channel_mults=(1, 2), attn_res=(8,),
+                res_blocks=1, image_size=16).eval()
+    save_stage1(pipe.stage1, tmp_path / "s1.pth")
+    save_denoiser(unet, tmp_path / "den.pth", defaults={"eta": 0.7})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the file says everything: no warning
+        p = DehazePipeline.from_files(tmp_path / "s1.pth", tmp_path / "den.pth", device="cpu")
+    assert p.denoiser.config.norm_groups == 8 and p.defaults == SamplingOptions(eta=0.7)
+    assert "saved in the file" in p.config_source
+    # the same tensors without the metadata: shapes allow 32 groups, and the pipeline says it assumed them
+    bare = {k: v for k, v in torch.load(tmp_path / "den.pth", weights_only=True).items() if k != "dehazeddpm"}
+    torch.save(bare, tmp_path / "bare.pth")
+    with pytest.warns(UserWarning, match="norm_groups=32 .*assumed"):
+        guessed = DehazePipeline.from_files(tmp_path / "s1.pth", tmp_path / "bare.pth", device="cpu")
+    assert guessed.denoiser.config.norm_groups == 32
+    ok = DehazePipeline.from_files(tmp_path / "s1.pth", tmp_path / "bare.pth", device="cpu",
+                                   unet_config={"norm_groups": 8})
+    assert ok.denoiser.config.norm_groups == 8

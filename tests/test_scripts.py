@@ -96,3 +96,64 @@ def test_stage1_working_size_prints_a_row_per_size(capsys):
     assert small[3] == "-" and large[3] != "-"  # the upsampled-J column only where the image shrinks
     for r in (small, large):
         assert float(r[4]) == pytest.approx(float(r[2]) - float(r[1]), abs=0.011)
+
+
+def _bench(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return mod
+
+
+def test_frontier_runs_every_sampler_and_start(tmp_path):
+    out, png = tmp_path / "f.json", tmp_path / "f.png"
+    assert _bench("frontier").main(["--size", "16", "--seeds", "0", "--evals", "1,2", "--threads", "1",
+                                    "--json", str(out), "--plot", str(png)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 1 + 4 * 2 * 2 and rows[0]["sampler"] == "stage 1 J"
+    assert {r["evaluations"] for r in rows[1:]} == {1, 2}  # from J too: the start costs no evaluation
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cost_model_counts_flops_without_running_the_big_sizes(tmp_path):
+    out = tmp_path / "c.json"
+    assert _bench("cost_model").main(["--time-sizes", "", "--threads", "1", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    demo = data["entries"]["demo"]["sizes"]
+    # the per-image cost is stage 1 plus evaluations x one evaluation, and the projections divide it
+    for row in demo.values():
+        assert row["flops_per_image"] == row["stage1_flops"] + row["evaluations"] * row["unet_flops_per_eval"]
+        assert row["projected_seconds_per_image"]["H200 bf16 dense"] < row["projected_seconds_per_image"]["T4 fp16 tensor cores"]
+    released = data["entries"]["nh-haze"]["sizes"]["1600x1200"]["unet_flops_per_eval"]
+    assert 10.0e12 < released < 11.0e12  # the 10.55 TFLOP per evaluation
+    assert data["matmul_flops_per_s"]["fp32"] > 1e9
+
+
+def test_gpu_check_runs_its_code_path_on_a_cpu(tmp_path):
+    out = tmp_path / "g.json"
+    assert _bench("gpu_check").main(["--device", "cpu", "--tiny", "--repeats", "1", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert any("flash" in k for k in data["attention_kernels"]["fp32"])
+    assert data["eps_agreement"]["max_abs_diff"] < 0.1 and data["tiled"]["tile"] == 32
+    assert data["untiled"]["seconds_per_eval"] > 0 and "estimate_bytes_untiled" in data["tile_heuristic"]
+
+
+def test_precision_and_attention_policy_scripts(tmp_path):
+    out = tmp_path / "p.json"
+    assert _bench("precision").main(["--sizes", "16", "--seeds", "0", "--threads", "1", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["what"] for r in rows] == ["stage 1 J, stage 1 in fp32", "stage 1 J, stage 1 in bf16",
+                                         "default call, denoiser in fp32", "default call, denoiser in bf16"]
+    out = tmp_path / "a.json"
+    assert _load("attention_policy").main(["--sizes", "32", "--seeds", "0", "--limit", "1", "--threads", "1",
+                                           "--json", str(out)]) == 0
+    assert len(json.loads(out.read_text())["rows"]) == 4
+
+
+def test_default_call_compares_two_checkouts_side_by_side(tmp_path):
+    out = tmp_path / "d.json"
+    assert _bench("default_call").main(["--baseline", str(REPO), "--size", "32x48", "--big", "64", "--rounds", "1",
+                                        "--threads", "1", "--workdir", str(tmp_path / "w"), "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert set(data["time"]) == {"this checkout", "baseline"} and data["speedup"] > 0
+    assert data["memory"]["peak_bytes"] > 0 and data["memory"]["size"] == [64, 64]

@@ -119,3 +119,14 @@ def test_no_seam_on_smooth_input(unet):
     assert _seam_ratio(hard, [32, 64]) > 3.0
     # ... and with blended overlaps the tile edges are no steeper than the rest of the image.
     assert _seam_ratio(blended, edges) < 1.5
+
+
+def test_tile_progress_counts_every_tile_of_every_call():
+    model = Pointwise().eval()
+    done = []
+    tiled = TiledDenoiser(model, 16, 4, tile_batch=3, on_tiles=done.append)
+    x = torch.randn(1, 7, 40, 70)
+    with torch.no_grad():
+        tiled(x, torch.tensor([0.5]))
+        tiled(x, torch.tensor([0.4]))
+    assert sum(done) == 2 * len(tiled.tiles(40, 70)) and max(done) <= 3

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from typing import Optional, Sequence
 
 from . import dehaze, evaluate, hub, train
@@ -33,11 +34,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    try:
-        return int(args.func(args) or 0)
-    except CommandError as exc:
-        say_error(args.command, str(exc))
-        return exc.code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    def one_line(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"dehazeddpm {args.command}: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = one_line
+        try:
+            return int(args.func(args) or 0)
+        except CommandError as exc:
+            say_error(args.command, str(exc))
+            return exc.code
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from ..diffusion.samplers import SAMPLERS
-from ..options import FUSIONS, PRECISIONS, SamplingOptions
+from ..io.images import DEFAULT_MAX_PIXELS
+from ..options import FUSIONS, PRECISIONS, SamplingOptions, check_seed
 
 __all__ = ["CommandError", "add_model_args", "build_pipeline", "integer", "number", "say_error", "sampling_options"]
 
@@ -72,11 +73,17 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     s.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="arithmetic of the networks (default: auto, fp16 on CUDA, fp32 on a CPU)")
     s.add_argument("--seed", type=integer, default=0, help="random seed (default 0)")
+    s.add_argument("--max-pixels", type=integer, default=None, metavar="N",
+                   help=f"refuse input images larger than N pixels (default {DEFAULT_MAX_PIXELS:,}; 0: Pillow's limit)")
 
 
 def sampling_options(args: argparse.Namespace) -> SamplingOptions:
-    """The flags as one SamplingOptions; a bad value is a usage error (exit 2) before any model loads."""
+    """The flags as one SamplingOptions; a bad value is a usage error (exit 2) before any model loads.
+    Also checks the per-run flags that are not sampling options (--seed, --max-pixels)."""
     try:
+        check_seed(args.seed)
+        if args.max_pixels is not None and args.max_pixels < 0:
+            raise ValueError(f"--max-pixels must be >= 0 (0: Pillow's limit only), got {args.max_pixels}")
         return SamplingOptions(sampler=args.sampler, steps=args.steps, eta=args.eta,
                                start_strength=args.start_strength, stage1_size=args.stage1_size,
                                tile_size=args.tile, tile_overlap=args.tile_overlap,
@@ -104,11 +111,21 @@ def build_pipeline(args: argparse.Namespace, device: Optional[str], options: Sam
     """The pipeline named by --weights, or by --stage1 and --denoiser, checked to run ``options``
     on its device; a CommandError for anything that cannot be loaded (missing, corrupt or
     mismatched weights, no network) or run (fp16 on a CPU)."""
+    import torch
+
     from ..inference.device import resolve_precision
     from ..inference.pipeline import DehazePipeline
 
     if bool(args.stage1) != bool(args.denoiser) and not args.weights:
         raise CommandError("give both --stage1 and --denoiser, or --weights NAME")
+    if device is not None:
+        try:
+            dev = torch.device(device)
+        except RuntimeError:
+            raise CommandError(f"unknown device {device!r} (cpu, cuda, cuda:1, mps)") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise CommandError(f"--device {device}: CUDA is not available here (torch {torch.__version__}); "
+                               "leave --device out to use the CPU") from None
     try:
         if args.stage1 and args.denoiser and not args.weights:
             pipe = DehazePipeline.from_files(args.stage1, args.denoiser, device,

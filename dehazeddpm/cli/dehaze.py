@@ -7,41 +7,51 @@ end. Under ``torchrun`` the sorted inputs are split across ranks (rank r takes r
 from __future__ import annotations
 
 import argparse
+import errno
 import glob
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, TypeVar
 
 from ..io.images import ImageReadError, is_image_file, load_image, save_image_atomic, to_pil
-from ..utils import torchrun_env
+from ..utils import remove_stale_temporaries, temporary_name, torchrun_env
 from .common import CommandError, add_model_args, build_pipeline, sampling_options, say_error
 
-__all__ = ["collect_inputs", "outputs_for", "register", "shard"]
+__all__ = ["INTERMEDIATES", "collect_inputs", "outputs_for", "prepare_output_folder", "register", "shard"]
 
 _T = TypeVar("_T")
 
 
-def collect_inputs(specs: Sequence[str]) -> Tuple[List[Path], List[str]]:
+def collect_inputs(specs: Sequence[str], exclude: Optional[Path] = None) -> Tuple[List[Path], List[str]]:
     """Expand files, folders (their image files, non-recursive) and globs into a sorted list.
 
     Returns ``(paths, problems)``: ``problems`` names specs that matched nothing. A file named
     explicitly is kept even without an image extension (it is reported if it fails to decode);
-    files found through folders or globs must have an image extension.
+    files found through folders or globs must have an image extension. Files found inside
+    ``exclude`` (the output folder) are left out, so a run never dehazes its own outputs.
     """
+    skip = exclude.resolve() if exclude is not None else None
+
+    def wanted(q: Path) -> bool:
+        return skip is None or skip not in q.resolve().parents
+
+    def images_in(d: Path) -> List[Path]:
+        return [q for q in d.iterdir() if q.is_file() and is_image_file(q) and not q.name.startswith(".") and wanted(q)]
+
     found: set = set()
     problems: List[str] = []
     for spec in specs:
         p = Path(spec)
         if p.is_dir():
-            found.update(q for q in p.iterdir() if q.is_file() and is_image_file(q) and not q.name.startswith("."))
+            found.update(images_in(p))
         elif p.is_file():
             found.add(p)
         else:
             matches = [Path(m) for m in glob.glob(spec)]
-            hits = [m for m in matches if m.is_file() and is_image_file(m)]
+            hits = [m for m in matches if m.is_file() and is_image_file(m) and wanted(m)]
             for m in matches:
                 if m.is_dir():
-                    hits.extend(q for q in m.iterdir() if q.is_file() and is_image_file(q))
+                    hits.extend(images_in(m))
             if not hits:
                 problems.append(spec)
             found.update(hits)
@@ -55,12 +65,45 @@ def shard(items: Sequence[_T], rank: int, world_size: int) -> List[_T]:
     return sorted(items)[rank::world_size]
 
 
+INTERMEDIATES = "stage1"
+
+
 def outputs_for(out_dir: Path, stem: str, intermediates: bool) -> Dict[str, Path]:
-    """The files one input produces: ``<stem>.png`` and, with intermediates, its J, T and A."""
+    """The files one input produces: ``OUT/<stem>.png`` and, with intermediates, its J, T and A as
+    ``OUT/stage1/<stem>_{J,T,A}.png``: a folder of their own, so no input's name (``a_J.png``
+    beside ``a.png``) can collide with another input's stage-1 files."""
     outs = {"image": out_dir / f"{stem}.png"}
     if intermediates:
-        outs.update(J=out_dir / f"{stem}_J.png", T=out_dir / f"{stem}_T.png", A=out_dir / f"{stem}_A.png")
+        outs.update({k: out_dir / INTERMEDIATES / f"{stem}_{k}.png" for k in ("J", "T", "A")})
     return outs
+
+
+def prepare_output_folder(out_dir: Path, inputs: Sequence[str]) -> None:
+    """Check, before any model loads, that results can be written to ``out_dir`` and cannot be
+    confused with inputs; removes temporaries that killed runs left there."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CommandError(f"the output folder {out_dir} is a file")
+    for spec in inputs:
+        p = Path(spec)
+        if p.is_dir() and p.resolve() == out_dir.resolve():
+            raise CommandError(f"the output folder {out_dir} is also an input folder: outputs would mix with the "
+                               "inputs (and overwrite PNG inputs); give another -o")
+        if p.is_file() and p.resolve().parent in (out_dir.resolve(), (out_dir / INTERMEDIATES).resolve()):
+            raise CommandError(f"input {p} is inside the output folder {out_dir}: its output could overwrite it; "
+                               "give another -o")
+    # Probe in the nearest folder that exists: nothing is created before the model has loaded.
+    existing = next(p for p in (out_dir, *out_dir.parents) if p.exists())
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is a file")
+        probe = temporary_name(existing / "write-test")
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as exc:
+        raise CommandError(f"cannot write to the output folder {out_dir}: {exc.strerror or exc}") from None
+    remove_stale_temporaries(out_dir)
+    if (out_dir / INTERMEDIATES).is_dir():
+        remove_stale_temporaries(out_dir / INTERMEDIATES)
 
 
 def _device_for(arg: Optional[str], world: int, local_rank: int) -> Optional[str]:
@@ -85,15 +128,32 @@ def _unique_stems(inputs: List[Path]) -> Tuple[List[Path], int]:
     return unique, len(inputs) - len(unique)
 
 
+# Writing errors after which no later image can be written either: stop the batch.
+_FATAL_WRITE_ERRORS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM)
+
+
+def _save(res, outs: Dict[str, Path]) -> None:
+    if "J" in outs:
+        save_image_atomic(to_pil(res.J), outs["J"])
+        save_image_atomic(to_pil(res.T), outs["T"])
+        save_image_atomic(to_pil(res.A.expand(1, 3, *res.J.shape[-2:])), outs["A"])
+    # The main output goes last: its presence marks the input as done for a resumed run.
+    save_image_atomic(res.image, outs["image"])
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
+
+    from ..inference.pipeline import BrokenModelError
 
     options = sampling_options(args)
     try:
         rank, world, local_rank = torchrun_env()
     except ValueError as exc:
         raise CommandError(str(exc)) from None
-    inputs, missing = collect_inputs(args.inputs)
+    out_dir = Path(args.output)
+    prepare_output_folder(out_dir, args.inputs)
+    inputs, missing = collect_inputs(args.inputs, exclude=out_dir)
     for spec in missing:
         say_error("dehaze", f"no image found for '{spec}'")
     if not inputs and not missing:
@@ -101,7 +161,6 @@ def run(args: argparse.Namespace) -> int:
     unique, clashes = _unique_stems(inputs)
     failed = len(missing) + clashes
     mine = shard(unique, rank, world)
-    out_dir = Path(args.output)
     todo = [p for p in mine if not all(q.is_file() for q in outputs_for(out_dir, p.stem, args.save_intermediates).values())]
     skipped = len(mine) - len(todo)
     pipe = build_pipeline(args, _device_for(args.device, world, local_rank), options) if todo else None
@@ -109,19 +168,25 @@ def run(args: argparse.Namespace) -> int:
     for path in tqdm(todo, desc=f"dehaze[{rank}/{world}]" if world > 1 else "dehaze",
                      unit="img", disable=args.quiet or rank != 0):
         try:
-            image = load_image(path)
-        except (ImageReadError, ValueError, OSError) as exc:
+            res = pipe(load_image(path, max_pixels=args.max_pixels), options=options, seed=args.seed, progress=not args.quiet and rank == 0)
+            _save(res, outputs_for(out_dir, path.stem, args.save_intermediates))
+        except (ImageReadError, ValueError) as exc:
             say_error("dehaze", f"skipped '{path}': {exc}")
             failed += 1
             continue
-        res = pipe(image, options=options, seed=args.seed, progress=False)
-        outs = outputs_for(out_dir, path.stem, args.save_intermediates)
-        if args.save_intermediates:
-            save_image_atomic(to_pil(res.J), outs["J"])
-            save_image_atomic(to_pil(res.T), outs["T"])
-            save_image_atomic(to_pil(res.A.expand(1, 3, *res.J.shape[-2:])), outs["A"])
-        # The main output goes last: its presence marks the input as done for a resumed run.
-        save_image_atomic(res.image, outs["image"])
+        except MemoryError:
+            say_error("dehaze", f"skipped '{path}': not enough memory for an image of this size (try --tile 256)")
+            failed += 1
+            continue
+        except BrokenModelError as exc:
+            raise CommandError(f"'{path}': {exc}", code=1) from None
+        except OSError as exc:
+            if exc.errno in _FATAL_WRITE_ERRORS:
+                raise CommandError(f"cannot write to {out_dir}: {exc.strerror}; stopped after {written} image(s)",
+                                   code=1) from None
+            say_error("dehaze", f"skipped '{path}': {exc}")
+            failed += 1
+            continue
         written += 1
     if not args.quiet:
         print(f"dehazeddpm dehaze: {written} written, {skipped} already done, {failed} failed"
@@ -140,6 +205,6 @@ def register(subparsers: Any) -> None:
     d.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder")
     add_model_args(d)
     d.add_argument("--save-intermediates", action="store_true",
-                   help="also write <stem>_J.png, <stem>_T.png and <stem>_A.png (stage-1 outputs)")
+                   help="also write stage 1's J, T and A as OUT/stage1/<stem>_J.png, _T.png and _A.png")
     d.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     d.set_defaults(func=run, parser=d)

@@ -5,6 +5,7 @@ import argparse
 import csv
 import io
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
@@ -24,8 +25,15 @@ def pair_folders(a_dir: Path, gt_dir: Path) -> Tuple[List[Tuple[str, Path, Path]
     from ..data.datasets import pair_key
 
     def index(d: Path) -> Dict[str, Path]:
-        return {pair_key(p.stem): p for p in sorted(d.iterdir())
-                if p.is_file() and is_image_file(p) and not p.name.startswith(".")}
+        files: Dict[str, List[Path]] = {}
+        for p in sorted(d.iterdir()):
+            if p.is_file() and is_image_file(p) and not p.name.startswith("."):
+                files.setdefault(pair_key(p.stem), []).append(p)
+        clashes = [" and ".join(p.name for p in ps) for ps in files.values() if len(ps) > 1]
+        if clashes:
+            raise CommandError(f"{d} holds several images of one name, which cannot all be paired: "
+                               + "; ".join(clashes))
+        return {k: ps[0] for k, ps in files.items()}
 
     a, g = index(a_dir), index(gt_dir)
     pairs = [(k, a[k], g[k]) for k in sorted(set(a) & set(g))]
@@ -40,7 +48,12 @@ def format_report(rows: List[Dict[str, Any]], fmt: str) -> str:
             "psnr": sum(r["psnr"] for r in good) / len(good) if good else None,
             "ssim": sum(r["ssim"] for r in good) / len(good) if good else None}
     if fmt == "json":
-        return json.dumps({"images": rows, "mean": mean, "count": len(good)}, indent=2) + "\n"
+        def finite(v: Any) -> Any:  # strict JSON: an infinite PSNR (identical images) is null
+            return None if isinstance(v, float) and not math.isfinite(v) else v
+
+        clean = [{k: finite(v) for k, v in r.items()} for r in rows + [mean]]
+        return json.dumps({"images": clean[:-1], "mean": clean[-1], "count": len(good)}, indent=2,
+                          allow_nan=False) + "\n"
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["name", "psnr", "ssim"])
@@ -53,11 +66,14 @@ def format_report(rows: List[Dict[str, Any]], fmt: str) -> str:
 def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
+    from ..inference.pipeline import BrokenModelError
     from ..metrics import psnr, ssim
 
     options = sampling_options(args)
     if bool(args.hazy) == bool(args.pred):
         raise CommandError("give exactly one of --hazy DIR (run the model) or --pred DIR (score existing outputs)")
+    if args.out and Path(args.out).is_dir():
+        raise CommandError(f"--out {args.out} is a folder; give a file name for the report")
     src = Path(args.pred or args.hazy)
     gt_dir = Path(args.gt)
     for d in (src, gt_dir):
@@ -73,21 +89,27 @@ def run(args: argparse.Namespace) -> int:
     failed = 0
     for key, a_path, gt_path in tqdm(pairs, desc="eval", unit="img", disable=args.quiet):
         try:
-            gt = load_image(gt_path)
+            gt = load_image(gt_path, max_pixels=args.max_pixels)
             if pipe is not None:
-                pred = load_image(pipe(load_image(a_path), options=options, seed=args.seed, progress=False).image)
+                pred = load_image(pipe(load_image(a_path, max_pixels=args.max_pixels), options=options, seed=args.seed, progress=not args.quiet).image)
             else:
-                pred = load_image(a_path)
+                pred = load_image(a_path, max_pixels=args.max_pixels)
             if pred.shape != gt.shape:
                 raise ValueError(f"size {tuple(pred.shape[-2:])} differs from ground truth {tuple(gt.shape[-2:])}")
             rows.append({"name": key, "psnr": psnr(pred, gt), "ssim": ssim(pred, gt)})
-        except (ImageReadError, ValueError, OSError) as exc:
-            say_error("eval", f"skipped '{a_path.name}': {exc}")
-            rows.append({"name": key, "psnr": None, "ssim": None, "error": str(exc)})
+        except BrokenModelError as exc:
+            raise CommandError(f"'{a_path}': {exc}", code=1) from None
+        except (ImageReadError, ValueError, OSError, MemoryError) as exc:
+            reason = "not enough memory for an image of this size" if isinstance(exc, MemoryError) else str(exc)
+            say_error("eval", f"skipped '{a_path.name}': {reason}")
+            rows.append({"name": key, "psnr": None, "ssim": None, "error": reason})
             failed += 1
     text = format_report(rows, args.format)
     if args.out:
-        atomic_write(Path(args.out), lambda tmp: tmp.write_text(text))
+        try:
+            atomic_write(Path(args.out), lambda tmp: tmp.write_text(text))
+        except OSError as exc:
+            raise CommandError(f"cannot write the report to {args.out}: {exc.strerror or exc}", code=1) from None
     else:
         sys.stdout.write(text)
     return 1 if failed else 0

@@ -12,6 +12,7 @@ __all__ = ["register"]
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..training.distributed import RankStopped
     from ..training.trainer import train
 
     try:
@@ -19,7 +20,10 @@ def run(args: argparse.Namespace) -> int:
         cfg = TrainConfig.from_json(args.config, stage=args.stage, steps=args.steps, out_dir=args.out)
     except (ValueError, OSError) as exc:
         raise CommandError(str(exc)) from None
-    res = train(cfg, resume=args.resume)
+    try:
+        res = train(cfg, resume=args.resume)
+    except RankStopped as exc:
+        raise CommandError(str(exc), code=1) from None
     if rank == 0:
         print(f"checkpoint: {res.checkpoint}\nsidecar: {res.sidecar}")
     return 0

@@ -99,8 +99,8 @@ class NoiseSchedule:
                              dtype=np.float64)
         if betas64.ndim != 1 or len(betas64) == 0:
             raise ValueError("betas must be a non-empty 1-D sequence")
-        if np.any(betas64 <= 0) or np.any(betas64 > 1):
-            raise ValueError("betas must lie in (0, 1]")
+        if not np.all(np.isfinite(betas64)) or np.any(betas64 <= 0) or np.any(betas64 > 1):
+            raise ValueError("betas must be finite and lie in (0, 1]")
         self.config = config
         self._betas64 = betas64
         alphas = 1.0 - betas64

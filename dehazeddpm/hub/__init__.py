@@ -13,11 +13,12 @@ from .errors import (BundledWeightsMissingError, DownloadError, HashMismatchErro
 from .gdrive import download_gdrive, download_gdrive_folder, translate_gdown_error
 from .registry import (REGISTRY_PATH, RELEASE_DRIVE_FOLDER_ID, ROLES, SOURCES, FileSpec, WeightsEntry,
                        gdrive_file_id, get_entry, load_registry, registry_names)
-from .resolve import ResolvedWeights, resolve, weights_status
+from .resolve import ResolvedWeights, entry_for_files, resolve, weights_status
 
 __all__ = ["BundledWeightsMissingError", "DownloadError", "FileSpec", "HashMismatchError", "RECORDED_HASHES_FILE",
            "REGISTRY_PATH", "RELEASE_DRIVE_FOLDER_ID", "ROLES", "ResolvedWeights", "SOURCES", "UnknownWeightsError",
            "WeightsEntry", "WeightsError", "WeightsMissingError", "cache_dir", "cache_path", "download_file",
+           "entry_for_files",
            "download_gdrive", "download_gdrive_folder", "forget_recorded_hash", "gdrive_file_id", "get_entry",
            "is_offline", "load_registry", "record_hash", "record_key", "recorded_hashes", "recorded_hashes_path",
            "registry_names", "resolve", "sha256_file", "translate_gdown_error", "weights_status"]

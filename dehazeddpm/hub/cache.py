@@ -93,12 +93,21 @@ def _write_records(cache: Path, files: Dict[str, Any]) -> None:
     atomic_write(recorded_hashes_path(cache), lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+def _records_lock(cache: Path):
+    """Serialises read-modify-write of the recorded hashes across processes (parallel downloads)."""
+    from filelock import FileLock
+
+    cache.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(recorded_hashes_path(cache)) + ".lock", timeout=120)
+
+
 def record_hash(cache: Path, key: str, digest: str, size: int, origin: str) -> None:
     """Record the sha256 of a file that arrived without a published one."""
-    files = recorded_hashes(cache)
-    files[key] = {"sha256": digest, "size": size, "origin": origin,
-                  "recorded": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    _write_records(cache, files)
+    with _records_lock(cache):
+        files = recorded_hashes(cache)
+        files[key] = {"sha256": digest, "size": size, "origin": origin,
+                      "recorded": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        _write_records(cache, files)
 
 
 def forget_recorded_hash(name: str, role: Optional[str] = None, cache: Optional[Path] = None) -> List[str]:
@@ -106,8 +115,9 @@ def forget_recorded_hash(name: str, role: Optional[str] = None, cache: Optional[
     cache = cache if cache is not None else cache_dir()
     entry = get_entry(name)
     keys = [record_key(entry.name, spec.filename) for r, spec in entry.files.items() if role in (None, r)]
-    files = recorded_hashes(cache)
-    dropped = [k for k in keys if files.pop(k, None) is not None]
-    if dropped:
-        _write_records(cache, files)
+    with _records_lock(cache):
+        files = recorded_hashes(cache)
+        dropped = [k for k in keys if files.pop(k, None) is not None]
+        if dropped:
+            _write_records(cache, files)
     return dropped

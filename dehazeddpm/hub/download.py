@@ -11,19 +11,23 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
+import threading
 import time
 from pathlib import Path
-from typing import Iterator, Optional, Union
+from typing import Any, Callable, Iterator, Optional, Union
 
 from ..utils import atomic_write, temporary_name
 from .cache import is_offline, sha256_file
 from .errors import DownloadError, HashMismatchError, WeightsMissingError
 from .registry import normalise_sha256
 
-__all__ = ["cached_or_allowed", "check_existing", "download_file", "fetch_url", "looks_wrong", "manual_hint", "publish",
+__all__ = ["DEFAULT_DEADLINE", "DeadlineDownloader", "DeadlineExceeded", "cached_or_allowed", "check_existing", "download_file", "fetch_url", "looks_wrong", "manual_hint", "publish",
            "refuse_offline", "work_folder"]
 
 USER_AGENT = "dehazeddpm-weights (pooch)"
+# Longest one attempt may take, whatever the server does (the released denoiser is ~370 MB: ten
+# minutes is under 1 MB/s).
+DEFAULT_DEADLINE = 600.0
 
 
 def manual_hint(dest: Path, where: str) -> str:
@@ -91,10 +95,12 @@ def work_folder(dest: Path) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def publish(downloaded: Path, dest: Path, expected: Optional[str], where: str) -> str:
+def publish(downloaded: Path, dest: Path, expected: Optional[str], where: str,
+            verify: Optional[Callable[[Path], None]] = None) -> str:
     """Check a complete download and move it into place; returns its sha256.
 
-    A wrong hash or an obviously wrong body (a web page) raises and leaves ``dest`` untouched.
+    A wrong hash, an obviously wrong body (a web page) or, without an expected hash, a file that
+    ``verify`` rejects (raising ValueError with the reason) raises and leaves ``dest`` untouched.
     """
     digest = sha256_file(downloaded)
     if expected is not None and digest != expected:
@@ -103,8 +109,13 @@ def publish(downloaded: Path, dest: Path, expected: Optional[str], where: str) -
             f"corrupt or was replaced upstream. Nothing was written to {dest}. " + manual_hint(dest, where))
     if expected is None:
         problem = looks_wrong(downloaded)
+        if problem is None and verify is not None:
+            try:
+                verify(downloaded)
+            except ValueError as exc:
+                problem = f"what arrived is not the expected file ({exc})"
         if problem:
-            raise DownloadError(f"{dest.name} from {where}: {problem}. " + manual_hint(dest, where))
+            raise DownloadError(f"{dest.name} from {where}: {problem}. Nothing was kept. " + manual_hint(dest, where))
     try:
         atomic_write(dest, lambda tmp: shutil.move(str(downloaded), str(tmp)))
     except OSError as exc:
@@ -125,7 +136,7 @@ def _describe(exc: BaseException) -> str:
         return f"HTTP {exc.response.status_code} {exc.response.reason}"
     if "IncompleteRead" in text or "incomplete" in text.lower():
         return f"truncated body ({text})"
-    if isinstance(exc, requests.Timeout):
+    if isinstance(exc, (requests.Timeout, DeadlineExceeded)):
         return f"timed out ({text})"
     if isinstance(exc, requests.ConnectionError):
         return f"network error ({text})"
@@ -135,7 +146,9 @@ def _describe(exc: BaseException) -> str:
 @contextlib.contextmanager
 def _quiet_pooch() -> Iterator[None]:
     """pooch logs every download at INFO; our own messages say what matters."""
-    logger = logging.getLogger("pooch")
+    import pooch
+
+    logger = pooch.get_logger()
     level = logger.level
     logger.setLevel(logging.WARNING)
     try:
@@ -144,16 +157,77 @@ def _quiet_pooch() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _retrieve_once(url: str, folder: Path, name: str, timeout: float, progress: bool) -> Path:
+class DeadlineExceeded(OSError):
+    """An attempt ran past its overall deadline (a server sending a byte now and then never times out)."""
+
+
+class DeadlineDownloader:
+    """A pooch downloader (``downloader(url, output_file, pooch)``) that streams with requests and
+    gives every attempt an overall ``deadline`` besides the per-read ``timeout``: a watchdog shuts
+    the connection when the deadline passes, so even a trickling server cannot hang a download."""
+
+    def __init__(self, *, timeout: float, deadline: float, progress: bool, chunk: int = 1 << 16):
+        self.timeout, self.deadline, self.progress, self.chunk = timeout, deadline, progress, chunk
+
+    def __call__(self, url: str, output_file: Union[str, Any], pooch: Any = None) -> None:
+        import requests
+
+        expired = threading.Event()
+        with requests.get(url, stream=True, timeout=self.timeout, headers={"User-Agent": USER_AGENT}) as resp:
+            resp.raise_for_status()
+
+            def stop() -> None:
+                expired.set()
+                shutdown = getattr(resp.raw, "shutdown", None)  # urllib3 >= 2.3: wakes a blocked read
+                (shutdown or resp.close)()
+
+            watchdog = threading.Timer(self.deadline, stop)
+            watchdog.daemon = True
+            watchdog.start()
+            bar = self._bar(resp, url)
+            try:
+                with _writable(output_file) as f:
+                    for chunk in resp.iter_content(chunk_size=self.chunk):
+                        f.write(chunk)
+                        if bar is not None:
+                            bar.update(len(chunk))
+            except Exception:
+                if expired.is_set():
+                    raise DeadlineExceeded(f"no complete file within the {self.deadline:g} s deadline") from None
+                raise
+            finally:
+                watchdog.cancel()
+                if bar is not None:
+                    bar.close()
+            if expired.is_set():
+                raise DeadlineExceeded(f"no complete file within the {self.deadline:g} s deadline")
+
+    def _bar(self, resp: Any, url: str):
+        if not self.progress:
+            return None
+        from tqdm.auto import tqdm
+
+        total = int(resp.headers.get("Content-Length") or 0) or None
+        return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, leave=False,
+                    desc=url.rsplit("/", 1)[-1][:40])
+
+
+def _writable(output_file: Any):
+    """pooch hands a downloader a path or an open file."""
+    return contextlib.nullcontext(output_file) if hasattr(output_file, "write") else open(output_file, "wb")
+
+
+def _retrieve_once(url: str, folder: Path, name: str, timeout: float, deadline: float, progress: bool) -> Path:
     import pooch
 
-    downloader = pooch.HTTPDownloader(progressbar=progress, timeout=timeout, headers={"User-Agent": USER_AGENT})
+    downloader = DeadlineDownloader(timeout=timeout, deadline=deadline, progress=progress)
     with _quiet_pooch():
         return Path(pooch.retrieve(url, known_hash=None, fname=name, path=str(folder), downloader=downloader))
 
 
 def fetch_url(url: str, dest: Path, expected: Optional[str], *, retries: int, timeout: float,
-              progress: bool, backoff: float, force: bool = False, page: Optional[str] = None) -> str:
+              progress: bool, backoff: float, force: bool = False, page: Optional[str] = None,
+              deadline: Optional[float] = None, verify: Optional[Callable[[Path], None]] = None) -> str:
     """Download ``url`` to ``dest`` (see :func:`download_file`); returns the file's sha256
     (``""`` for a cache hit without an expected hash)."""
     import requests
@@ -169,17 +243,17 @@ def fetch_url(url: str, dest: Path, expected: Optional[str], *, retries: int, ti
     for attempt in range(attempts):
         with work_folder(dest) as folder:
             try:
-                got = _retrieve_once(url, folder, dest.name, timeout, progress)
+                got = _retrieve_once(url, folder, dest.name, timeout, deadline or DEFAULT_DEADLINE, progress)
             except requests.HTTPError as exc:
                 last = _describe(exc)
                 if exc.response is None or not _retryable_status(exc.response.status_code):
                     raise DownloadError(f"download of {url} failed: {last}. " + manual_hint(dest, where)) from None
-            except requests.RequestException as exc:  # refused, reset, timed out, truncated
+            except (requests.RequestException, DeadlineExceeded) as exc:  # refused, reset, timed out, truncated
                 last = _describe(exc)
             except OSError as exc:  # a local problem (disk full, permissions): retrying will not help
                 raise DownloadError(f"could not write the download next to {dest}: {exc}") from None
             else:
-                return publish(got, dest, expected, where)
+                return publish(got, dest, expected, where, verify)
         if attempt + 1 < attempts and backoff > 0:
             time.sleep(backoff * (2 ** attempt))
     raise DownloadError(f"download of {url} failed after {attempts} attempt(s): {last}. " + manual_hint(dest, where))
@@ -187,16 +261,17 @@ def fetch_url(url: str, dest: Path, expected: Optional[str], *, retries: int, ti
 
 def download_file(url: str, dest: Union[str, "Path"], sha256: Optional[str] = None, *,
                   retries: int = 3, timeout: float = 60, progress: bool = True,
-                  backoff: float = 0.5) -> Path:
+                  backoff: float = 0.5, deadline: Optional[float] = None) -> Path:
     """Download ``url`` to ``dest`` atomically, checking ``sha256`` when given.
 
     An existing ``dest`` that matches (or any existing ``dest`` when no hash is given) is
     returned without touching the network; one with a wrong hash raises. Network errors,
-    5xx replies and truncated bodies are retried ``retries`` times with exponential
-    ``backoff`` seconds; a 4xx reply or a hash mismatch fails at once. Every failure raises
-    :class:`DownloadError` and leaves neither ``dest`` nor a temporary file behind.
+    5xx replies, truncated bodies and attempts past their ``deadline`` (seconds; default
+    :data:`DEFAULT_DEADLINE`) are retried ``retries`` times with exponential ``backoff`` seconds;
+    ``timeout`` bounds each network read. A 4xx reply or a hash mismatch fails at once. Every
+    failure raises :class:`DownloadError` and leaves neither ``dest`` nor a temporary file behind.
     """
     dest = Path(dest)
     fetch_url(url, dest, normalise_sha256(sha256), retries=retries, timeout=timeout, progress=progress,
-              backoff=backoff)
+              backoff=backoff, deadline=deadline)
     return dest

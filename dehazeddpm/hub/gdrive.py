@@ -68,8 +68,8 @@ def _gdown_file(downloader: Callable[..., Any], file_id: str, out: Path, *, quie
 
 
 def fetch_gdrive(file_id: str, dest: Path, expected: Optional[str], *, progress: bool,
-                  page: Optional[str], downloader: Optional[Callable[..., Any]],
-                  force: bool = False) -> str:
+                 page: Optional[str], downloader: Optional[Callable[..., Any]],
+                 force: bool = False, verify: Optional[Callable[[Path], None]] = None) -> str:
     file_id = gdrive_file_id(file_id)
     where = page or f"https://drive.google.com/file/d/{file_id}/view"
     hit = cached_or_allowed(dest, expected, where, force=force)
@@ -80,7 +80,7 @@ def fetch_gdrive(file_id: str, dest: Path, expected: Optional[str], *, progress:
     # gdown writes its own partial files beside its output: a private folder catches them all.
     with work_folder(dest) as work:
         out = _gdown_file(downloader, file_id, work / dest.name, quiet=not progress, dest=dest, page=where)
-        return publish(out, dest, expected, where)
+        return publish(out, dest, expected, where, verify)
 
 
 def download_gdrive(file_id: str, dest: Union[str, os.PathLike], sha256: Optional[str] = None, *,
@@ -110,8 +110,8 @@ def _accepts_keyword(fn: Callable[..., Any], name: str) -> bool:
 def fetch_gdrive_folder(folder_id: str, filename: str, dest: Path, expected: Optional[str], *,
                          progress: bool, page: Optional[str],
                          folder_downloader: Optional[Callable[..., Any]],
-                         file_downloader: Optional[Callable[..., Any]],
-                         force: bool = False) -> str:
+                        file_downloader: Optional[Callable[..., Any]],
+                        force: bool = False, verify: Optional[Callable[[Path], None]] = None) -> str:
     folder_id = gdrive_file_id(folder_id)
     where = page or f"https://drive.google.com/drive/folders/{folder_id}"
     hit = cached_or_allowed(dest, expected, where, force=force)
@@ -160,7 +160,7 @@ def fetch_gdrive_folder(folder_id: str, filename: str, dest: Path, expected: Opt
                     f"the Google Drive folder {where} has no file named {filename} "
                     f"(it holds: {', '.join(present) or 'nothing'}). " + manual_hint(dest, where))
             out = matches[0]
-        return publish(out, dest, expected, where)
+        return publish(out, dest, expected, where, verify)
 
 
 def download_gdrive_folder(folder_id: str, filename: str, dest: Union[str, os.PathLike],

@@ -6,18 +6,22 @@
 from __future__ import annotations
 
 import os
+import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
+from ..io.checkpoints import CheckpointError, read_checkpoint
 from ..options import SamplingOptions
+from ..utils import remove_stale_temporaries
 from .cache import cache_dir, cache_path, is_offline, record_hash, record_key, recorded_hashes, recorded_hashes_path, sha256_file
 from .download import fetch_url
 from .errors import BundledWeightsMissingError, HashMismatchError, WeightsError, WeightsMissingError
 from .gdrive import fetch_gdrive, fetch_gdrive_folder
 from .registry import FileSpec, WeightsEntry, get_entry, load_registry, registry_names
 
-__all__ = ["ResolvedWeights", "resolve", "weights_status"]
+__all__ = ["ResolvedWeights", "entry_for_files", "remove_leftovers", "resolve", "verify_checkpoint", "weights_status"]
 
 
 @dataclass(frozen=True)
@@ -48,19 +52,46 @@ class ResolvedWeights:
         return self.entry.defaults
 
 
+def verify_checkpoint(path: Path) -> None:
+    """Raise ValueError unless ``path`` is a torch checkpoint that loads with ``weights_only=True``
+    into a dict: what a weights file without a published sha256 must be before it is kept and its
+    hash recorded."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            if not any(n == "data.pkl" or n.endswith("/data.pkl") for n in z.namelist()):
+                raise ValueError("a zip archive without the data.pkl of a torch checkpoint")
+    try:
+        read_checkpoint(path)
+    except CheckpointError as exc:
+        raise ValueError(" ".join(str(exc).split())) from None
+
+
 def _fetch_spec(spec: FileSpec, dest: Path, expected: Optional[str], *, progress: bool,
                 force: bool) -> str:
+    verify = verify_checkpoint if expected is None else None
     if spec.source == "url":
-        return fetch_url(str(spec.url), dest, expected, retries=3, timeout=60,
-                          progress=progress, backoff=0.5, force=force, page=spec.page)
+        return fetch_url(str(spec.url), dest, expected, retries=3, timeout=60, progress=progress, backoff=0.5,
+                         force=force, page=spec.page, verify=verify)
     if spec.source == "gdrive":
-        return fetch_gdrive(str(spec.id or spec.url), dest, expected, progress=progress,
-                             page=spec.manual_page, downloader=None, force=force)
+        return fetch_gdrive(str(spec.id or spec.url), dest, expected, progress=progress, page=spec.manual_page,
+                            downloader=None, force=force, verify=verify)
     if spec.source == "gdrive-folder":
-        return fetch_gdrive_folder(str(spec.id), spec.filename, dest, expected,
-                                    progress=progress, page=spec.manual_page,
-                                    folder_downloader=None, file_downloader=None, force=force)
+        return fetch_gdrive_folder(str(spec.id), spec.filename, dest, expected, progress=progress,
+                                   page=spec.manual_page, folder_downloader=None, file_downloader=None,
+                                   force=force, verify=verify)
     raise WeightsError(f"source {spec.source!r} cannot be downloaded")
+
+
+def remove_leftovers(folder: Path) -> None:
+    """Partial downloads of runs that were killed: this package's temporaries of dead processes,
+    and the ``NAME.part-XXXXXXXX`` files of versions before 0.2."""
+    remove_stale_temporaries(folder)
+    for p in folder.glob("*.part-*"):
+        if re.fullmatch(r".+\.part-[0-9a-f]{8}", p.name):
+            try:
+                p.unlink()
+            except OSError:
+                pass
 
 
 def _resolve_one(entry: WeightsEntry, role: str, spec: FileSpec,
@@ -119,6 +150,7 @@ def _resolve_one(entry: WeightsEntry, role: str, spec: FileSpec,
                 f"download the file by hand from {spec.manual_page} and place it at {dest}, "
                 f"or pass {role}=<path of your copy>.")
         try:
+            remove_leftovers(dest.parent)
             digest = _fetch_spec(spec, dest, expected, progress=progress, force=force)
         except HashMismatchError as exc:
             if spec.sha256 or not recorded:
@@ -212,3 +244,18 @@ def weights_status(registry: Optional[Mapping[str, WeightsEntry]] = None, *,
     records = recorded_hashes(cache)
     return [_file_status(entry, role, spec, cache, records, hash_files)
             for entry in registry.values() for role, spec in entry.files.items()]
+
+
+def entry_for_files(stage1: Union[str, os.PathLike], denoiser: Union[str, os.PathLike],
+                    registry: Optional[Mapping[str, WeightsEntry]] = None) -> Optional[WeightsEntry]:
+    """The registry entry whose two files these are, by sha256 (the registry's, or the one recorded
+    when they were first downloaded), or None."""
+    registry = load_registry() if registry is None else registry
+    records = recorded_hashes()
+    digests = (sha256_file(stage1), sha256_file(denoiser))
+    for entry in registry.values():
+        known = tuple(spec.sha256 or (records.get(record_key(entry.name, spec.filename)) or {}).get("sha256")
+                      for spec in (entry.stage1, entry.denoiser))
+        if known == digests:
+            return entry
+    return None

@@ -17,11 +17,13 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
 
 import torch
 from PIL import Image
 from torch import nn
+from tqdm.auto import tqdm
 
 from ..diffusion.samplers import Callback, sample, sampling_schedule
 from ..diffusion.schedule import RELEASED_SCHEDULE, NoiseSchedule
@@ -31,7 +33,7 @@ from ..models.attention import set_attention_window
 from ..models.stage1 import SIZE_MULTIPLE as STAGE1_MULTIPLE
 from ..models.stage1 import Stage1Net, Stage1Output
 from ..models.unet import UNet
-from ..options import SamplingOptions
+from ..options import SamplingOptions, check_seed
 from ..physics import fuse_transmission
 from ..utils import pad_to_multiple, resize, scaled_shape
 from .device import PrecisionDenoiser, autocast, choose_tile, default_device, resolve_precision, stage1_precision, sync
@@ -41,11 +43,22 @@ from .working_size import stage1_at_size, working_shape
 if TYPE_CHECKING:
     from ..hub.registry import WeightsEntry
 
-__all__ = ["DehazePipeline", "DehazeResult", "TRAJECTORY_MAX_FRAMES", "TRAJECTORY_MAX_SIDE", "TrajectoryFrame"]
+__all__ = ["BrokenModelError", "DehazePipeline", "DehazeResult", "TRAJECTORY_MAX_FRAMES", "TRAJECTORY_MAX_SIDE", "TrajectoryFrame"]
 
 # Trajectory frames are kept on the CPU, downscaled to this longest side and capped in number.
 TRAJECTORY_MAX_SIDE = 256
 TRAJECTORY_MAX_FRAMES = 100
+
+
+class BrokenModelError(RuntimeError):
+    """The networks produced NaN, inf or a constant image: broken weights or schedule, not a bad input."""
+
+
+def _check_output(what: str, x: torch.Tensor, hazy: Optional[torch.Tensor] = None) -> None:
+    if not bool(torch.isfinite(x).all()):
+        raise BrokenModelError(f"{what} produced NaN or inf: the weights or the schedule are broken")
+    if hazy is not None and float(x.amax() - x.amin()) < 1e-6 < float(hazy.amax() - hazy.amin()) - 1 / 255:
+        raise BrokenModelError(f"{what} produced a constant image from an input that is not: the weights are broken")
 
 
 class TrajectoryFrame(NamedTuple):
@@ -115,6 +128,7 @@ class DehazePipeline:
             self.stage1 = self.stage1.to(memory_format=torch.channels_last)
             self.denoiser = self.denoiser.to(memory_format=torch.channels_last)
         self._compiled: Optional[nn.Module] = torch.compile(self.denoiser) if compile else None
+        self.config_source = "given"  # where the settings tensors cannot show came from (from_files)
 
     # -- construction -----------------------------------------------------------------------------
     @classmethod
@@ -128,12 +142,22 @@ class DehazePipeline:
         The UNet is built with the entry's ``unet_config`` and sampled with the entry's schedule
         and ``defaults``; ``stage1``/``denoiser`` paths override the entry's files.
         """
-        from ..hub import resolve
+        from ..hub import cache_dir, resolve
+        from ..io.checkpoints import CheckpointError
         res = resolve(name, stage1=stage1, denoiser=denoiser, download=download, progress=progress)
-        net1 = load_stage1(res.stage1)
-        unet = load_denoiser(res.denoiser, **res.unet_config)
-        return cls(net1, unet, NoiseSchedule.from_config(res.schedule), device, defaults=res.defaults,
+        try:
+            net1 = load_stage1(res.stage1)
+            unet = load_denoiser(res.denoiser, **res.unet_config)
+        except CheckpointError as exc:
+            cached = [p for p in (res.stage1, res.denoiser) if cache_dir() in Path(p).resolve().parents]
+            if not cached:
+                raise
+            raise CheckpointError(f"{exc} If that is a cached download ({', '.join(map(str, cached))}), delete it "
+                                  f"and run `dehazeddpm download {res.entry.name} --force --forget-hash`.") from None
+        pipe = cls(net1, unet, NoiseSchedule.from_config(res.schedule), device, defaults=res.defaults,
                    compile=compile)
+        pipe.config_source = f"the registry's {res.entry.name!r} entry"
+        return pipe
 
     @classmethod
     def from_files(cls, stage1: Union[str, os.PathLike], denoiser: Union[str, os.PathLike],
@@ -141,13 +165,38 @@ class DehazePipeline:
                    schedule: Optional[NoiseSchedule] = None, compile: bool = False,
                    unet_config: Optional[Dict[str, Any]] = None,
                    defaults: Union[SamplingOptions, Mapping[str, Any], None] = None) -> "DehazePipeline":
-        """From two checkpoint files; the UNet config is read off the tensor shapes (``unet_config``
-        overrides what shapes cannot show, e.g. ``{"norm_groups": 8}``; default 32 as released) and
-        the schedule from the denoiser file's buffers (else ``schedule``, else the released one)."""
-        net1 = load_stage1(stage1)
-        unet = load_denoiser(denoiser, **(unet_config or {}))
-        sched = schedule or load_schedule(denoiser) or NoiseSchedule.from_config(RELEASED_SCHEDULE)
-        return cls(net1, unet, sched, device, defaults=defaults, compile=compile)
+        """From two checkpoint files, with the settings their tensors cannot show taken from, in
+        order: ``unet_config`` / ``defaults`` given here; the registry entry the files are (by
+        sha256: the bundled demo, or released files downloaded before); what a file saved by this
+        package carries; else the released values, with a warning saying what was assumed
+        (``config_source`` keeps that line). The schedule comes from the denoiser file's buffers
+        (else ``schedule``, else the released one)."""
+        import warnings
+
+        from ..hub import entry_for_files
+        from ..io.checkpoints import checkpoint_metadata, denoiser_config
+
+        entry = entry_for_files(stage1, denoiser)
+        if entry is not None:
+            config = {**entry.unet_config, **(unet_config or {})}
+            defaults = defaults if defaults is not None else entry.defaults
+            source = f"the registry's {entry.name!r} weights (recognised by sha256)"
+        else:
+            config = dict(unet_config or {})
+            saved = checkpoint_metadata(denoiser).get("defaults")
+            if defaults is None and isinstance(saved, Mapping):
+                defaults = saved
+            _, source = denoiser_config(denoiser, **config)
+            source = f"UNet config {source}"
+            if "assumed" in source:
+                warnings.warn(f"{os.fspath(denoiser)}: {source}. A GroupNorm count the shapes allow but the file "
+                              "was not trained with gives a working but wrong model: pass unet_config "
+                              "(--unet-config '{\"norm_groups\": N}') if it was trained with another.", stacklevel=2)
+        pipe = cls(load_stage1(stage1), load_denoiser(denoiser, **config),
+                   schedule or load_schedule(denoiser) or NoiseSchedule.from_config(RELEASED_SCHEDULE), device,
+                   defaults=defaults, compile=compile)
+        pipe.config_source = source
+        return pipe
 
     # -- options ----------------------------------------------------------------------------------
     @property
@@ -202,14 +251,17 @@ class DehazePipeline:
         n_cond = int(self.denoiser.config.in_channel - self.denoiser.config.out_channel)
         return to_signed(torch.cat([J, T], 1) if n_cond == 4 else J)
 
-    def _denoiser(self, opts: SamplingOptions, tile: Optional[int], precision: str) -> nn.Module:
+    def _denoiser(self, opts: SamplingOptions, tile: Optional[int], precision: str
+                  ) -> Tuple[nn.Module, Optional[TiledDenoiser]]:
+        """The denoiser a call samples with (tiled, in its precision), and its tiling if any."""
         model: nn.Module = self._compiled or self.denoiser
+        tiled = None
         if tile is not None:
             # Auto-chosen CUDA tiles were sized for 4 per batch; otherwise 1 tile at a time, the
             # least memory (what an explicit tile_size usually asks for).
             batch = 4 if (opts.tile_size is None and self.device.type == "cuda") else 1
-            model = TiledDenoiser(model, tile, opts.tile_overlap, tile_batch=batch)
-        return model if precision == "fp32" else PrecisionDenoiser(model, precision, self.device)
+            model = tiled = TiledDenoiser(model, tile, opts.tile_overlap, tile_batch=batch)
+        return (model if precision == "fp32" else PrecisionDenoiser(model, precision, self.device)), tiled
 
     def _tile(self, opts: SamplingOptions, ph: int, pw: int) -> Optional[int]:
         tile = opts.tile_size if opts.tile_size is not None else choose_tile(
@@ -233,10 +285,12 @@ class DehazePipeline:
         test path (2000 ancestral steps).
         seed: draws from a ``torch.Generator`` on the pipeline device (deterministic per device);
             None uses the global RNG.
+        progress: a bar over this image's UNet evaluations (steps x tiles).
         trajectory_every: keep (step, t, x_t, x0) every that many steps (plus the last), on CPU,
             downscaled to <= TRAJECTORY_MAX_SIDE, at most TRAJECTORY_MAX_FRAMES frames.
         callback: extra ``callback(step, t, x_t, x0)`` on padded diffusion-space tensors.
         """
+        seed = check_seed(seed)
         opts = self.resolve_options(options, sampler=sampler, steps=steps, eta=eta, start_strength=start_strength,
                                     zero_mean_noise=zero_mean_noise, stage1_size=stage1_size, tile_size=tile_size,
                                     tile_overlap=tile_overlap, attention_window=attention_window, fusion=fusion,
@@ -250,6 +304,8 @@ class DehazePipeline:
 
         t0 = time.perf_counter()
         J, T, A, I = self._stage1_padded(x, opts.stage1_size, stage1_precision(prec))
+        for name, t in (("J", J), ("T", T), ("A", A)):
+            _check_output(f"stage 1's {name}", t)
         sync(self.device)
         timings["stage1"] = time.perf_counter() - t0
 
@@ -265,10 +321,13 @@ class DehazePipeline:
         t0 = time.perf_counter()
         run = sampling_schedule(self.schedule, opts.steps, opts.start_strength)
         tile = self._tile(opts, *J.shape[-2:])
+        model, tiled = self._denoiser(opts, tile, prec)
         frames: Optional[List[TrajectoryFrame]] = [] if trajectory_every else None
         every = max(int(trajectory_every), math.ceil(len(run) / (TRAJECTORY_MAX_FRAMES - 1))) if trajectory_every else 0
 
         def on_step(step: int, t: int, x_t: torch.Tensor, x0: torch.Tensor) -> None:
+            if tiled is None:  # tiled, the bar counts tiles
+                bar.update(1)
             if callback is not None:
                 callback(step, t, x_t, x0)
             if frames is not None and (step % every == 0 or step == len(run) - 1):
@@ -276,11 +335,17 @@ class DehazePipeline:
                                               _thumb(to_unit(x0[..., :h, :w]).clamp(0, 1))))
 
         generator = torch.Generator(device=self.device).manual_seed(int(seed)) if seed is not None else None
-        with set_attention_window(self.denoiser, opts.attention_window):
-            out = sample(self._denoiser(opts, tile, prec), self.condition(J, T), self.schedule, opts.sampler,
-                         opts.steps, opts.eta, generator, on_step, zero_mean_noise=opts.zero_mean_noise,
-                         start_strength=opts.start_strength, start_image=to_signed(J), progress=progress)
+        units = len(tiled.tiles(*J.shape[-2:])) if tiled is not None else 1
+        with tqdm(total=len(run) * units, unit="tile" if tiled else "step", leave=False, disable=not progress,
+                  desc=f"{opts.sampler} {w}x{h}") as bar, set_attention_window(self.denoiser, opts.attention_window):
+            if tiled is not None:
+                tiled.on_tiles = bar.update
+            out = sample(model, self.condition(J, T), self.schedule, opts.sampler, opts.steps, opts.eta, generator,
+                         on_step, zero_mean_noise=opts.zero_mean_noise, start_strength=opts.start_strength,
+                         start_image=to_signed(J))
+        _check_output("the denoiser", out)
         result = crop(to_unit(out).clamp(0, 1))
+        _check_output("the denoiser", result, x)
         sync(self.device)
         timings["denoise"] = time.perf_counter() - t0
         if opts.fusion == "transmission":

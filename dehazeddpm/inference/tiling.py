@@ -10,7 +10,7 @@ only the final images would leave each tile's independent sample visible).
 from __future__ import annotations
 
 import math
-from typing import List, Optional
+from typing import Any, Callable, List, Optional
 
 import torch
 from torch import nn
@@ -27,10 +27,12 @@ class TiledDenoiser(nn.Module):
             blend more smoothly and cost more tiles.
         tile_batch: tiles evaluated per UNet call (default 1, the least memory; memory grows
             linearly with it, throughput on a GPU too).
+        on_tiles: called with the number of tiles after each UNet call (a progress bar's update).
     Inputs whose sides both fit one tile go straight to ``unet``.
     """
 
-    def __init__(self, unet: nn.Module, tile_size: int, overlap: Optional[int] = None, tile_batch: int = 1):
+    def __init__(self, unet: nn.Module, tile_size: int, overlap: Optional[int] = None, tile_batch: int = 1,
+                 on_tiles: Optional[Callable[[int], Any]] = None):
         super().__init__()
         self.unet = unet
         mult = int(getattr(getattr(unet, "config", None), "size_multiple", 1))
@@ -41,6 +43,7 @@ class TiledDenoiser(nn.Module):
         if tile_batch < 1:
             raise ValueError("tile_batch must be >= 1")
         self.tile_batch = int(tile_batch)
+        self.on_tiles = on_tiles
 
     @property
     def config(self):
@@ -57,7 +60,10 @@ class TiledDenoiser(nn.Module):
         """x_in: (B, C, H, W) ``cat([condition, x_t])``; noise_level: (B,). Returns eps, float32."""
         b, _, h, w = x_in.shape
         if h <= self.tile_size and w <= self.tile_size:
-            return self.unet(x_in, noise_level)
+            out = self.unet(x_in, noise_level)
+            if self.on_tiles is not None:
+                self.on_tiles(1)
+            return out
         noise_level = noise_level.reshape(-1).to(x_in.device)
         if noise_level.numel() == 1:
             noise_level = noise_level.expand(b)
@@ -73,6 +79,8 @@ class TiledDenoiser(nn.Module):
             crops = torch.cat([x_in[:, :, y:y + th, x:x + tw] for y, x, _, _ in chunk], 0)
             levels = noise_level.repeat(len(chunk))
             eps = self.unet(crops, levels).float()
+            if self.on_tiles is not None:
+                self.on_tiles(len(chunk))
             if out is None:
                 out = torch.zeros(b, eps.shape[1], h, w, device=x_in.device, dtype=torch.float32)
             for k, (y, x, _, _) in enumerate(chunk):

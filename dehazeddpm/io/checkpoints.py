@@ -41,6 +41,14 @@ Source = Union[str, os.PathLike, Mapping[str, Any]]
 DENOISER_PREFIX = "denoise_fn."     # netG (GaussianDiffusion) wraps the UNet as ``denoise_fn``
 PARALLEL_PREFIX = "module."         # DataParallel / DistributedDataParallel
 STAGE1_CONTAINER_KEYS = ("params", "params_ema", "state_dict", "model")  # BasicSR-style wrappers
+# The files this package saves carry what their tensors cannot show (the UNet's GroupNorm count,
+# the sampling defaults) under this top-level key: a plain dict, which weights_only loading
+# accepts and the reference's loaders pass over (unexpected keys under strict=False; a key
+# other than 'params' for stage 1).
+METADATA_KEY = "dehazeddpm"
+METADATA_FORMAT = 1
+# What infer_unet_config assumes for settings tensor shapes cannot show (the released values).
+ASSUMED_UNSEEN = {"norm_groups": 32, "dropout": 0.0}
 
 
 class CheckpointError(ValueError):
@@ -54,14 +62,18 @@ def read_checkpoint(src: Source) -> Dict[str, Any]:
     path = Path(src)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    zipped = zipfile.is_zipfile(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if not zipped:
+            raise CheckpointError(f"cannot read checkpoint {path}: it is not a torch checkpoint (not the zip "
+                                  "format torch.save writes: a web page, an error message or a damaged file?)") from exc
         raise CheckpointError(
             f"refused to load {path}: it holds Python objects beyond tensors and plain containers, "
             f"which could run code when unpickled ({str(exc).splitlines()[0]}). Checkpoints are "
             "always loaded with weights_only=True; re-save the state dict alone.") from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+    except Exception as exc:  # a damaged file can make the unpickler fail in any way
         raise CheckpointError(f"cannot read checkpoint {path}: the file is corrupt or truncated "
                               f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
     if not isinstance(obj, Mapping):
@@ -79,7 +91,17 @@ def _tensors_only(sd: Mapping[str, Any], what: str) -> StateDict:
     bad = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise CheckpointError(f"{what}: entries that are not tensors: {bad[:10]}")
+    broken = [k for k, v in sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise CheckpointError(f"{what} holds NaN or inf in {len(broken)} tensor(s): {_fmt(broken, 5)}; the file is "
+                              "damaged or came from a diverged training run")
     return dict(sd)
+
+
+def checkpoint_metadata(src: Source) -> Dict[str, Any]:
+    """What a file saved by this package says about itself (``unet_config``, ``defaults``), or {}."""
+    meta = read_checkpoint(src).get(METADATA_KEY)
+    return dict(meta) if isinstance(meta, Mapping) else {}
 
 
 def _fmt(keys: List[str], limit: int = 20) -> str:
@@ -118,6 +140,7 @@ def _looks_like_denoiser(sd: Mapping[str, Any]) -> bool:
 def stage1_state_dict(src: Source) -> StateDict:
     """The bare stage-1 state dict from a released-layout file or dict."""
     raw = read_checkpoint(src)
+    raw.pop(METADATA_KEY, None)
     for key in STAGE1_CONTAINER_KEYS:
         if key in raw and isinstance(raw[key], Mapping):
             raw = dict(raw[key])
@@ -152,7 +175,9 @@ def save_stage1(net: Stage1Net, path: "str | os.PathLike") -> Path:
 
 def split_denoiser_state_dict(src: Source) -> Tuple[StateDict, StateDict]:
     """(UNet weights without the ``denoise_fn.`` prefix, schedule buffers) from a ``*_gen.pth``."""
-    raw = _strip_prefix(read_checkpoint(src), PARALLEL_PREFIX)
+    raw = read_checkpoint(src)
+    raw.pop(METADATA_KEY, None)
+    raw = _strip_prefix(raw, PARALLEL_PREFIX)
     if _looks_like_stage1(raw) and not _looks_like_denoiser(raw) or "params" in raw:
         raise CheckpointError("this is a stage-1 (reference 'netH', MPRfusion) checkpoint; load it with load_stage1")
     buffers = {k: v for k, v in raw.items() if k in BUFFER_NAMES}
@@ -214,29 +239,55 @@ def infer_unet_config(sd: Mapping[str, torch.Tensor], **overrides: Any) -> UNetC
         image_size = 512
         attn_res = (16,) if all(512 >> lvl != 16 for lvl in range(n_levels)) else ()
     cfg = dict(in_channel=int(first.shape[1]), out_channel=int(final.shape[0]), inner_channel=inner,
-               norm_groups=32, channel_mults=tuple(m for _, m in levels),
-               attn_res=attn_res, res_blocks=levels[0][0],
-               dropout=0.0, image_size=image_size,
+               channel_mults=tuple(m for _, m in levels), attn_res=attn_res, res_blocks=levels[0][0],
+               image_size=image_size, **ASSUMED_UNSEEN,
                use_affine_level=int(sd["downs.1.res_block.noise_func.noise_func.0.weight"].shape[0])
                == 2 * int(sd["downs.1.res_block.block1.block.3.weight"].shape[0])
                if "downs.1.res_block.noise_func.noise_func.0.weight" in sd else False)
     cfg.update(overrides)
+    if "norm_groups" not in overrides and inner % cfg["norm_groups"]:
+        raise CheckpointError(f"the denoiser has {inner} base channels, which the released norm_groups "
+                              f"{cfg['norm_groups']} does not divide: give its norm_groups (the file does not say)")
     return UNetConfig.from_dict(cfg)
+
+
+def denoiser_config(src: Source, **config: Any) -> Tuple[UNetConfig, str]:
+    """The UNet config for ``src`` and where it came from, one line for people.
+
+    Keywords win; then the config the file carries (files this package saved); then what the
+    tensor shapes show, with the released ``norm_groups`` 32 and ``dropout`` 0 assumed: a
+    GroupNorm count that the shapes allow but the file was not trained with cannot be told from
+    the tensors, and gives a working but wrong model.
+    """
+    raw = read_checkpoint(src)
+    weights, _ = split_denoiser_state_dict(raw)
+    if "channel_multiplier" in config:
+        config["channel_mults"] = config.pop("channel_multiplier")
+    saved = checkpoint_metadata(raw).get("unet_config")
+    if isinstance(saved, Mapping):
+        return UNetConfig.from_dict({**saved, **config}), "the UNet config saved in the file"
+    if not weights:
+        return UNetConfig.from_dict(config), "the given UNet config"
+    # dropout is invisible too, but only training uses it
+    assumed = "" if "norm_groups" in config else (f", norm_groups={ASSUMED_UNSEEN['norm_groups']} assumed (the "
+                                                    "released value; shapes cannot show it)")
+    how = "read off the tensor shapes" + assumed
+    return infer_unet_config(weights, **config), how
 
 
 def load_denoiser(src: Source, *, device: "torch.device | str | None" = None, **config: Any) -> UNet:
     """Build the UNet from ``src`` (path or state dict) and load it strictly; eval mode.
 
     Accepts the released ``*_gen.pth`` layout (``denoise_fn.*`` plus schedule buffers), bare UNet
-    state dicts and ``module.`` prefixes. The config is inferred from tensor shapes unless given
-    as keywords (reference names: ``in_channel, out_channel, inner_channel, norm_groups,
-    channel_mults, attn_res, res_blocks, dropout, image_size``). ``unet.condition`` says whether
-    the model expects [J, T] (7 input channels) or J alone (6).
+    state dicts and ``module.`` prefixes. The config comes from :func:`denoiser_config`: keywords
+    (reference names: ``in_channel, out_channel, inner_channel, norm_groups, channel_mults,
+    attn_res, res_blocks, dropout, image_size``), else the config the file carries, else the
+    tensor shapes. ``unet.condition`` says whether the model expects [J, T] (7 input channels)
+    or J alone (6).
     """
-    weights, _ = split_denoiser_state_dict(src)
-    if "channel_multiplier" in config:
-        config["channel_mults"] = config.pop("channel_multiplier")
-    cfg = infer_unet_config(weights, **config) if weights else UNetConfig.from_dict(config)
+    raw = read_checkpoint(src)
+    weights, _ = split_denoiser_state_dict(raw)
+    cfg, _ = denoiser_config(raw, **config)
     unet = UNet.from_config(cfg)
     check_state_dict(unet, weights, "denoiser checkpoint")
     unet.load_state_dict(weights, strict=True)
@@ -262,12 +313,18 @@ def denoiser_state_dict(unet: UNet, schedule: Optional[NoiseSchedule] = None) ->
 
 
 def save_denoiser(unet: UNet, path: "str | os.PathLike", schedule: Optional[NoiseSchedule] = None,
-                  *, half: bool = False) -> Path:
-    """Write a ``*_gen.pth`` the reference code can load; ``half`` stores float16 weights."""
-    sd = denoiser_state_dict(unet, schedule)
+                  *, half: bool = False, defaults: Optional[Mapping[str, Any]] = None) -> Path:
+    """Write a ``*_gen.pth`` the reference code can load; ``half`` stores float16 weights.
+
+    The file also carries the UNet config and, when given, the sampling ``defaults`` (a
+    ``SamplingOptions.to_dict()``) under :data:`METADATA_KEY`, so ``from_files`` needs no guess.
+    """
+    sd: Dict[str, Any] = dict(denoiser_state_dict(unet, schedule))
     if half:
         sd = OrderedDict((k, v.half() if k.startswith(DENOISER_PREFIX) and v.is_floating_point() else v)
                          for k, v in sd.items())
+    sd[METADATA_KEY] = {"format": METADATA_FORMAT, "unet_config": unet.config.to_dict(),
+                        **({"defaults": dict(defaults)} if defaults else {})}
     return save_checkpoint(sd, path)
 
 

@@ -19,21 +19,25 @@ import contextlib
 import os
 import threading
 from pathlib import Path
-from typing import Iterator, TypeVar, Union
+from typing import Iterator, Optional, TypeVar, Union
 
 import numpy as np
 import torch
 from PIL import Image, ImageFile
 
 from ..utils import atomic_write
+from .pixels import float_pixels, from_numpy, from_tensor, single_chw
 from .wide16 import exif_transposed, wide_low_bytes, wide_rawmode
 
 __all__ = [
+    "DEFAULT_MAX_PIXELS",
     "IMAGE_EXTENSIONS",
     "ImageReadError",
+    "MAX_PIXELS_ENV",
     "ImageSource",
     "is_image_file",
     "load_image",
+    "pixel_limit",
     "save_image_atomic",
     "to_pil",
     "to_signed",
@@ -45,9 +49,23 @@ IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", 
 ImageSource = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
 _T = TypeVar("_T", torch.Tensor, np.ndarray, float)
 
-# Floats a little outside [0, 1] come from resampling/rounding and are clamped; anything further
-# out is almost surely a [-1, 1] or [0, 255] tensor passed by mistake, which we refuse.
-_RANGE_TOL = 1e-3
+# Files larger than this many pixels are refused before they are decoded (a 144-megapixel PNG
+# takes half a minute and ~7 GB to decode); DEHAZEDDPM_MAX_PIXELS changes it. Pillow's own bomb
+# guard (about 179 MP) stays behind it.
+MAX_PIXELS_ENV = "DEHAZEDDPM_MAX_PIXELS"
+DEFAULT_MAX_PIXELS = 40_000_000
+
+
+def pixel_limit() -> int:
+    """The pixel limit for image files: ``DEHAZEDDPM_MAX_PIXELS`` if set (0: Pillow's own), else 40 MP."""
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(float(text))
+    except ValueError:
+        raise ValueError(f"{MAX_PIXELS_ENV}={text!r} is not a number of pixels") from None
+    return value if value > 0 else 0
 
 
 class ImageReadError(ValueError):
@@ -116,121 +134,6 @@ def _strict_truncation() -> Iterator[None]:
             ImageFile.LOAD_TRUNCATED_IMAGES = True
 
 
-def _rgb_from_channels(x: torch.Tensor) -> torch.Tensor:
-    """CxHxW float in [0, 1] with C in {1, 2, 3, 4} -> 3xHxW; alpha is composited over white."""
-    c = x.shape[0]
-    if c == 1:
-        return x.expand(3, -1, -1)
-    if c == 2:
-        gray, alpha = x[:1], x[1:2]
-        return (gray * alpha + (1 - alpha)).expand(3, -1, -1)
-    if c == 3:
-        return x
-    if c == 4:
-        alpha = x[3:4]
-        return x[:3] * alpha + (1 - alpha)
-    raise ValueError(f"expected 1, 2, 3 or 4 channels, got {c}")
-
-
-def _finish(x: torch.Tensor) -> torch.Tensor:
-    """CxHxW float -> contiguous float32 1x3xHxW, clamped to [0, 1]."""
-    if x.shape[-1] == 0 or x.shape[-2] == 0:
-        raise ValueError(f"image has no pixels (shape {tuple(x.shape)})")
-    x = _rgb_from_channels(x.to(torch.float32))
-    return x.clamp(0, 1).unsqueeze(0).contiguous()
-
-
-def _check_float_range(x: Union[np.ndarray, torch.Tensor], what: str) -> None:
-    if isinstance(x, np.ndarray):
-        finite = bool(np.isfinite(x).all())
-        lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
-    else:
-        finite = bool(torch.isfinite(x).all())
-        lo, hi = (float(x.min()), float(x.max())) if x.numel() else (0.0, 0.0)
-    if not finite:
-        raise ValueError(f"{what} contains NaN or inf")
-    if lo < -_RANGE_TOL or hi > 1 + _RANGE_TOL:
-        if hi > 1 + _RANGE_TOL:
-            hint = " (looks like [0, 255]: divide by 255)"
-        else:
-            hint = " (looks like [-1, 1]: use to_unit first)"
-        raise ValueError(f"float {what} must lie in [0, 1], got [{lo:.4g}, {hi:.4g}]{hint}")
-
-
-def _int_scale(maximum: int, minimum: int, what: str) -> float:
-    """Full-scale value for integer data whose dtype does not say (int32/int64 arrays)."""
-    if minimum < 0:
-        raise ValueError(f"integer {what} has negative values")
-    if maximum <= 255:
-        return 255.0
-    if maximum <= 65535:
-        return 65535.0
-    raise ValueError(f"integer {what} exceeds 16 bits (max {maximum}); pass floats in [0, 1]")
-
-
-def _array_to_unit(arr: np.ndarray, what: str) -> np.ndarray:
-    """Any-dtype numpy array -> float32 with the same shape, in [0, 1]."""
-    if arr.dtype == np.bool_:
-        return arr.astype(np.float32)
-    if arr.dtype == np.uint8:
-        return arr.astype(np.float32) / 255.0
-    if arr.dtype == np.uint16:
-        # float64 keeps 16-bit steps exact before the final float32 cast
-        return (arr.astype(np.float64) / 65535.0).astype(np.float32)
-    if np.issubdtype(arr.dtype, np.integer):
-        if arr.size == 0:
-            return arr.astype(np.float32)
-        scale = _int_scale(int(arr.max()), int(arr.min()), what)
-        return (arr.astype(np.float64) / scale).astype(np.float32)
-    if np.issubdtype(arr.dtype, np.floating):
-        _check_float_range(arr, what)
-        return arr.astype(np.float32)
-    raise TypeError(f"unsupported {what} dtype {arr.dtype}")
-
-
-def _from_numpy(arr: np.ndarray) -> torch.Tensor:
-    """HxW / HxWxC (C in 1..4) array -> 1x3xHxW."""
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4):
-        hint = " (numpy arrays are channels-last: HxWxC)" if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) else ""
-        raise ValueError(f"expected a HxW or HxWxC (C<=4) array, got shape {arr.shape}{hint}")
-    x = _array_to_unit(np.ascontiguousarray(arr), "array")
-    return _finish(torch.from_numpy(x).permute(2, 0, 1))
-
-
-def _single_chw(t: torch.Tensor) -> torch.Tensor:
-    """1xCxHxW -> CxHxW and HxW -> 1xHxW (a batch of more than one image is an error); other
-    shapes pass through for the caller to check."""
-    if t.ndim == 4:
-        if t.shape[0] != 1:
-            raise ValueError(f"expected a single image (batch 1), got shape {tuple(t.shape)}")
-        t = t[0]
-    return t.unsqueeze(0) if t.ndim == 2 else t
-
-
-def _from_tensor(t: torch.Tensor) -> torch.Tensor:
-    """HxW / CxHxW / 1xCxHxW tensor -> 1x3xHxW on the tensor's device."""
-    t = _single_chw(t.detach())
-    if t.ndim != 3 or t.shape[0] not in (1, 2, 3, 4):
-        hint = " (tensors are channels-first: CxHxW)" if t.ndim == 3 and t.shape[-1] in (1, 3, 4) else ""
-        raise ValueError(f"expected a HxW, CxHxW or 1xCxHxW tensor, got shape {tuple(t.shape)}{hint}")
-    if t.dtype == torch.bool:
-        x = t.float()
-    elif t.dtype == torch.uint8:
-        x = t.float() / 255.0
-    elif t.is_floating_point():
-        _check_float_range(t, "tensor")
-        x = t.float()
-    else:  # other integer types: same full-scale heuristic as numpy
-        if t.dtype == torch.uint16:
-            scale = 65535.0
-        else:
-            scale = _int_scale(int(t.max()), int(t.min()), "tensor") if t.numel() else 255.0
-        x = t.double() / scale
-    return _finish(x)
-
-
 def _pil_to_tensor(img: Image.Image) -> torch.Tensor:
     """Loaded PIL image of any mode -> 1x3xHxW, keeping 16-bit precision where PIL exposes it."""
     img = exif_transposed(img)
@@ -251,17 +154,13 @@ def _pil_to_tensor(img: Image.Image) -> torch.Tensor:
         raw = np.asarray(img).astype(np.int64)
         arr = np.clip(raw, 0, None) / (65535.0 if raw.max(initial=0) <= 65535 else float(2**31 - 1))
     elif mode == "F":
-        raw = np.nan_to_num(np.asarray(img, dtype=np.float64), nan=0.0)
-        peak = float(raw.max(initial=0.0))
-        # no bit depth is stored for float images: infer the full-scale value from the data
-        scale = 1.0 if peak <= 1 + _RANGE_TOL else 255.0 if peak <= 255 else 65535.0
-        arr = np.clip(raw / scale, 0, 1)
+        arr = float_pixels(np.asarray(img, dtype=np.float64))
     else:  # CMYK, YCbCr, LAB, HSV, RGBX, ...
         arr = np.asarray(img.convert("RGB"))
-    return _from_numpy(np.asarray(arr))
+    return from_numpy(np.asarray(arr))
 
 
-def _load_path(path: Path) -> torch.Tensor:
+def _load_path(path: Path, limit: int) -> torch.Tensor:
     try:
         if not path.exists():
             raise _read_error(path, "no such file")
@@ -270,6 +169,9 @@ def _load_path(path: Path) -> torch.Tensor:
         if path.stat().st_size == 0:
             raise _read_error(path, "empty file")
         with _strict_truncation(), Image.open(path) as img:
+            if limit and img.width * img.height > limit:
+                raise _read_error(path, f"{img.width} x {img.height} = {img.width * img.height:,} pixels, more than "
+                                        f"the limit of {limit:,} (--max-pixels or {MAX_PIXELS_ENV} raises it)")
             rawmode = wide_rawmode(img, list(img.tile))
             # full decode inside the try: Image.open only parses headers, truncation shows here
             img.load()
@@ -277,7 +179,7 @@ def _load_path(path: Path) -> torch.Tensor:
                 high = np.asarray(exif_transposed(img))
                 low = wide_low_bytes(path, rawmode)
                 if low is not None and low.shape == high.shape:
-                    return _from_numpy((high.astype(np.uint16) << 8) | low.astype(np.uint16))
+                    return from_numpy((high.astype(np.uint16) << 8) | low.astype(np.uint16))
             return _pil_to_tensor(img)
     except ImageReadError:
         raise
@@ -287,7 +189,7 @@ def _load_path(path: Path) -> torch.Tensor:
         raise _read_error(path, f"{type(exc).__name__}: {exc}") from exc
 
 
-def load_image(src: ImageSource) -> torch.Tensor:
+def load_image(src: ImageSource, *, max_pixels: Optional[int] = None) -> torch.Tensor:
     """Load ``src`` as a float32 ``1x3xHxW`` tensor in ``[0, 1]`` (image space).
 
     ``src`` may be
@@ -295,8 +197,10 @@ def load_image(src: ImageSource) -> torch.Tensor:
     * a path (``str`` / ``PathLike``): decoded fully, EXIF orientation applied; modes 1, L, P,
       LA, RGBA, CMYK, YCbCr, I;16 (scaled by 65535), I, F, and 16-bit RGB(A) PNG and
       uncompressed TIFF at full 16-bit precision (Pillow alone keeps only the high byte;
-      compressed 16-bit RGB TIFF still gets those 8 bits). Missing, empty, truncated or
-      non-image files raise :class:`ImageReadError` naming the file;
+      compressed 16-bit RGB TIFF still gets those 8 bits); float (F) files by the rule of
+      :func:`~dehazeddpm.io.pixels.float_pixels`. Files of more than ``max_pixels`` pixels
+      (default :func:`pixel_limit`; 0: Pillow's own guard) are refused before decoding. Missing,
+      empty, truncated or non-image files raise :class:`ImageReadError` naming the file;
     * a ``PIL.Image.Image`` (EXIF orientation applied; an already-opened 16-bit RGB file keeps
       the 8 bits Pillow decoded);
     * a numpy array ``HxW``, ``HxWx1``, ``HxWx2`` (gray+alpha), ``HxWx3`` or ``HxWx4``: ``uint8``
@@ -309,14 +213,14 @@ def load_image(src: ImageSource) -> torch.Tensor:
     almost always ``[-1, 1]`` or ``[0, 255]`` data passed by mistake.
     """
     if isinstance(src, (str, os.PathLike)):
-        return _load_path(Path(src))
+        return _load_path(Path(src), pixel_limit() if max_pixels is None else max_pixels)
     if isinstance(src, Image.Image):
         src.load()
         return _pil_to_tensor(src)
     if isinstance(src, np.ndarray):
-        return _from_numpy(src)
+        return from_numpy(src)
     if isinstance(src, torch.Tensor):
-        return _from_tensor(src)
+        return from_tensor(src)
     raise TypeError(f"cannot load an image from {type(src).__name__}")
 
 
@@ -331,7 +235,7 @@ def to_pil(t: torch.Tensor) -> Image.Image:
     """
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"to_pil expects a torch.Tensor, got {type(t).__name__}")
-    x = _single_chw(t.detach())
+    x = single_chw(t.detach())
     if x.ndim != 3 or x.shape[0] not in (1, 3):
         raise ValueError(f"expected 1x3xHxW, 3xHxW or 1xHxW, got shape {tuple(t.shape)}")
     x = torch.nan_to_num(x.float().cpu(), nan=0.0).clamp(0, 1)

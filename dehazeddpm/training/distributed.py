@@ -4,13 +4,17 @@ One process (no ``WORLD_SIZE``, or 1) needs none of it and every helper is a no-
 """
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 
 from ..utils import torchrun_env
 
-__all__ = ["Dist", "barrier", "setup_distributed", "wrap"]
+__all__ = ["Dist", "RankStopped", "barrier", "on_termination", "setup_distributed", "wrap"]
 
 
 @dataclass
@@ -43,11 +47,17 @@ def setup_distributed() -> Dist:
 
 
 def wrap(model: torch.nn.Module, d: Dist) -> torch.nn.Module:
-    """``model`` in DistributedDataParallel when there are several ranks, else itself."""
+    """``model`` in DistributedDataParallel when there are several ranks, else itself.
+
+    ``static_graph``: every step uses the same parameters, and some never: stage 1 keeps both a
+    conv and a transposed conv in each airlight block because the released weights carry both,
+    and uses one. DDP's default then fails on the second step ("parameters that were not used").
+    """
     if d.world <= 1:
         return model
     from torch.nn.parallel import DistributedDataParallel
-    return DistributedDataParallel(model, device_ids=[d.local_rank] if d.device.type == "cuda" else None)
+    return DistributedDataParallel(model, device_ids=[d.local_rank] if d.device.type == "cuda" else None,
+                                   static_graph=True)
 
 
 def barrier(d: Dist) -> None:
@@ -55,3 +65,31 @@ def barrier(d: Dist) -> None:
     if d.world > 1:
         import torch.distributed as dist
         dist.barrier()
+
+
+class RankStopped(RuntimeError):
+    """This rank cannot go on because the run as a whole failed: another rank died, and torchrun
+    is stopping the rest, or a collective lost its peer."""
+
+
+@contextlib.contextmanager
+def on_termination(d: Dist) -> Iterator[None]:
+    """Within the block, SIGTERM (what torchrun sends the other ranks when one dies) raises
+    :class:`RankStopped` instead of ending the process without a word. If the block fails, any
+    further SIGTERM is ignored, so that the rank can say why before it exits (torchrun may signal
+    more than once, and a dead peer's error can come first). One process: no change."""
+    if d.world <= 1 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise RankStopped("torchrun is stopping the run: another rank failed")
+
+    before = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    except BaseException:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise
+    signal.signal(signal.SIGTERM, before)

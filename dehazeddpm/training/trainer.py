@@ -28,7 +28,7 @@ from ..models.stage1 import Stage1Net
 from ..models.unet import UNet, UNetConfig
 from .config import TrainConfig
 from .data import ConditionPool, build_datasets, make_loader
-from .distributed import barrier, setup_distributed, wrap
+from .distributed import RankStopped, barrier, on_termination, setup_distributed, wrap
 from .objectives import denoiser_loss, learning_rate, stage1_condition, stage1_loss
 from .state import EMA, provenance, resume_path, rng_state, set_rng_state, write_json
 
@@ -205,6 +205,21 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------------------
     def run(self) -> TrainResult:
+        """Train to ``cfg.steps``. Under torchrun, a failed peer ends this rank with one
+        :class:`RankStopped` that says where ``--resume`` continues."""
+        try:
+            with on_termination(self.d):
+                return self._run()
+        except RuntimeError as exc:  # RankStopped, or a collective that lost its peer
+            if self.d.world <= 1:
+                raise
+            saved = torch.load(resume_path(self.cfg, self.d.rank), map_location="cpu", weights_only=True)["step"] \
+                if resume_path(self.cfg, self.d.rank).is_file() else 0
+            reason = " ".join(str(exc).split())[:300]
+            raise RankStopped(f"rank {self.d.rank} of {self.d.world} stopped at step {self.step}: {reason}. "
+                              f"The state saved at step {saved} is intact: --resume continues from there") from exc
+
+    def _run(self) -> TrainResult:
         cfg, d = self.cfg, self.d
         bar = None
         if cfg.progress and d.main:

@@ -1,0 +1,121 @@
+"""One GPU check, one JSON: what runs and what it costs on a CUDA device, in under 8 minutes.
+
+* which attention kernel runs (profiler kernel names of one SelfAttention call, fp32 and fp16);
+* fp16 autocast against fp32 eps agreement of the released full-size UNet (random weights);
+* seconds per evaluation and peak memory at 1600x1200, untiled and tiled (the tile that
+  ``inference.device.choose_tile`` picks, else 512), in the auto precision;
+* the tile heuristic's memory estimate against the measured peak.
+
+    python benchmarks/gpu_check.py --out gpu_check.json            # on a GPU
+    python benchmarks/gpu_check.py --device cpu --tiny --out x.json  # the same code path, tiny, on a CPU
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from dehazeddpm.hub import get_entry  # noqa: E402
+from dehazeddpm.inference import TiledDenoiser  # noqa: E402
+from dehazeddpm.inference.device import (CUDA_BYTES_PER_PIXEL_CHANNEL, PrecisionDenoiser, autocast,  # noqa: E402
+                                         choose_tile, resolve_precision, sync)
+from dehazeddpm.models import SelfAttention, UNet  # noqa: E402
+
+TINY_UNET = {"in_channel": 7, "out_channel": 3, "inner_channel": 16, "norm_groups": 8, "channel_mults": [1, 2],
+             "attn_res": [8], "res_blocks": 1, "dropout": 0.0, "image_size": 16}
+
+
+def attention_kernels(device: torch.device, precision: str) -> List[str]:
+    attn = SelfAttention(128, norm_groups=32).to(device).eval()
+    x = torch.randn(1, 128, 32, 48, device=device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with torch.inference_mode(), profile(activities=activities) as prof:
+        with autocast(precision, device):
+            attn(x)
+        sync(device)
+    return sorted({e.key for e in prof.key_averages()
+                   if any(w in e.key.lower() for w in ("attention", "flash", "efficient", "fmha", "softmax", "bmm"))})
+
+
+def eps_agreement(unet: UNet, device: torch.device, hw, precision: str) -> Dict[str, float]:
+    g = torch.Generator(device="cpu").manual_seed(0)
+    x = torch.randn(1, 7, *hw, generator=g).to(device)
+    nl = torch.tensor([0.5], device=device)
+    with torch.inference_mode():
+        ref = unet(x, nl).float()
+        low = PrecisionDenoiser(unet, precision, device)(x, nl)
+    d = (low - ref).abs()
+    return {"precision": precision, "size": list(hw), "max_abs_diff": float(d.max()), "mean_abs_diff": float(d.mean()),
+            "eps_abs_mean": float(ref.abs().mean())}
+
+
+def timed_eval(model: torch.nn.Module, device: torch.device, hw, repeats: int) -> Dict[str, Any]:
+    x = torch.randn(1, 7, *hw, device=device)
+    nl = torch.tensor([0.5], device=device)
+    with torch.inference_mode():
+        model(x, nl)  # warm-up: kernels, allocator
+        sync(device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            model(x, nl)
+            sync(device)
+            times.append(time.perf_counter() - t0)
+    peak = torch.cuda.max_memory_allocated(device) - base if device.type == "cuda" else None
+    return {"seconds_per_eval": min(times), "peak_bytes": peak}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--tiny", action="store_true", help="a tiny UNet at 64x96: the code path, not the numbers")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", default="gpu_check.json")
+    args = ap.parse_args(argv)
+    device = torch.device(args.device)
+    t_start = time.perf_counter()
+    cfg = TINY_UNET if args.tiny else get_entry("nh-haze").unet_config
+    hw = (64, 96) if args.tiny else (1200, 1600)
+    torch.manual_seed(0)
+    unet = UNet.from_config(cfg).to(device).eval()
+    if device.type == "cuda":
+        unet = unet.to(memory_format=torch.channels_last)
+    precision = resolve_precision("auto", device)
+    low = "fp16" if device.type == "cuda" else "bf16"
+    report: Dict[str, Any] = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "torch": torch.__version__, "cuda": torch.version.cuda, "auto_precision": precision, "unet": cfg,
+        "attention_kernels": {p: attention_kernels(device, p) for p in ("fp32", low)},
+        "eps_agreement": eps_agreement(unet, device, (128, 128) if args.tiny else (512, 512), low),
+    }
+    auto = PrecisionDenoiser(unet, precision, device)
+    tile = choose_tile(*hw, device, int(cfg["inner_channel"])) if device.type == "cuda" else None
+    tile = tile or (32 if args.tiny else 512)
+    report["untiled"] = timed_eval(auto, device, hw, args.repeats)
+    report["tiled"] = {"tile": tile, **timed_eval(PrecisionDenoiser(TiledDenoiser(unet, tile, tile // 4), precision,
+                                                                     device), device, hw, args.repeats)}
+    estimate = hw[0] * hw[1] * int(cfg["inner_channel"]) * CUDA_BYTES_PER_PIXEL_CHANNEL
+    measured = report["untiled"]["peak_bytes"]
+    report["tile_heuristic"] = {"estimate_bytes_untiled": estimate, "measured_peak_bytes_untiled": measured,
+                                "estimate_over_measured": estimate / measured if measured else None}
+    report["seconds_total"] = time.perf_counter() - t_start
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""Which weights a notebook (or a script) should run, and a one-line reason people can read.
+
+:func:`choose_weights` applies one rule everywhere, so every notebook says the same thing:
+
+1. checkpoint files the user named (``stage1`` and ``denoiser``, or ``DEHAZEDDPM_STAGE1`` and
+   ``DEHAZEDDPM_DENOISER``);
+2. a registry name the user named (``name``, or ``DEHAZEDDPM_WEIGHTS``);
+3. released weights already in the cache (``nh-haze``, then ``dense-haze``), on any device;
+4. on a GPU, online and not in smoke mode: the released ``nh-haze`` weights, downloaded now;
+5. else the bundled ``demo`` weights (offline, on a CPU, in smoke mode, or when a download fails).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import List, Optional, Union
+
+import torch
+
+from ..hub import WeightsError, cache_path, get_entry, is_offline, resolve
+from ..io.checkpoints import CheckpointError
+from ..utils import env_flag
+from .pipeline import DehazePipeline
+
+__all__ = ["RELEASED", "WeightsChoice", "choose_weights", "smoke_mode"]
+
+RELEASED = ("nh-haze", "dense-haze")
+
+
+@dataclass
+class WeightsChoice:
+    """The pipeline chosen, its weights' name (``"files"`` for user checkpoints) and why."""
+
+    pipe: DehazePipeline
+    name: str
+    reason: str
+
+    @property
+    def released(self) -> bool:
+        """Whether these are the paper's released weights (not the small bundled demo)."""
+        return self.name in RELEASED
+
+    def __str__(self) -> str:
+        return f"weights: {self.name} ({self.reason})"
+
+
+def smoke_mode() -> bool:
+    """True under CI or ``DEHAZEDDPM_SMOKE=1``: tiny images and few steps, a CPU in seconds."""
+    return "CI" in os.environ or env_flag("DEHAZEDDPM_SMOKE")
+
+
+def _cached(name: str) -> bool:
+    entry = get_entry(name)
+    return all(cache_path(entry.name, spec.filename).is_file() for spec in (entry.stage1, entry.denoiser))
+
+
+def choose_weights(name: Optional[str] = None, *, stage1: Union[str, os.PathLike, None] = None,
+                   denoiser: Union[str, os.PathLike, None] = None,
+                   device: Union[str, torch.device, None] = None) -> WeightsChoice:
+    """The pipeline to use, by the rule of the module docstring (``device``: default CUDA if any)."""
+    stage1 = stage1 or os.environ.get("DEHAZEDDPM_STAGE1") or None
+    denoiser = denoiser or os.environ.get("DEHAZEDDPM_DENOISER") or None
+    name = name or os.environ.get("DEHAZEDDPM_WEIGHTS") or None
+    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if stage1 and denoiser:
+        pipe = DehazePipeline.from_files(stage1, denoiser, dev)
+        return WeightsChoice(pipe, "files", f"your checkpoint files; {pipe.config_source}")
+    if name:
+        return WeightsChoice(DehazePipeline.from_pretrained(name, dev), name, "the weights you named")
+    problems: List[str] = []
+    for released in RELEASED:
+        if _cached(released):
+            try:
+                return WeightsChoice(DehazePipeline.from_pretrained(released, dev, download=False), released,
+                                     "the paper's released weights, found in the cache")
+            except (WeightsError, CheckpointError) as exc:
+                problems.append(f"the cached {released} weights cannot be used ({' '.join(str(exc).split())[:200]})")
+    if dev.type == "cuda" and not smoke_mode() and not is_offline():
+        try:
+            return WeightsChoice(DehazePipeline.from_pretrained("nh-haze", dev), "nh-haze",
+                                 "the paper's released weights, on this GPU")
+        except (WeightsError, CheckpointError) as exc:
+            problems.append(f"the released weights could not be had ({' '.join(str(exc).split())[:300]})")
+    why = ("smoke mode" if smoke_mode() else "offline" if is_offline() else
+           "no GPU here" if dev.type != "cuda" else "the released weights are not available")
+    reason = (f"the small bundled demo weights ({why}; they run on a CPU in seconds but are not the paper's "
+              "model)")
+    if problems:
+        reason += "; " + "; ".join(problems)
+    return WeightsChoice(DehazePipeline.from_pretrained("demo", dev), "demo", reason)

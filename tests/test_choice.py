@@ -1,0 +1,44 @@
+"""The one rule every notebook uses to pick its weights, and the line that says why."""
+from __future__ import annotations
+
+import pytest
+
+from dehazeddpm.inference.choice import choose_weights
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch, tmp_path):
+    monkeypatch.setenv("DEHAZEDDPM_OFFLINE", "1")
+    monkeypatch.setenv("DEHAZEDDPM_CACHE", str(tmp_path / "empty_cache"))
+    for var in ("DEHAZEDDPM_WEIGHTS", "DEHAZEDDPM_STAGE1", "DEHAZEDDPM_DENOISER"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def test_offline_cpu_picks_the_demo_and_says_why(monkeypatch):
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv("DEHAZEDDPM_SMOKE", raising=False)
+    choice = choose_weights(device="cpu")
+    assert choice.name == "demo" and not choice.released
+    assert "bundled demo" in choice.reason and "not the paper's model" in choice.reason
+    assert "no GPU here" in choice.reason or "offline" in choice.reason
+    monkeypatch.setenv("DEHAZEDDPM_SMOKE", "1")
+    assert "smoke mode" in choose_weights(device="cpu").reason
+
+
+def test_released_weights_in_the_cache_are_used_even_on_a_cpu(monkeypatch, released_cache):
+    monkeypatch.setenv("DEHAZEDDPM_CACHE", str(released_cache))
+    choice = choose_weights(device="cpu")
+    assert choice.name == "nh-haze" and choice.released and "found in the cache" in choice.reason
+    assert choice.pipe.denoiser.config.inner_channel == 64 and choice.pipe.defaults.stage1_size is None
+    assert str(choice).startswith("weights: nh-haze (")
+
+
+def test_named_weights_and_user_files_win(monkeypatch, tmp_path):
+    from dehazeddpm import hub
+    monkeypatch.setenv("DEHAZEDDPM_WEIGHTS", "demo")
+    assert choose_weights(device="cpu").reason == "the weights you named"
+    files = hub.resolve("demo")
+    monkeypatch.setenv("DEHAZEDDPM_STAGE1", str(files.stage1))
+    monkeypatch.setenv("DEHAZEDDPM_DENOISER", str(files.denoiser))
+    choice = choose_weights(device="cpu")
+    assert choice.name == "files" and "'demo'" in choice.reason  # recognised by sha256
