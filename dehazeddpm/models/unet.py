@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .attention import ATTENTION_IMPLS, SelfAttention
@@ -78,8 +79,10 @@ class UNetConfig:
 
 
 class Swish(nn.Module):
+    """x * sigmoid(x), as one fused op (the reference writes the product out: two passes)."""
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.sigmoid(x)
+        return F.silu(x)
 
 
 class NormActConv(nn.Module):
