@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["psnr", "ssim"]
+__all__ = ["mean_ab", "psnr", "rgb_to_lab", "ssim"]
 
 ArrayLike = Union[torch.Tensor, np.ndarray]
 
@@ -110,3 +110,29 @@ def ssim(a: ArrayLike, b: ArrayLike, data_range: float = 1.0) -> float:
     c2 = (_SSIM_K2 * data_range) ** 2
     s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
     return float(s.mean())
+
+
+# sRGB (D65) -> CIE XYZ, and the D65 white point: the colour-cast measure below
+_SRGB_TO_XYZ = torch.tensor([[0.412453, 0.357580, 0.180423],
+                             [0.212671, 0.715160, 0.072169],
+                             [0.019334, 0.119193, 0.950227]], dtype=torch.float64)
+_D65 = torch.tensor([0.95047, 1.0, 1.08883], dtype=torch.float64)
+
+
+def rgb_to_lab(x: ArrayLike) -> torch.Tensor:
+    """CIE L*a*b* (D65) of an sRGB image in [0, 1]: ``(N, 3, H, W)`` float64, L in [0, 100]."""
+    rgb = _as_nchw(x, "image").clamp(0, 1)
+    if rgb.shape[1] != 3:
+        raise ValueError(f"rgb_to_lab needs 3 channels, got {rgb.shape[1]}")
+    lin = torch.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+    xyz = torch.einsum("ij,njhw->nihw", _SRGB_TO_XYZ, lin) / _D65.view(1, 3, 1, 1)
+    eps = (6 / 29) ** 3
+    f = torch.where(xyz > eps, xyz.clamp_min(eps) ** (1 / 3), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    return torch.stack([116 * f[:, 1] - 16, 500 * (f[:, 0] - f[:, 1]), 200 * (f[:, 1] - f[:, 2])], 1)
+
+
+def mean_ab(x: ArrayLike) -> tuple[float, float]:
+    """Mean CIE a* and b* of an sRGB image in [0, 1] (a colour cast shows as an offset from the
+    ground truth's: blue casts lower b*, green casts lower a*)."""
+    lab = rgb_to_lab(x)
+    return float(lab[:, 1].mean()), float(lab[:, 2].mean())

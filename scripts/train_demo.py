@@ -1,24 +1,26 @@
 """Train the bundled demo weights on CPU (seeded) and record their provenance.
 
-Usage: ``python scripts/train_demo.py [--out runs/demo] [--phase all|stage1|export] [--resume]``.
-Stage 1 is the standard ``Stage1Net``; stage 2 is a small SR3 UNet (image_size 64). Both were
-trained on synthetic haze over ``haze.builtin_photos("train")`` only (the eval photos are
-disjoint), for a fixed number of steps with a cosine learning rate, so a rerun with one torch
-thread retraces the same run.
+Usage: ``python scripts/train_demo.py [--out runs/demo] [--phase all|stage1|denoiser|export] [--resume]``.
+Stage 1 is the standard ``Stage1Net``; stage 2 is a small SR3 UNet (image_size 64). Both train on
+synthetic haze over ``dehazeddpm.data.TRAIN_PHOTOS`` only (the eval photos are disjoint), for a
+fixed number of steps with a cosine learning rate, so a rerun with one torch thread retraces the run.
 
-This round trains stage 1 only: it continues the previous demo stage 1 (``INIT_STAGE1``, itself
-trained on random-depth haze) for 800 steps on 128 px crops, so it sees whole images at the eval
-size. The denoiser is the earlier demo denoiser unchanged (``KEPT_DENOISER``; docs/benchmarks.md).
-``RECIPE_CHAIN`` says how the earlier weights were made; both files are taken from git history
-and checked by sha256. ``export`` writes ``dehazeddpm/assets/demo_{stage1,denoiser}.pth`` (fp16),
-``demo_provenance.json`` and fills the ``demo`` entry of ``weights.json`` (config, sha256, size).
+This round (6) fine-tunes both stages for harder haze and for the job the denoiser does at
+inference: stage 1 continues the previous demo stage 1 (``INIT_STAGE1``) on 128 px crops of the
+16 training photos, half of them with non-homogeneous haze (fBm patches, plumes, coloured uneven
+airlight; 30% of those dense); the denoiser continues the previous demo denoiser
+(``INIT_DENOISER``) on a pool of crops whose condition is built as the pipeline builds it (whole
+scenes of shorter side 64-512 px, stage 1 at the 128 px working size), with 80% of its batches at
+the noise levels the default call visits (the lowest 30% of the chain). ``RECIPE_CHAIN`` says how
+the initial weights were made; both are taken from git history and checked by sha256. ``export``
+writes ``dehazeddpm/assets/demo_{stage1,denoiser}.pth`` (fp16), ``demo_provenance.json`` and fills
+the ``demo`` entry of ``weights.json`` (config, sha256, size).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -29,32 +31,36 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dehazeddpm.io import load_denoiser, load_stage1, save_stage1  # noqa: E402
-from dehazeddpm.training import TrainConfig, provenance, train_stage1  # noqa: E402
+from dehazeddpm.io import load_denoiser, load_stage1, save_denoiser, save_stage1  # noqa: E402
+from dehazeddpm.training import TrainConfig, provenance, train_denoiser, train_stage1  # noqa: E402
 from dehazeddpm.hub import sha256_file  # noqa: E402
 from dehazeddpm.utils import atomic_write  # noqa: E402
 
 ASSETS = ROOT / "dehazeddpm" / "assets"
-SEED = 1  # this round (the earlier rounds used 0)
+SEED = 2  # this round (the earlier rounds used 0 and 1)
 STAGE1 = dict(stage="stage1", crop=128, min_scale=0.25, batch_size=4, steps=800, lr=1e-4, lr_schedule="cosine",
-              seed=SEED, val_every=200, num_val=4, val_crop=128, save_every=200, progress=False, augment=True,
-              random_depth=0.5)
+              seed=SEED, val_every=400, num_val=4, val_crop=128, save_every=200, progress=False, augment=True,
+              random_depth=0.25, nonhomogeneous=0.5)
 UNET = {"in_channel": 7, "out_channel": 3, "inner_channel": 32, "norm_groups": 16, "channel_mults": [1, 2, 2],
         "attn_res": [16], "res_blocks": 1, "dropout": 0.0, "image_size": 64, "use_affine_level": False}
 SCHEDULE = {"schedule": "linear", "n_timestep": 2000, "linear_start": 1e-6, "linear_end": 1e-2}
-# Stage 1 starts from the previous demo stage 1; the denoiser is an earlier one, kept as it is
-# (commit, path, sha256): see fetch_from_git.
-INIT_STAGE1 = ("6ee74d2e38ca182e229dc6e4652f3bf52e7c688c", "dehazeddpm/assets/demo_stage1.pth",
-               "97e99aa2db82f5e4f6ac00110c894c7e2593b4a32ff700fdb20d5b7f3cf54116")
-KEPT_DENOISER = ("1764464a9168c7c9724f03b719971746d53ffd7f", "dehazeddpm/assets/demo_denoiser.pth",
+DENOISER = dict(stage="denoiser", crop=64, batch_size=8, steps=6000, lr=2e-4, lr_schedule="cosine", seed=SEED,
+                ema_decay=0.999, condition_pool=3200, scene_sizes=[64, 512], working_size=128, nonhomogeneous=0.5,
+                augment=True, noise_focus=0.3, noise_focus_share=0.8, val_every=0, save_every=500, num_val=4,
+                progress=False, unet=dict(UNET), schedule=dict(SCHEDULE))
+# Both stages start from the previous demo weights (commit, path, sha256): see fetch_from_git.
+INIT_STAGE1 = ("bd1ff15f43c71535de4fc1d65ab298f35d6d23f0", "dehazeddpm/assets/demo_stage1.pth",
+               "36a005c5fabe5652432fa9e53ebde5ae6068e681fe4c45f974960cb10b4cf607")
+INIT_DENOISER = ("1764464a9168c7c9724f03b719971746d53ffd7f", "dehazeddpm/assets/demo_denoiser.pth",
                  "42579b9c251aed2ac9d29db82c273499a1cdce609281f0dc4648fbecf345eedc")
 # How the initial weights were made, oldest first (each run is this script at that commit).
 RECIPE_CHAIN = {
     "stage1": ["1764464: 2500 steps from random init, 13 TRAIN_PHOTOS, augment, Adam lr 5e-4 cosine (1931 s)",
-               "6ee74d2: 2500 more steps, random_depth=0.5, lr 2.5e-4 cosine (2200 s)"],
+               "6ee74d2: 2500 more steps, random_depth=0.5, lr 2.5e-4 cosine (2200 s)",
+               "bd1ff15: 800 more steps on 128 px crops, random_depth=0.5, lr 1e-4 cosine (1900 s)"],
     "denoiser": ["0cd93af: 6400 steps from random init on the first six TRAIN_PHOTOS (condition: that run's stage 1)",
                  "1764464: 4800 steps, 13 TRAIN_PHOTOS, augment, lr 2e-4 cosine (2385 s; condition: the 1764464 stage 1)",
-                 "kept unchanged since: its condition is now this round's stage 1"],
+                 "kept unchanged until this round"],
 }
 
 
@@ -84,36 +90,32 @@ def update_registry(s1: Path, den: Path, note: str) -> None:
     atomic_write(reg_path, lambda tmp: tmp.write_text(text))
 
 
-def export(s1_ckpt: Path, den_file: Path, c1: TrainConfig, side1: dict, command: str, threads: int) -> None:
-    """Write the fp16 assets, demo_provenance.json and the registry entry from the final stage-1
-    checkpoint and the kept denoiser file."""
+def export(s1_ckpt: Path, den_ckpt: Path, configs: dict, sides: dict, command: str, threads: int) -> None:
+    """Write the fp16 assets, demo_provenance.json and the registry entry from the final checkpoints."""
     ASSETS.mkdir(parents=True, exist_ok=True)
     # fp16 storage halves the package data; load_state_dict copies back into fp32 parameters
     s1_path = save_stage1(load_stage1(s1_ckpt).half(), ASSETS / "demo_stage1.pth")
-    den_path = ASSETS / "demo_denoiser.pth"
-    if not den_path.is_file() or sha256_file(den_path) != KEPT_DENOISER[2]:
-        atomic_write(den_path, lambda tmp: shutil.copyfile(den_file, tmp))  # byte for byte (already fp16)
+    den_path = save_denoiser(load_denoiser(den_ckpt, **dict(UNET)).half(), ASSETS / "demo_denoiser.pth")
     load_denoiser(den_path, **dict(UNET))  # strict: the file matches UNET
     prov = {
-        "recipe": {"stage1": c1.to_dict()},
-        "steps_done": {"stage1": side1["step"]}, "seconds": {"stage1": side1["seconds"]},
-        "init": {"stage1": {"commit": INIT_STAGE1[0], "path": INIT_STAGE1[1], "sha256": INIT_STAGE1[2],
-                            "made_by": RECIPE_CHAIN["stage1"]}},
-        "denoiser_kept": {"commit": KEPT_DENOISER[0], "path": KEPT_DENOISER[1], "sha256": KEPT_DENOISER[2],
-                          "made_by": RECIPE_CHAIN["denoiser"]},
-        "final_val_psnr": {"stage1": side1["val_psnr"][-1][1]},
-        "val_history": {"stage1": side1["val_psnr"]}, "command": command, "threads": threads, "device": "cpu",
-        "seed": SEED,
-        "provenance": provenance(),
+        "recipe": {k: c.to_dict() for k, c in configs.items()},
+        "steps_done": {k: v["step"] for k, v in sides.items()},
+        "seconds": {k: v["seconds"] for k, v in sides.items()},
+        "init": {role: {"commit": spec[0], "path": spec[1], "sha256": spec[2], "made_by": RECIPE_CHAIN[role]}
+                 for role, spec in (("stage1", INIT_STAGE1), ("denoiser", INIT_DENOISER))},
+        "final_val_psnr": {k: v["val_psnr"][-1][1] for k, v in sides.items() if v.get("val_psnr")},
+        "val_history": {k: v.get("val_psnr") for k, v in sides.items()}, "command": command, "threads": threads,
+        "device": "cpu", "seed": SEED, "provenance": provenance(),
         "files": {p.name: sha256_file(p) for p in (s1_path, den_path)},
     }
     (ASSETS / "demo_provenance.json").write_text(json.dumps(prov, indent=2, default=str) + "\n")
+    minutes = sum(v["seconds"] for v in sides.values()) / 60
     update_registry(s1_path, den_path,
-                    f"Trained on CPU by scripts/train_demo.py: stage 1 2500 steps, 2500 more with "
-                    f"random_depth=0.5, then {side1['step']} on 128 px crops ({side1['seconds'] / 60:.0f} min); "
-                    "the denoiser of the earlier demo weights unchanged (6400 + 4800 steps). fp16 files. Stage 1 "
-                    "runs at a 128 px working size (defaults.stage1_size; docs/benchmarks.md, Findings 10). Demo "
-                    "quality only, not the paper's models. Provenance: assets/demo_provenance.json.")
+                    f"Trained on CPU by scripts/train_demo.py (round 6: both stages fine-tuned on depth and "
+                    f"non-homogeneous haze over 16 training photos; the denoiser on the pipeline's own condition "
+                    f"and mostly at the default call's noise levels; {minutes:.0f} min this round). fp16 files. "
+                    "Stage 1 runs at a 128 px working size (defaults.stage1_size). Demo quality only, not the "
+                    "paper's models. Provenance: assets/demo_provenance.json.")
     print(json.dumps({k: prov[k] for k in ("steps_done", "seconds", "final_val_psnr")}, indent=2))
 
 
@@ -137,35 +139,48 @@ def _sidecar(ckpt: Path) -> dict:
     return json.loads(ckpt.with_suffix(".json").read_text())
 
 
+def _check_trained(name: str, ckpt: Path, cfg: TrainConfig) -> dict:
+    """The sidecar of a finished run of ``cfg`` (SystemExit if unfinished or made with other settings)."""
+    side = _sidecar(ckpt)
+    if side["step"] != cfg.steps:
+        raise SystemExit(f"{name} stopped at step {side['step']} of {cfg.steps}: rerun with --resume")
+    # the recipe, not the paths: a checkpoint trained with other settings must not be exported as
+    # it (a field newer than the sidecar is skipped: the run had its default behaviour)
+    paths = ("out_dir", "stage1_checkpoint", "init_checkpoint")
+    differ = sorted(k for k, v in cfg.to_dict().items()
+                    if k not in paths and k in side["config"] and side["config"][k] != v)
+    if differ:
+        raise SystemExit(f"{name} checkpoint was trained with other settings: {differ}")
+    return side
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default=str(ROOT / "runs" / "demo"))
-    ap.add_argument("--phase", choices=("all", "stage1", "export"), default="all",
-                    help="run one phase (export reads OUT)")
+    ap.add_argument("--phase", choices=("all", "stage1", "denoiser", "export"), default="all",
+                    help="run one phase (each later phase reads the earlier ones' results from OUT)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: robust on a shared CPU)")
     ap.add_argument("--resume", action="store_true", help="continue an interrupted phase from OUT")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     s1_ckpt = out / "stage1" / "stage1_final.pth"
+    den_ckpt = out / "denoiser" / "denoiser_final.pth"
     init1 = out / "init" / f"demo_stage1_{INIT_STAGE1[0][:7]}.pth"
-    kept = out / "init" / f"demo_denoiser_{KEPT_DENOISER[0][:7]}.pth"
+    init2 = out / "init" / f"demo_denoiser_{INIT_DENOISER[0][:7]}.pth"
     c1 = TrainConfig(out_dir=str(out / "stage1"), init_checkpoint=str(init1), **STAGE1)
+    c2 = TrainConfig(out_dir=str(out / "denoiser"), init_checkpoint=str(init2), stage1_checkpoint=str(s1_ckpt),
+                     **DENOISER)
     if args.phase in ("all", "stage1"):
         fetch_from_git(INIT_STAGE1, init1)
         train_stage1(c1, resume=args.resume)
+    if args.phase in ("all", "denoiser"):
+        _check_trained("stage1", s1_ckpt, c1)
+        fetch_from_git(INIT_DENOISER, init2)
+        train_denoiser(c2, resume=args.resume)
     if args.phase in ("all", "export"):
-        side1 = _sidecar(s1_ckpt)
-        if side1["step"] != c1.steps:
-            raise SystemExit(f"stage1 stopped at step {side1['step']} of {c1.steps}: rerun with --resume")
-        # the recipe, not the paths: a checkpoint trained with other settings must not be exported as
-        # it (a field newer than the sidecar is skipped: the run had its default behaviour)
-        paths = ("out_dir", "stage1_checkpoint", "init_checkpoint")
-        differ = sorted(k for k, v in c1.to_dict().items()
-                        if k not in paths and k in side1["config"] and side1["config"][k] != v)
-        if differ:
-            raise SystemExit(f"stage1 checkpoint was trained with other settings: {differ}")
-        export(s1_ckpt, fetch_from_git(KEPT_DENOISER, kept), c1, side1,
+        sides = {"stage1": _check_trained("stage1", s1_ckpt, c1), "denoiser": _check_trained("denoiser", den_ckpt, c2)}
+        export(s1_ckpt, den_ckpt, {"stage1": c1, "denoiser": c2}, sides,
                "python scripts/train_demo.py " + " ".join(sys.argv[1:]), args.threads)
     return 0
 

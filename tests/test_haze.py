@@ -157,7 +157,8 @@ def test_motorcycle_real_depth(eval_photos):
 
 def test_builtin_split_sets_are_disjoint(eval_photos):
     assert set(haze.TRAIN_PHOTOS).isdisjoint(haze.EVAL_PHOTOS)
-    assert len(haze.TRAIN_PHOTOS) == 12 and len(haze.EVAL_PHOTOS) == 3
+    assert len(haze.TRAIN_PHOTOS) == 16 and len(haze.EVAL_PHOTOS) == 3
+    assert set(haze.WHEEL_PHOTOS) <= set(haze.TRAIN_PHOTOS)
     train = haze.builtin_photos("train")
     assert list(train) == list(haze.TRAIN_PHOTOS) and list(eval_photos) == list(haze.EVAL_PHOTOS)
     for name, (clear, depth) in {**train, **eval_photos}.items():
@@ -182,6 +183,21 @@ def test_missing_scikit_image_message(monkeypatch):
     monkeypatch.setitem(sys.modules, "skimage.data", None)
     with pytest.raises(ImportError, match="pip install scikit-image"):
         haze.load_photo.__wrapped__("astronaut")  # the loader itself, past its cache
+
+
+def test_wheel_photos_come_from_the_installed_packages(monkeypatch):
+    """The photos other wheels ship are read from the installed package's files; a missing package
+    is a clear ImportError naming what to install."""
+    import importlib.util
+
+    for name, (package, rel, licence) in haze.WHEEL_PHOTOS.items():
+        clear, depth = haze.load_photo(name)
+        assert clear.shape[0] == 3 and min(clear.shape[1:]) >= 300 and depth is None, name
+        assert float(clear.std()) > 0.05 and licence, name  # a real photo, with its licence recorded
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "pywt" else real(n, *a))
+    with pytest.raises(ImportError, match="pip install PyWavelets"):
+        haze.load_photo.__wrapped__("aero")
 
 
 def test_sample_photos_of_other_libraries_stay_out_of_training():

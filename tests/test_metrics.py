@@ -88,3 +88,18 @@ def test_ssim_is_per_channel_mean(photo):
     per_channel = [ssim(photo[..., c], other[..., c]) for c in range(3)]
     assert ssim(photo, other) == pytest.approx(np.mean(per_channel), abs=1e-12)
     assert per_channel[0] == pytest.approx(1.0) and per_channel[1] < 0.99
+
+
+def test_lab_matches_skimage_and_known_colours():
+    from dehazeddpm.metrics import mean_ab, rgb_to_lab
+
+    color = pytest.importorskip("skimage.color")
+    x = torch.rand(1, 3, 12, 17, generator=torch.Generator().manual_seed(0))
+    ref = color.rgb2lab(x[0].permute(1, 2, 0).numpy().astype(np.float64))
+    assert np.abs(rgb_to_lab(x)[0].permute(1, 2, 0).numpy() - ref).max() < 1e-3
+    white = rgb_to_lab(torch.ones(3, 2, 2))[0, :, 0, 0]
+    assert abs(float(white[0]) - 100) < 1e-3 and float(white[1:].abs().max()) < 1e-2
+    a, b = mean_ab(torch.tensor([0.2, 0.3, 0.8]).view(3, 1, 1).expand(3, 4, 4))
+    assert b < -30  # blue: strongly negative b*
+    with pytest.raises(ValueError):
+        rgb_to_lab(torch.rand(1, 2, 4, 4))

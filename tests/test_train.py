@@ -292,3 +292,46 @@ def test_demo_lenient_load_samples_noise(demo_files, tmp_path):
     good, bad = run(strict), run(lenient)
     # measured with the bundled demo weights: strict 17.0 dB, lenient 5.1 dB (noise)
     assert bad < 8.0 and bad < good - 6.0, (good, bad)
+
+
+def test_scene_condition_pool_builds_the_pipelines_condition(stage1_file):
+    """Crops of whole hazy scenes whose condition is stage 1 run on the scene at the working size,
+    exactly as :func:`stage1_at_size` (what the pipeline calls) gives it; seeded; mirrored pairs."""
+    from dehazeddpm.io.images import to_signed
+    from dehazeddpm.training import SceneConditionPool
+
+    photos = {"a": (torch.rand(3, 90, 120, generator=torch.Generator().manual_seed(0)), None)}
+    stage1 = load_stage1(stage1_file)
+    kw = dict(crop=16, scene_sizes=(32, 48), working_size=24, seed=5, nonhomogeneous=0.5, crops_per_scene=2)
+    pool = SceneConditionPool(photos, stage1, 5, **kw)
+    assert len(pool) == 5 and pool.condition.shape == (5, 4, 16, 16) and pool.gt.shape == (5, 3, 16, 16)
+    assert float(pool.condition.abs().max()) <= 1 and 0 <= float(pool.gt.min()) and float(pool.gt.max()) <= 1
+    again = SceneConditionPool(photos, stage1, 5, **kw)
+    assert torch.equal(pool.condition, again.condition) and torch.equal(pool.gt, again.gt)
+    # the same scenes and crops (same gt), but stage 1 at the scene's own size: another condition
+    full = SceneConditionPool(photos, stage1, 5, **{**kw, "working_size": None})
+    assert torch.equal(full.gt, pool.gt) and not torch.allclose(full.condition, pool.condition, atol=1e-3)
+    # J in the condition is stage 1 of the scene brought to the crop, as stage1_at_size gives it
+    assert float((pool.condition[:, :3] - to_signed(pool.gt)).abs().mean()) < 1.0
+    with pytest.raises(ValueError, match="scene_sizes"):
+        SceneConditionPool(photos, stage1, 5, **{**kw, "scene_sizes": (8, 48)})
+
+
+def test_noise_focus_and_scene_options_are_checked(tmp_path, stage1_file):
+    from dehazeddpm.training import Trainer
+
+    with pytest.raises(ValueError, match="noise_focus"):
+        _cfg(tmp_path, "denoiser", stage1_checkpoint=str(stage1_file), noise_focus=0.0)
+    with pytest.raises(ValueError, match="noise_focus_share"):
+        _cfg(tmp_path, "denoiser", stage1_checkpoint=str(stage1_file), noise_focus_share=2.0)
+    with pytest.raises(ValueError, match="condition_pool"):
+        _cfg(tmp_path, "denoiser", stage1_checkpoint=str(stage1_file), scene_sizes=[32, 64])
+    with pytest.raises(ValueError, match="nonhomogeneous"):
+        _cfg(tmp_path, "stage1", nonhomogeneous=-0.1)
+    cfg = _cfg(tmp_path / "f", "denoiser", stage1_checkpoint=str(stage1_file), noise_focus=0.3,
+               noise_focus_share=1.0, condition_pool=4, scene_sizes=[32, 40], working_size=32, nonhomogeneous=0.5)
+    tr = Trainer(cfg)
+    # the focused batches draw from the lowest 30% of the chain: the default call's levels
+    assert len(tr.focus_schedule) == round(0.3 * len(tr.schedule))
+    assert torch.equal(tr.focus_schedule.noise_levels, tr.schedule.noise_levels[:len(tr.focus_schedule)])
+    assert train_denoiser(cfg).step == 4

@@ -25,6 +25,7 @@ from torch.utils.data import Dataset
 from ..io.images import is_image_file, load_image
 from ..utils import resize
 from . import haze
+from .nonhomogeneous import synthesize_nonhomogeneous
 
 __all__ = ["PAIR_SUFFIXES", "PairedFolderDataset", "SyntheticHazeDataset", "item_generator", "pair_key"]
 
@@ -191,10 +192,16 @@ class SyntheticHazeDataset(Dataset):
     ``random_depth`` (probability in [0, 1]): a crop is hazed over :func:`haze.random_depth_field`
     instead of the photo's depth, so the haze does not follow the depth prior's layout. 0 draws no
     extra random numbers (earlier recipes reproduce).
+
+    ``nonhomogeneous`` (probability in [0, 1]): a crop gets non-homogeneous haze
+    (:func:`~dehazeddpm.data.nonhomogeneous.synthesize_nonhomogeneous`, kind "dense" one time in
+    ``dense_share``, else "nh") over its depth instead; its "airlight" is the mean of the airlight
+    map. 0 draws no extra random numbers.
     """
 
     def __init__(self, photos: Photos, *, crop: int, length: int, seed: int = 0, fixed: bool = False,
-                 min_scale: float = 0.5, augment: bool = False, random_depth: float = 0.0) -> None:
+                 min_scale: float = 0.5, augment: bool = False, random_depth: float = 0.0,
+                 nonhomogeneous: float = 0.0, dense_share: float = 0.3) -> None:
         if not photos:
             raise ValueError("photos is empty")
         if crop < 1 or length < 1:
@@ -203,7 +210,11 @@ class SyntheticHazeDataset(Dataset):
             raise ValueError(f"min_scale must lie in (0, 1], got {min_scale}")
         if not 0 <= random_depth <= 1:
             raise ValueError(f"random_depth is a probability in [0, 1], got {random_depth}")
+        if not 0 <= nonhomogeneous <= 1 or not 0 <= dense_share <= 1:
+            raise ValueError(f"nonhomogeneous and dense_share are probabilities in [0, 1], got "
+                             f"{nonhomogeneous}, {dense_share}")
         self.random_depth = float(random_depth)
+        self.nonhomogeneous, self.dense_share = float(nonhomogeneous), float(dense_share)
         self.crop, self.length, self.seed, self.fixed, self.epoch = crop, length, seed, fixed, 0
         self.min_scale = float(min_scale)
         self.augment = bool(augment)
@@ -263,8 +274,12 @@ class SyntheticHazeDataset(Dataset):
             dpatch = dpatch ** math.exp((2 * _rand(g) - 1) * math.log(2))
         if self.random_depth > 0 and _rand(g) < self.random_depth:
             dpatch = haze.random_depth_field(c, c, generator=g)
-        beta, airlight = haze.random_haze_params(g)
-        sample = haze.synthesize_haze(patch, dpatch, beta=beta, airlight=airlight, normalize_depth=False)
+        if self.nonhomogeneous > 0 and _rand(g) < self.nonhomogeneous:
+            kind = "dense" if _rand(g) < self.dense_share else "nh"
+            sample = synthesize_nonhomogeneous(patch, kind, dpatch, generator=g)
+        else:
+            beta, airlight = haze.random_haze_params(g)
+            sample = haze.synthesize_haze(patch, dpatch, beta=beta, airlight=airlight, normalize_depth=False)
         return {
             "hazy": sample.hazy.contiguous(),
             "gt": sample.clear.contiguous(),

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from ..physics import rehaze, transmission
 from ..utils import resize, scaled_shape
 
-__all__ = ["AIRLIGHT_RANGE", "AIRLIGHT_TINT", "BETA_RANGE", "HazySample", "depth_prior", "random_depth_field",
+__all__ = ["AIRLIGHT_RANGE", "AIRLIGHT_TINT", "BETA_RANGE", "HazySample", "as_clear_image", "depth_prior", "random_depth_field",
            "random_haze_params", "synthesize_haze"]
 
 # Scattering coefficient range for random haze. With depth normalised to (0, 1] this gives hazy
@@ -38,6 +38,7 @@ class HazySample:
 
     hazy, clear: 3xHxW in [0, 1]; transmission: 1xHxW in (0, 1]; airlight: 3x1x1 in [0, 1];
     depth: HxW, the normalised depth d actually used (in [0, 1]); beta: scattering coefficient.
+    airlight_map: 3xHxW when the airlight varies in space (then ``airlight`` is its mean), else None.
     """
 
     hazy: torch.Tensor
@@ -46,9 +47,11 @@ class HazySample:
     airlight: torch.Tensor
     depth: torch.Tensor
     beta: float
+    airlight_map: Optional[torch.Tensor] = None
 
 
-def _as_chw(clear01: torch.Tensor) -> torch.Tensor:
+def as_clear_image(clear01: torch.Tensor) -> torch.Tensor:
+    """A 3xHxW or 1x3xHxW float image in [0, 1] as float32 3xHxW; a clear error otherwise."""
     if not isinstance(clear01, torch.Tensor):
         raise TypeError(f"expected a torch.Tensor, got {type(clear01).__name__}")
     x = clear01[0] if clear01.ndim == 4 and clear01.shape[0] == 1 else clear01
@@ -103,7 +106,7 @@ def synthesize_haze(
     beta / airlight: when None they are drawn with :func:`random_haze_params` from ``generator``.
     Returns an unbatched :class:`HazySample`.
     """
-    j = _as_chw(clear01)
+    j = as_clear_image(clear01)
     h, w = j.shape[-2:]
     if depth is None:
         depth = depth_prior(j)
@@ -168,7 +171,7 @@ def depth_prior(clear01: torch.Tensor, *, vertical_weight: float = 0.6) -> torch
     It is a prior, not an estimate: good enough to make spatially varying, scene-shaped haze.
     clear01: 3xHxW or 1x3xHxW in [0, 1].
     """
-    full = _as_chw(clear01)
+    full = as_clear_image(clear01)
     fh, fw = full.shape[-2:]
     # the prior is smooth by construction: work on a <=128 px (shorter side) copy for speed
     j = full if min(fh, fw) <= _PRIOR_SIZE else resize(full[None], scaled_shape(fh, fw, _PRIOR_SIZE), "antialias")[0]

@@ -1,9 +1,11 @@
 """The photos bundled with the package's dependencies, split into disjoint train and eval sets.
 
-Photos come from scikit-image's bundled data only (no download):
+Photos come from files inside installed wheels only (nothing is downloaded): scikit-image's data,
+and the photos PyWavelets and mahotas ship (:data:`WHEEL_PHOTOS` says which file and licence):
 
 * ``TRAIN_PHOTOS``: astronaut, coffee, chelsea, immunohistochemistry, hubble_deep_field, grass,
-  brick, gravel, coins, moon, text, page;
+  brick, gravel, coins, moon, text, page (scikit-image); ascent, aero (PyWavelets);
+  department_store, luispedro (mahotas);
 * ``EVAL_PHOTOS``: motorcycle (left view of Middlebury 2014 "Motorcycle", with its *real*
   disparity-derived depth), rocket, camera.
 
@@ -21,20 +23,34 @@ import functools
 import json
 import zlib
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
 
 from ..io.images import load_image, save_image_atomic, to_pil
 from ..utils import atomic_write, resize, scaled_shape
-from .haze import random_haze_params, synthesize_haze
+from .haze import depth_prior, random_haze_params, synthesize_haze
+from .nonhomogeneous import HAZE_KINDS, synthesize_nonhomogeneous
 
-__all__ = ["EVAL_PHOTOS", "MOTORCYCLE_DOFFS", "TRAIN_PHOTOS", "builtin_photos", "disparity_to_depth",
+__all__ = ["EVAL_HAZE", "EVAL_PHOTOS", "MOTORCYCLE_DOFFS", "TRAIN_PHOTOS", "WHEEL_PHOTOS", "builtin_photos", "disparity_to_depth",
            "eval_haze_params", "load_photo", "make_eval_set", "resize_photo"]
 
 TRAIN_PHOTOS: tuple[str, ...] = ("astronaut", "coffee", "chelsea", "immunohistochemistry", "hubble_deep_field", "grass",
-                                  "brick", "gravel", "coins", "moon", "text", "page")
+                                  "brick", "gravel", "coins", "moon", "text", "page",
+                                  "ascent", "aero", "department_store", "luispedro")
+
+# Photos other packages bundle in their wheels: name -> (import name, file inside the package,
+# licence). The files are found through the package's install location, without importing it.
+# Left out on purpose: mahotas' lena.jpg (no licence for the photo and a long-standing request
+# to stop using it), PyWavelets' camera.npz (skimage's camera, an eval photo), imgaug's
+# quokka.jpg (imgaug pulls OpenCV and Shapely in for one photo).
+WHEEL_PHOTOS: dict[str, tuple[str, str, str]] = {
+    "ascent": ("pywt", "data/ascent.npz", "PyWavelets (MIT); public domain photo (see pywt.data.ascent)"),
+    "aero": ("pywt", "data/aero.npz", "PyWavelets (MIT), bundled aerial photograph"),
+    "department_store": ("mahotas", "demos/data/DepartmentStore.jpg", "mahotas (MIT), bundled demo photo"),
+    "luispedro": ("mahotas", "demos/data/luispedro.jpg", "mahotas (MIT), bundled portrait of its author"),
+}
 EVAL_PHOTOS: tuple[str, ...] = ("motorcycle", "rocket", "camera")
 
 # Middlebury's depth is Z = f * baseline / (disparity + doffs); doffs (the principal point
@@ -87,6 +103,26 @@ def _skimage_data():
     return skimage.data
 
 
+def _wheel_photo(name: str) -> np.ndarray:
+    """The HxW or HxWx3 uint8 array of a :data:`WHEEL_PHOTOS` entry, read from the installed wheel."""
+    import importlib.util
+
+    from PIL import Image
+
+    package, rel, _licence = WHEEL_PHOTOS[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        pip_name = {"pywt": "PyWavelets"}.get(package, package)
+        raise ImportError(f"the training photo {name!r} ships with {pip_name}: pip install {pip_name} "
+                          "(or pip install 'dehazeddpm[train]')")
+    path = Path(list(spec.submodule_search_locations)[0]) / rel
+    if path.suffix == ".npz":
+        with np.load(path) as npz:
+            return np.asarray(npz["data"], dtype=np.uint8)
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
 def _rgb(arr: np.ndarray) -> np.ndarray:
     return np.repeat(arr[:, :, None], 3, axis=2) if arr.ndim == 2 else arr[:, :, :3]
 
@@ -95,6 +131,8 @@ def _rgb(arr: np.ndarray) -> np.ndarray:
 def load_photo(name: str) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     """One built-in photo as ``(clear 3xHxW in [0, 1], depth HxW or None)``, decoded once per
     process (callers must not modify the tensors: :func:`builtin_photos` hands out copies)."""
+    if name in WHEEL_PHOTOS:
+        return load_image(_rgb(_wheel_photo(name)))[0], None
     data = _skimage_data()
     if name == "motorcycle":
         left, _right, disp = data.stereo_motorcycle()
@@ -140,42 +178,66 @@ def resize_photo(clear: torch.Tensor, depth: Optional[torch.Tensor], size: int
     return clear, depth
 
 
+# The kinds of eval haze: "depth" (today's depth-driven haze) and the non-homogeneous kinds.
+EVAL_HAZE: tuple[str, ...] = ("depth",) + tuple(HAZE_KINDS)
+
+
+def _name_generator(name: str, seed: int, salt: int = 0) -> torch.Generator:
+    state = np.random.SeedSequence([seed, zlib.crc32(name.encode()), salt]).generate_state(2, dtype=np.uint64)
+    return torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
+
+
 def eval_haze_params(name: str, seed: int = 0) -> tuple[float, tuple[float, float, float]]:
     """The fixed ``(beta, airlight)`` of eval photo ``name`` for ``seed`` (as used by make_eval_set).
 
     Seeded by the photo's name, not its position, so adding photos never changes existing pairs.
     """
     state = np.random.SeedSequence([seed, zlib.crc32(name.encode())]).generate_state(2, dtype=np.uint64)
-    g = torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
+    g = torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))  # as before salts: pairs unchanged
     return random_haze_params(g)
 
 
 def make_eval_set(
-    out_dir: Union[str, Path], *, size: Optional[int] = None, seed: int = 0
+    out_dir: Union[str, Path], *, size: Optional[int] = None, seed: int = 0, kind: str = "depth",
+    split: str = "eval", names: Optional[Sequence[str]] = None,
 ) -> list[tuple[Path, Path]]:
     """Write the deterministic eval pairs ``out_dir/hazy/NAME.png`` and ``out_dir/gt/NAME.png``.
 
-    One pair per ``EVAL_PHOTOS`` entry, in that order, with haze parameters from
-    :func:`eval_haze_params` (recorded in ``out_dir/params.json``). ``size``: resize so the
-    shorter side is ``size`` pixels first (None keeps the original size). The hazy image is made
-    from the 8-bit GT exactly as saved, so the pair is consistent. Files are written atomically;
-    rerunning rewrites identical bytes. Returns ``[(hazy_path, gt_path), ...]``.
+    One pair per ``EVAL_PHOTOS`` entry, in that order (``split="train"``: per ``TRAIN_PHOTOS``
+    entry, for choices that must not look at the eval photos; ``names`` keeps only those). ``kind`` (one of :data:`EVAL_HAZE`):
+    "depth" hazes over the photo's depth with :func:`eval_haze_params`; "nh" / "dense" lay
+    non-homogeneous haze of that kind (:func:`synthesize_nonhomogeneous`) seeded by the photo's
+    name, whose layout is the same at every ``size``. The parameters go to ``out_dir/params.json``.
+    ``size``: resize so the shorter side is ``size`` pixels first (None keeps the original size).
+    The hazy image is made from the 8-bit GT exactly as saved, so the pair is consistent. Files
+    are written atomically; rerunning rewrites identical bytes. Returns ``[(hazy_path, gt_path), ...]``.
     """
     out = Path(out_dir)
     if size is not None and size < 1:
         raise ValueError(f"size must be a positive integer, got {size}")
+    if kind not in EVAL_HAZE:
+        raise ValueError(f"kind must be one of {EVAL_HAZE}, got {kind!r}")
     pairs: list[tuple[Path, Path]] = []
     params: dict[str, dict] = {}
-    for name, (clear, depth) in builtin_photos("eval").items():
+    for name, (clear, depth) in builtin_photos(split).items():
+        if names is not None and name not in names:
+            continue
         if size is not None:
             clear, depth = resize_photo(clear, depth, size)
-        beta, airlight = eval_haze_params(name, seed)
-        sample = synthesize_haze(clear, depth, beta=beta, airlight=airlight)
+        info: dict = {"height": int(clear.shape[-2]), "width": int(clear.shape[-1]), "real_depth": depth is not None}
+        if kind == "depth":
+            beta, airlight = eval_haze_params(name, seed)
+            sample = synthesize_haze(clear, depth, beta=beta, airlight=airlight)
+            info.update(beta=beta, airlight=list(airlight))
+        else:
+            d = depth_prior(clear) if depth is None else depth.clamp(0, 1)
+            sample = synthesize_nonhomogeneous(clear, kind, d, generator=_name_generator(name, seed, 1))
+            info.update(beta=sample.beta, mean_airlight=[round(v, 4) for v in sample.airlight.flatten().tolist()],
+                        mean_transmission=round(float(sample.transmission.mean()), 4))
         gt_path = save_image_atomic(sample.clear, out / "gt" / f"{name}.png")
         hazy_path = save_image_atomic(sample.hazy, out / "hazy" / f"{name}.png")
         pairs.append((hazy_path, gt_path))
-        params[name] = {"beta": beta, "airlight": list(airlight), "height": int(clear.shape[-2]),
-                        "width": int(clear.shape[-1]), "real_depth": depth is not None}
-    text = json.dumps({"seed": seed, "size": size, "images": params}, indent=2) + "\n"
+        params[name] = info
+    text = json.dumps({"seed": seed, "size": size, "kind": kind, "images": params}, indent=2) + "\n"
     atomic_write(out / "params.json", lambda tmp: tmp.write_text(text))
     return pairs

@@ -1,17 +1,18 @@
 """Training of both stages: the config, the trainer, its data, objectives, state and the torchrun
 helpers.
 
-Layer: training. May import ``models``, ``diffusion``, ``io``, ``data``, ``metrics`` and the
-foundation; never the pipeline or the hub (a run starts from files it is given).
+Layer: training. May import ``models``, ``diffusion``, ``io``, ``data``, ``metrics``, the
+foundation and ``inference.working_size`` (the denoiser trains on the condition inference builds);
+never the pipeline or the hub (a run starts from files it is given).
 """
 from .config import DEFAULT_LOSS_WEIGHTS, DEFAULT_UNET, STAGES, TrainConfig
-from .data import ConditionPool, StepShardedData, build_datasets, make_loader, positions
+from .data import ConditionPool, SceneConditionPool, StepShardedData, build_datasets, make_loader, positions
 from .distributed import Dist, barrier, setup_distributed, wrap
 from .objectives import denoiser_loss, learning_rate, stage1_condition, stage1_loss
 from .state import EMA, provenance, resume_path, rng_state, set_rng_state
 from .trainer import TrainResult, Trainer, train, train_denoiser, train_stage1
 
-__all__ = ["ConditionPool", "DEFAULT_LOSS_WEIGHTS", "DEFAULT_UNET", "Dist", "EMA", "STAGES", "StepShardedData",
+__all__ = ["ConditionPool", "SceneConditionPool", "DEFAULT_LOSS_WEIGHTS", "DEFAULT_UNET", "Dist", "EMA", "STAGES", "StepShardedData",
            "TrainConfig", "TrainResult", "Trainer", "barrier", "build_datasets", "denoiser_loss", "learning_rate",
            "make_loader", "positions", "provenance", "resume_path", "rng_state", "set_rng_state",
            "setup_distributed", "stage1_condition", "stage1_loss", "train", "train_denoiser", "train_stage1", "wrap"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from ..diffusion.loss import FREQUENCY_WEIGHT
 from ..diffusion.schedule import RELEASED_SCHEDULE
@@ -40,6 +40,13 @@ class TrainConfig:
     from these weights (a stage-1 or denoiser checkpoint of the same architecture, loaded
     strictly) instead of a random init, i.e. fine-tune; when resuming, the resume file's weights
     replace them.
+    ``nonhomogeneous`` (synthetic data): the fraction of crops with non-homogeneous haze
+    (:mod:`dehazeddpm.data.nonhomogeneous`; 30% of those "dense"). Denoiser only:
+    ``noise_focus_share`` of the batches draw their noise level from the lowest ``noise_focus``
+    of the chain (the levels a call started from J at ``start_strength = noise_focus`` visits),
+    the rest from the whole chain. ``scene_sizes`` ``[lo, hi]`` (with ``condition_pool``) builds
+    the pool the way the pipeline builds a condition: a whole hazy scene at a shorter side in
+    [lo, hi], stage 1 at ``working_size`` (None: at the scene's size), then crops of it.
     """
 
     stage: str = "stage1"
@@ -73,6 +80,11 @@ class TrainConfig:
     augment: bool = False
     random_depth: float = 0.0
     init_checkpoint: Optional[str] = None
+    nonhomogeneous: float = 0.0
+    noise_focus: float = 1.0
+    noise_focus_share: float = 0.0
+    scene_sizes: Optional[List[int]] = None
+    working_size: Optional[int] = None
     max_minutes: Optional[float] = None
     progress: bool = True
 
@@ -87,6 +99,20 @@ class TrainConfig:
             raise ValueError(f"frequency_weight must be >= 0, got {self.frequency_weight}")
         if not 0 <= self.random_depth <= 1:
             raise ValueError(f"random_depth is a probability in [0, 1], got {self.random_depth}")
+        for name in ("nonhomogeneous", "noise_focus_share"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} is a probability in [0, 1], got {getattr(self, name)}")
+        if not 0 < self.noise_focus <= 1:
+            raise ValueError(f"noise_focus is a fraction of the chain in (0, 1], got {self.noise_focus}")
+        if self.scene_sizes is not None:
+            if (len(self.scene_sizes) != 2 or not 1 <= self.scene_sizes[0] <= self.scene_sizes[1]
+                    or self.scene_sizes[0] < self.crop):
+                raise ValueError(f"scene_sizes must be [lo, hi] with crop <= lo <= hi, got {self.scene_sizes}")
+            if self.stage != "denoiser" or not self.condition_pool:
+                raise ValueError("scene_sizes builds the denoiser's condition pool: it needs stage='denoiser' "
+                                 "and condition_pool > 0")
+        if self.working_size is not None and self.working_size < 1:
+            raise ValueError(f"working_size must be a positive shorter side, got {self.working_size}")
         if self.condition_pool < 0:
             raise ValueError(f"condition_pool must be >= 0, got {self.condition_pool}")
         if self.data == "folder" and not (self.hazy_dir and self.gt_dir):

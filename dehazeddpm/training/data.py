@@ -5,19 +5,25 @@ own shard, so a resumed run reads the very batches the uninterrupted run would h
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, Tuple
+import math
+from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..data.datasets import PairedFolderDataset, SyntheticHazeDataset, item_generator
+from ..data.haze import depth_prior, synthesize_haze
+from ..data.nonhomogeneous import synthesize_nonhomogeneous
 from ..data.photos import builtin_photos
+from ..inference.working_size import stage1_at_size
+from ..io.images import to_signed
 from ..models.stage1 import Stage1Net
+from ..utils import resize, scaled_shape
 from .config import TrainConfig
 from .distributed import Dist
 from .objectives import stage1_condition
 
-__all__ = ["ConditionPool", "StepShardedData", "build_datasets", "make_loader", "positions"]
+__all__ = ["ConditionPool", "SceneConditionPool", "StepShardedData", "build_datasets", "make_loader", "positions"]
 
 
 class StepShardedData(Dataset):
@@ -58,7 +64,8 @@ def build_datasets(cfg: TrainConfig) -> Tuple[Dataset, Dict[str, torch.Tensor]]:
         photos = builtin_photos(cfg.photos)
         length = max(1000, cfg.batch_size * 8, cfg.condition_pool)
         train = SyntheticHazeDataset(photos, crop=cfg.crop, length=length, seed=cfg.seed, min_scale=cfg.min_scale,
-                                     augment=cfg.augment, random_depth=cfg.random_depth)
+                                     augment=cfg.augment, random_depth=cfg.random_depth,
+                                     nonhomogeneous=cfg.nonhomogeneous)
         # fixed crops from another seed: a validation set that never changes between runs
         val_ds: Dataset = SyntheticHazeDataset(photos, crop=vcrop, length=cfg.num_val, seed=cfg.seed + 7919, fixed=True,
                                                min_scale=cfg.min_scale)
@@ -106,6 +113,62 @@ class ConditionPool(Dataset):
         if torch.rand((), generator=item_generator(self.seed, self.epoch, index)) < 0.5:
             gt, cond = gt.flip(-1), cond.flip(-1)
         return {"gt": gt.contiguous(), "condition": cond.contiguous()}
+
+
+class SceneConditionPool(Dataset):
+    """``size`` denoiser crops whose condition was built the way the pipeline builds it.
+
+    Scene ``k`` (drawn from ``(seed, k)``): a photo of ``photos`` resized to a shorter side in
+    ``scene_sizes``, its colour channels in a random order when ``augment``, hazed whole (depth
+    haze over its depth prior or, with probability ``nonhomogeneous``, non-homogeneous haze), and
+    stage 1 run on the whole scene at ``working_size`` (:func:`stage1_at_size`; None: as it is).
+    ``crops_per_scene`` random ``crop``-square windows of the scene give the items
+    ``{"gt": 3xcxc in [0, 1], "condition": 4xcxc in [-1, 1]}``, mirrored with probability 1/2 per
+    epoch like :class:`ConditionPool`. So the denoiser learns on the J and T it is given at
+    inference: stage 1's errors at that scene size, the working size's upsampling included.
+    """
+
+    def __init__(self, photos: Mapping[str, Tuple[torch.Tensor, Optional[torch.Tensor]]], stage1: Stage1Net,
+                 size: int, *, crop: int, scene_sizes: Tuple[int, int], working_size: Optional[int], seed: int,
+                 nonhomogeneous: float = 0.0, augment: bool = False, crops_per_scene: int = 4,
+                 device: "torch.device | str" = "cpu") -> None:
+        if size < 1 or crops_per_scene < 1:
+            raise ValueError(f"size and crops_per_scene must be positive, got {size}, {crops_per_scene}")
+        lo, hi = scene_sizes
+        if not crop <= lo <= hi:
+            raise ValueError(f"scene_sizes must satisfy crop <= lo <= hi, got {scene_sizes} with crop {crop}")
+        names = list(photos)
+        gts, conds = [], []
+        for k in range(math.ceil(size / crops_per_scene)):
+            g = item_generator(seed, 1, k)
+            clear, depth = photos[names[int(torch.randint(len(names), (1,), generator=g))]]
+            side = int(torch.randint(lo, hi + 1, (1,), generator=g))
+            shape = scaled_shape(*clear.shape[-2:], side)
+            clear = resize(clear[None], shape, "antialias")[0].clamp(0, 1)
+            if augment:
+                clear = clear[torch.randperm(3, generator=g)]
+            d = depth_prior(clear) if depth is None else resize(depth[None, None], shape, "antialias")[0, 0].clamp(0, 1)
+            if float(torch.rand((), generator=g)) < nonhomogeneous:
+                kind = "dense" if float(torch.rand((), generator=g)) < 0.3 else "nh"
+                sample = synthesize_nonhomogeneous(clear, kind, d, generator=g)
+            else:
+                sample = synthesize_haze(clear, d, generator=g)
+            with torch.no_grad():
+                hazy = sample.hazy[None].to(device)
+                out = stage1_at_size(stage1, hazy, working_size) if working_size else stage1(hazy)
+                cond = torch.cat([to_signed(out.J.clamp(0, 1)), to_signed(out.T.clamp(0, 1))], 1)[0].cpu()
+            h, w = shape
+            for _ in range(crops_per_scene):
+                top = int(torch.randint(h - crop + 1, (1,), generator=g))
+                left = int(torch.randint(w - crop + 1, (1,), generator=g))
+                gts.append(sample.clear[:, top:top + crop, left:left + crop])
+                conds.append(cond[:, top:top + crop, left:left + crop])
+        self.gt, self.condition = torch.stack(gts[:size]), torch.stack(conds[:size])
+        self.seed, self.epoch = seed, 0
+
+    set_epoch = ConditionPool.set_epoch
+    __len__ = ConditionPool.__len__
+    __getitem__ = ConditionPool.__getitem__
 
 
 def make_loader(train: Dataset, cfg: TrainConfig, start_step: int, d: Dist) -> Iterator[Dict[str, Any]]:

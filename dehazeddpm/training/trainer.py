@@ -27,7 +27,8 @@ from ..metrics import psnr
 from ..models.stage1 import Stage1Net
 from ..models.unet import UNet, UNetConfig
 from .config import TrainConfig
-from .data import ConditionPool, build_datasets, make_loader
+from ..data.photos import builtin_photos
+from .data import ConditionPool, SceneConditionPool, build_datasets, make_loader
 from .distributed import RankStopped, barrier, on_termination, setup_distributed, wrap
 from .objectives import denoiser_loss, learning_rate, stage1_condition, stage1_loss
 from .state import EMA, provenance, resume_path, rng_state, set_rng_state, write_json
@@ -69,6 +70,7 @@ class Trainer:
         self.model = self._new_model()
         if cfg.stage == "denoiser":
             self.schedule = NoiseSchedule.from_config(cfg.schedule)
+            self.focus_schedule = self.schedule.truncate(cfg.noise_focus)
             self.stage1_frozen = load_stage1(cfg.stage1_checkpoint, device=d.device)  # type: ignore[arg-type]
             for p in self.stage1_frozen.parameters():
                 p.requires_grad_(False)
@@ -83,7 +85,12 @@ class Trainer:
         self.train_model = wrap(self.model, d)
 
         train_ds, val = build_datasets(cfg)
-        if cfg.stage == "denoiser" and cfg.condition_pool:
+        if cfg.stage == "denoiser" and cfg.condition_pool and cfg.scene_sizes:
+            train_ds = SceneConditionPool(builtin_photos(cfg.photos), self.stage1_frozen,  # type: ignore[arg-type]
+                                          cfg.condition_pool, crop=cfg.crop, scene_sizes=tuple(cfg.scene_sizes),
+                                          working_size=cfg.working_size, seed=cfg.seed,
+                                          nonhomogeneous=cfg.nonhomogeneous, augment=cfg.augment, device=d.device)
+        elif cfg.stage == "denoiser" and cfg.condition_pool:
             train_ds = ConditionPool(train_ds, self.stage1_frozen, cfg.condition_pool, cfg.seed,  # type: ignore[arg-type]
                                      device=d.device)
         self.val = {k: v.to(d.device) for k, v in val.items()}
@@ -118,7 +125,10 @@ class Trainer:
     def loss(self, batch: Dict[str, Any]) -> torch.Tensor:
         if self.cfg.stage == "stage1":
             return stage1_loss(self.train_model, batch, self.cfg.loss_weights, self.d.device)
-        return denoiser_loss(self.train_model, self.stage1_frozen, batch, self.schedule,  # type: ignore[arg-type]
+        schedule = self.schedule
+        if self.cfg.noise_focus_share and float(torch.rand((), generator=self.loss_gen)) < self.cfg.noise_focus_share:
+            schedule = self.focus_schedule
+        return denoiser_loss(self.train_model, self.stage1_frozen, batch, schedule,  # type: ignore[arg-type]
                              self.loss_gen, self.d.device, self.cfg.frequency_weight)
 
     def train_step(self, batch: Dict[str, Any]) -> float:

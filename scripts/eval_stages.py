@@ -1,0 +1,119 @@
+"""What stage 2 adds: stage 1's J against the default call, per size and kind of haze.
+
+Usage::
+
+    python scripts/eval_stages.py [--sizes 64,128,256,original] [--haze depth,nh] [--seeds 0,1,2]
+                                  [--noise-size 128] [--stage1 F --denoiser F] [--json out.json]
+    python scripts/eval_stages.py --split train --names ... --candidates   # Rule R6 (docs/benchmarks.md)
+
+For each haze kind and size: mean PSNR / SSIM of J and of the weights' default call (``demo``
+unless files are given) over the eval photos (``make_eval_set``; held out from training), the
+default call averaged over ``--seeds``; from pure noise (DDIM 20, eta 0, ``start_strength=1``) at
+``--noise-size``; and the colour cast: |mean a*| and |mean b*| (CIE Lab) of the output minus the
+ground truth's, per image. ``--candidates`` also scores the start strengths and etas of Rule R6.
+Prints a markdown table and writes JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from dehazeddpm.data import make_eval_set  # noqa: E402
+from dehazeddpm.inference import DehazePipeline  # noqa: E402
+from dehazeddpm.io import load_image  # noqa: E402
+from dehazeddpm.metrics import mean_ab, psnr, ssim  # noqa: E402
+from dehazeddpm.utils import atomic_write  # noqa: E402
+
+# Rule R6's candidates: (start_strength, eta) of DDIM 20
+CANDIDATES = [(s, e) for s in (0.2, 0.3, 0.4) for e in (0.0, 1.0)]
+
+
+def score(pipe: DehazePipeline, images: List[tuple], runs: Dict[str, Optional[dict]], seeds: List[int]
+          ) -> Dict[str, Dict[str, Any]]:
+    """Mean PSNR, SSIM and colour-cast numbers of each run ({name: pipeline keywords}; None: J)."""
+    out: Dict[str, Dict[str, Any]] = {}
+    for name, kw in runs.items():
+        ps, ss, da, db, t0 = [], [], [], [], time.time()
+        for seed in (seeds if kw is not None else seeds[:1]):
+            for _stem, hazy, gt in images:
+                res = pipe(hazy, seed=seed, progress=False, **(kw if kw is not None else {"steps": 0}))
+                img = load_image(res.image)  # the 8-bit image a user gets
+                ps.append(psnr(img, gt))
+                ss.append(ssim(img, gt))
+                (a, b), (ga, gb) = mean_ab(img), mean_ab(gt)
+                da.append(abs(a - ga))
+                db.append(abs(b - gb))
+        out[name] = {"psnr": float(np.mean(ps)), "ssim": float(np.mean(ss)), "max_abs_da": float(np.max(da)),
+                     "max_abs_db": float(np.max(db)), "mean_abs_da": float(np.mean(da)),
+                     "mean_abs_db": float(np.mean(db)), "seconds": time.time() - t0}
+    return out
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="64,128,256,original")
+    ap.add_argument("--haze", default="depth,nh")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--noise-size", type=int, default=128, help="size of the from-noise row (0: skip)")
+    ap.add_argument("--split", default="eval", choices=("eval", "train"))
+    ap.add_argument("--names", default=None, help="comma-separated photo names of the split (default: all)")
+    ap.add_argument("--candidates", action="store_true", help="also score Rule R6's (start, eta) candidates")
+    ap.add_argument("--stage1", default=None)
+    ap.add_argument("--denoiser", default=None)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", default=str(ROOT / "runs" / "eval_stages.json"))
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    pipe = DehazePipeline.from_pretrained("demo", device="cpu", stage1=args.stage1, denoiser=args.denoiser,
+                                          download=False, progress=False)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    names = args.names.split(",") if args.names else None
+    runs: Dict[str, Optional[dict]] = {"stage 1 J": None, "default call": {}}
+    if args.candidates:
+        runs.update({f"ddim 20, start {s:g}, eta {e:g}": {"sampler": "ddim", "steps": 20, "start_strength": s, "eta": e}
+                     for s, e in CANDIDATES})
+    rows: List[Dict[str, Any]] = []
+    t0 = time.time()
+    for kind in args.haze.split(","):
+        for size in args.sizes.split(","):
+            side = None if size == "original" else int(size)
+            with tempfile.TemporaryDirectory() as tmp:
+                pairs = make_eval_set(tmp, size=side, seed=0, kind=kind, split=args.split, names=names)
+                images = [(h.stem, load_image(h), load_image(g)) for h, g in pairs]
+                these = dict(runs)
+                if side == args.noise_size:
+                    these["from pure noise (DDIM 20, eta 0)"] = {"sampler": "ddim", "steps": 20, "start_strength": 1.0,
+                                                                 "eta": 0.0}
+                for name, r in score(pipe, images, these, seeds).items():
+                    rows.append({"haze": kind, "size": size, "method": name, **r})
+                    print(f"{kind:6s} {size:>8s} {name:36s} PSNR {r['psnr']:6.2f} SSIM {r['ssim']:.4f} "
+                          f"|da| {r['max_abs_da']:.2f} |db| {r['max_abs_db']:.2f}", flush=True)
+    table = ["| haze | size | method | PSNR (dB) | SSIM | max abs(a* - a*gt) | max abs(b* - b*gt) |",
+             "|---|---|---|---|---|---|---|"]
+    table += [f"| {r['haze']} | {r['size']} | {r['method']} | {r['psnr']:.2f} | {r['ssim']:.4f} | "
+              f"{r['max_abs_da']:.2f} | {r['max_abs_db']:.2f} |" for r in rows]
+    print("\n".join(table))
+    result = {"command": "python scripts/eval_stages.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "seeds": seeds, "split": args.split, "names": names, "threads": args.threads, "torch": torch.__version__,
+              "weights": {"stage1": args.stage1 or "demo", "denoiser": args.denoiser or "demo"},
+              "defaults": pipe.defaults.describe() if hasattr(pipe.defaults, "describe") else str(pipe.defaults),
+              "seconds": round(time.time() - t0, 1), "rows": rows, "markdown": "\n".join(table)}
+    text = json.dumps(result, indent=2) + "\n"
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(Path(args.json), lambda tmp: tmp.write_text(text))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
