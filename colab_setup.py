@@ -161,7 +161,7 @@ def setup(weights: Optional[str] = "demo", *, mount_drive: bool = False, install
     """Prepare the notebook environment; returns what was found (see module docstring).
 
     Keys: in_colab, repo_dir, package, device, gpu_name, gpu_memory_gb, gpu_free_gb, torch,
-    fp16, tile_size, steps, drive_mounted, cache_dir, offline, weights, warnings.
+    fp16, tile_size, steps, smoke, drive_mounted, cache_dir, offline, weights, warnings.
     """
     def say(msg: str) -> None:
         if not quiet:
@@ -204,8 +204,13 @@ def setup(weights: Optional[str] = "demo", *, mount_drive: bool = False, install
             f"{dev['gpu_memory_gb']} GB)")
     else:
         say(f"device: {dev['device']} (no CUDA GPU; sampling will be slow)")
-    say(f"suggested: fp16={result['fp16']} tile_size={result['tile_size']} "
-        f"steps={result['steps']}")
+    # the sampling steps are the weights' own defaults (each result says what ran), not a device
+    # setting, so they are not printed here
+    say(f"suggested: fp16={result['fp16']} tile_size={result['tile_size']}")
+    result["smoke"] = "CI" in os.environ or os.environ.get("DEHAZEDDPM_SMOKE", "").strip().lower() in {"1", "true", "yes", "on"}
+    if result["smoke"]:
+        say("smoke mode (CI or DEHAZEDDPM_SMOKE=1): tiny images and few steps, so every notebook runs on a CPU "
+            "in seconds; numbers in this mode say nothing about quality")
 
     result["cache_dir"] = None
     result["offline"] = os.environ.get("DEHAZEDDPM_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}

@@ -22,7 +22,7 @@ from .version import __version__
 
 def __getattr__(name: str):
     # The pipeline pulls in the inference layer and the registry: import it on first use only.
-    if name in ("DehazePipeline", "DehazeResult"):
+    if name in ("DehazePipeline", "DehazeResult", "choose_weights"):
         from . import inference
         return getattr(inference, name)
     raise AttributeError(f"module 'dehazeddpm' has no attribute {name!r}")
@@ -31,7 +31,7 @@ def __getattr__(name: str):
 __all__ = [
     "CheckpointError", "DehazeConfig", "DehazePipeline", "DehazeResult", "FeatureWiseAffine", "NoiseLevelEncoding",
     "NoiseSchedule", "SamplingOptions", "ScheduleConfig", "SelfAttention", "Stage1Net", "Stage1Output", "UNet",
-    "UNetConfig", "__version__", "ddim_sample", "ddpm_sample", "diffusion_loss", "download_file",
+    "UNetConfig", "__version__", "choose_weights", "ddim_sample", "ddpm_sample", "diffusion_loss", "download_file",
     "infer_unet_config", "load_denoiser", "load_json_with_comments", "load_schedule", "load_stage1",
     "make_beta_schedule", "p_mean_variance", "q_sample", "read_checkpoint", "sample", "save_denoiser", "save_stage1",
 ]

@@ -153,9 +153,13 @@ class SamplingOptions:
             stage1_size=self.stage1_size or 0, attention_window=self.attention_window or 0,
             precision=self.precision or "auto")
 
-    def describe(self) -> str:
-        """One line for people: what ran (use on resolved options)."""
-        parts = [f"{self.sampler} {self.steps} steps"]
+    def describe(self, evaluations: Optional[int] = None) -> str:
+        """One line for people: what ran (use on resolved options). ``evaluations``: the denoiser
+        calls that ran, when a start below 1 ran only part of the ``steps``-step chain."""
+        if evaluations is not None and evaluations != self.steps:
+            parts = [f"{self.sampler}, {evaluations} evaluations of a {self.steps}-step chain"]
+        else:
+            parts = [f"{self.sampler} {self.steps} steps"]
         if self.sampler in ETA_SAMPLERS:
             parts.append(f"eta {self.eta:g}")
         if self.start_strength is not None and self.start_strength < 1:

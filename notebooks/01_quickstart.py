@@ -48,13 +48,17 @@ if os.path.isfile(os.path.join('..', 'colab_setup.py')) and os.path.abspath('..'
 # Smoke mode (CI, or DEHAZEDDPM_SMOKE=1): tiny images and few steps so the notebook runs on a CPU in seconds.
 SMOKE = bool('CI' in os.environ or os.environ.get('DEHAZEDDPM_SMOKE'))
 import colab_setup
-info = colab_setup.setup(weights='demo', install=True)
+info = colab_setup.setup(weights=None, install=True)
 
 # %% [markdown]
 # ## 1. Weights
 #
-# On a GPU we use the released NH-HAZE weights (downloaded on first use). On a CPU, or offline, we use
-# the small `demo` weights bundled with the package: they run in seconds but are **not** the paper's model.
+# `dd.choose_weights` applies one rule in every notebook and says in one line what it chose and why:
+# your own checkpoint files if you give them, else the weights you name, else the paper's released
+# weights (`nh-haze`, `dense-haze`) when they are in the cache or this is a GPU that can download
+# them, else the small `demo` weights bundled with the package (offline, on a CPU, in smoke mode).
+# The demo weights run in seconds on a CPU but are **not** the paper's model. On Colab the fields
+# below are a form: pick the weights from the drop-down, or paste the paths of your own files.
 
 # %%
 import tempfile
@@ -72,16 +76,13 @@ DEVICE = 'cuda' if info['device'] == 'cuda' else 'cpu'
 _ = torch.set_grad_enabled(False)
 
 # %%
-WEIGHTS = 'nh-haze' if (info['device'] == 'cuda' and not SMOKE and not info['offline']) else 'demo'
-try:
-    pipe = dd.DehazePipeline.from_pretrained(WEIGHTS, device=DEVICE)
-except Exception as exc:  # e.g. no network on a GPU machine: fall back to the bundled weights
-    print(f'could not load {WEIGHTS!r} ({exc}); using the bundled demo weights')
-    WEIGHTS = 'demo'
-    pipe = dd.DehazePipeline.from_pretrained(WEIGHTS, device=DEVICE)
-SIZE = 64 if SMOKE else 384             # shorter side of the bundled images, in pixels
-STEPS = 4 if SMOKE else info['steps']   # sampling steps (respaced from the training schedule)
-print('weights:', WEIGHTS, '| steps:', STEPS, '| size:', SIZE)
+WEIGHTS = 'auto'     # @param ["auto", "demo", "nh-haze", "dense-haze"]
+STAGE1_FILE = ''     # @param {type:"string"}
+DENOISER_FILE = ''   # @param {type:"string"}
+choice = dd.choose_weights(WEIGHTS, stage1=STAGE1_FILE, denoiser=DENOISER_FILE, device=DEVICE)
+pipe = choice.pipe
+SIZE = 64 if SMOKE else 384   # shorter side of the bundled images, in pixels
+print(choice)
 
 # %% [markdown]
 # ## 2. An image
@@ -110,11 +111,14 @@ if info['in_colab']:
 
 # %% [markdown]
 # ## 3. Dehaze
+#
+# One call with the weights' own defaults. `res.options` records what actually ran (sampler,
+# evaluations, start, precision, tiles) and `res.describe()` says it in one line.
 
 # %%
 hazy = load_image(hazy_path)
-res = pipe(hazy, sampler='ddim', steps=STEPS, seed=0, progress=True)
-print({k: round(v, 2) for k, v in res.timings.items() if isinstance(v, (int, float))})
+res = pipe(hazy, seed=0, progress=False)
+print(res.describe())
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -123,14 +127,22 @@ print(f'output size == input size: {res.image.size == Image.open(hazy_path).size
       f'J {tuple(res.J.shape)} | T {tuple(res.T.shape)} | A {tuple(res.A.shape)}')
 
 # %%
-images, titles = [hazy, res.image], ['hazy input', f'dehazed ({WEIGHTS}, {STEPS} steps)']
+images, titles = [hazy, res.J, res.image], ['hazy input', 'stage 1: J', f'{choice.name}: {res.steps} evaluations']
 if gt_path is not None:
     gt = load_image(gt_path)
     images.append(gt)
     titles.append('ground truth')
-    print(f'PSNR vs ground truth: hazy {metrics.psnr(hazy, gt):.2f} dB -> dehazed '
-          f'{metrics.psnr(load_image(res.image), gt):.2f} dB')
+    titles[1] += f'\n{metrics.psnr(res.J, gt):.2f} dB'
+    titles[2] += f'\n{metrics.psnr(load_image(res.image), gt):.2f} dB'
+    titles[0] += f'\n{metrics.psnr(hazy, gt):.2f} dB'
 plotting.show(plotting.plot_side_by_side(images, titles))
+
+# %%
+if gt_path is not None:
+    from IPython.display import Markdown, display
+    out01 = load_image(res.image)
+    display(Markdown(plotting.stage2_verdict(choice.name, metrics.psnr(res.J, gt), metrics.psnr(out01, gt),
+                                             metrics.ssim(res.J, gt), metrics.ssim(out01, gt))))
 
 # %% [markdown]
 # Drag the slider to wipe between the input and the result.

@@ -31,7 +31,7 @@
 # scene light that reaches the camera; $t = e^{-\beta d}$ for scattering $\beta$ and depth $d$) and $A$
 # the global airlight (the colour of the haze). Stage 1 of DehazeDDPM (`Stage1Net`, the reference's
 # *netH*) predicts $J$, $T$ and $A$ and re-composes $I$ from them, which is how it is trained to be
-# physically consistent. Here we look at those outputs on the bundled demo weights.
+# physically consistent. Here we look at those outputs, on the weights the next cells choose.
 
 # %%
 # NBVAL_SKIP
@@ -51,7 +51,7 @@ if os.path.isfile(os.path.join('..', 'colab_setup.py')) and os.path.abspath('..'
 # Smoke mode (CI, or DEHAZEDDPM_SMOKE=1): tiny images and few steps so the notebook runs on a CPU in seconds.
 SMOKE = bool('CI' in os.environ or os.environ.get('DEHAZEDDPM_SMOKE'))
 import colab_setup
-info = colab_setup.setup(weights='demo', install=True)
+info = colab_setup.setup(weights=None, install=True)
 
 # %%
 import tempfile
@@ -67,16 +67,32 @@ from dehazeddpm.viz import plotting, widgets
 DEVICE = 'cuda' if info['device'] == 'cuda' else 'cpu'
 _ = torch.set_grad_enabled(False)
 
+# %% [markdown]
+# ## Weights
+#
+# The same rule as every notebook (`dd.choose_weights`): your files, else the weights you name, else
+# the released weights when they are cached or downloadable on a GPU, else the bundled demo.
+
 # %%
-pipe = dd.DehazePipeline.from_pretrained('demo', device=DEVICE)
-print(pipe.schedule)
+WEIGHTS = 'auto'     # @param ["auto", "demo", "nh-haze", "dense-haze"]
+STAGE1_FILE = ''     # @param {type:"string"}
+DENOISER_FILE = ''   # @param {type:"string"}
+choice = dd.choose_weights(WEIGHTS, stage1=STAGE1_FILE, denoiser=DENOISER_FILE, device=DEVICE)
+pipe = choice.pipe
+print(choice)
+# Stage 1 exactly as the pipeline runs it for these weights: at their working size (the demo's
+# 128 px) or at full resolution (the released weights, as the reference does).
+WORKING_SIZE = pipe.defaults.stage1_size
+def stage1(x):
+    return pipe.stage1_outputs(x, size=WORKING_SIZE)
+print('stage 1 runs at', f'{WORKING_SIZE} px (shorter side)' if WORKING_SIZE else 'full resolution')
 
 # %%
 SIZE = 64 if SMOKE else 256
 workdir = tempfile.mkdtemp(prefix='dehazeddpm_')
 pairs = {hazy.stem: (hazy, gt) for hazy, gt in make_eval_set(workdir, size=SIZE, seed=0)}
 hazy = load_image(pairs['motorcycle'][0])
-out = pipe.stage1(hazy.to(DEVICE))
+out = stage1(hazy)
 out = type(out)(*(t.cpu() for t in out))   # Stage1Output(J, coarse, T, A, I), all in [0, 1]
 
 # %%
@@ -135,21 +151,23 @@ plotting.show(plotting.plot_side_by_side(
 # edges, and there the working size can lose; rocket and camera are hazed over a smooth depth prior.
 
 # %%
-print('working size of these weights:', pipe.defaults.stage1_size)
-for name, (h, g) in pairs.items():
-    x, y = load_image(h), load_image(g)
-    full = pipe.run_stage1(x)[0].cpu()
-    sized = pipe.run_stage1(x, size=pipe.defaults.stage1_size)[0].cpu()
-    print(f'{name:10s} J at {x.shape[-2]} px: {metrics.psnr(full, y):5.2f} dB   '
-          f'at {pipe.defaults.stage1_size} px, brought back: {metrics.psnr(sized, y):5.2f} dB')
+if WORKING_SIZE:
+    for name, (h, g) in pairs.items():
+        x, y = load_image(h), load_image(g)
+        full = pipe.run_stage1(x)[0].cpu()
+        sized = pipe.run_stage1(x, size=WORKING_SIZE)[0].cpu()
+        print(f'{name:10s} J at {x.shape[-2]} px: {metrics.psnr(full, y):5.2f} dB   '
+              f'at {WORKING_SIZE} px, brought back: {metrics.psnr(sized, y):5.2f} dB')
+else:
+    print(f'{choice.name} runs stage 1 at full resolution: nothing to compare')
 
 # %% [markdown]
 # ## Inspector
 #
-# Pick an image and a component. (Without a live kernel, e.g. in a static HTML export, the figure
-# for the first image is shown instead.)
+# Pick an image and a component. It runs stage 1 the way the cells above do (same function, same
+# working size), so its A and mean T for the motorcycle are the ones printed above. The picture is
+# an ordinary output: it stays when the notebook is saved and reopened.
 
 # %%
-inspector = widgets.Stage1Inspector({n: load_image(h) for n, (h, _) in pairs.items()}, pipe.stage1,
-                                    device=DEVICE, max_side=SIZE)
+inspector = widgets.Stage1Inspector({n: load_image(h) for n, (h, _) in pairs.items()}, stage1)
 inspector.show()

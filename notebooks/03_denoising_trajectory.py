@@ -46,7 +46,7 @@ if os.path.isfile(os.path.join('..', 'colab_setup.py')) and os.path.abspath('..'
 # Smoke mode (CI, or DEHAZEDDPM_SMOKE=1): tiny images and few steps so the notebook runs on a CPU in seconds.
 SMOKE = bool('CI' in os.environ or os.environ.get('DEHAZEDDPM_SMOKE'))
 import colab_setup
-info = colab_setup.setup(weights='demo', install=True)
+info = colab_setup.setup(weights=None, install=True)
 
 # %%
 import tempfile
@@ -63,8 +63,19 @@ from dehazeddpm.viz import plotting, widgets
 DEVICE = 'cuda' if info['device'] == 'cuda' else 'cpu'
 _ = torch.set_grad_enabled(False)
 
+# %% [markdown]
+# ## Weights
+#
+# The same rule as every notebook (`dd.choose_weights`): your files, else the weights you name, else
+# the released weights when they are cached or downloadable on a GPU, else the bundled demo.
+
 # %%
-pipe = dd.DehazePipeline.from_pretrained('demo', device=DEVICE)
+WEIGHTS = 'auto'     # @param ["auto", "demo", "nh-haze", "dense-haze"]
+STAGE1_FILE = ''     # @param {type:"string"}
+DENOISER_FILE = ''   # @param {type:"string"}
+choice = dd.choose_weights(WEIGHTS, stage1=STAGE1_FILE, denoiser=DENOISER_FILE, device=DEVICE)
+pipe = choice.pipe
+print(choice)
 print(pipe.schedule)
 
 # %%
@@ -88,11 +99,12 @@ print(f'8 steps kept: {len(kept) == 8} | first sampled step is the noisiest (t =
 # start_strength=1.0, eta=0.0: from pure noise, deterministic (the demo entry's default starts
 # from J noised to 0.3 and samples with eta 1)
 res = pipe(hazy, sampler='ddim', steps=STEPS, start_strength=1.0, eta=0.0, seed=0, trajectory_every=1, progress=False)
-print(len(res.trajectory), 'snapshots')
+print(f'{res.describe()}; {len(res.trajectory)} snapshots')
 plotting.show(plotting.plot_trajectory(res.trajectory))
 
 # %% [markdown]
 # Move the slider through the snapshots: left the noisy $x_t$, right the model's current guess of $x_0$.
+# (The picture is an ordinary output: it stays when the notebook is saved and reopened.)
 
 # %%
 viewer = widgets.TrajectoryViewer(res.trajectory)
@@ -102,7 +114,8 @@ viewer.show()
 # ## DDPM vs DDIM
 #
 # Same condition, same seed, different samplers and step counts; DDIM at $\eta = 0$ (deterministic).
-# PSNR is against the ground truth of the synthetic hazy image; time is wall clock on this machine.
+# PSNR is against the ground truth of the synthetic hazy image; time is wall clock on this machine
+# (in smoke mode the images are tiny and the times are mostly overhead: they say nothing there).
 
 # %%
 STEP_COUNTS = [1, 2, 4] if SMOKE else [10, 25, 50, 100]
@@ -111,13 +124,14 @@ for sampler in ('ddpm', 'ddim'):
     for steps in STEP_COUNTS:
         t0 = time.perf_counter()
         r = pipe(hazy, sampler=sampler, steps=steps, start_strength=1.0, eta=0.0, seed=0, progress=False)
-        records.append({'sampler': sampler, 'steps': steps, 'seconds': time.perf_counter() - t0,
-                        'psnr': metrics.psnr(load_image(r.image), gt)})
+        records.append({'sampler': sampler, 'steps': r.options.steps, 'evaluations': r.steps,
+                        'seconds': time.perf_counter() - t0, 'psnr': metrics.psnr(load_image(r.image), gt)})
 plotting.show(plotting.plot_sampler_comparison(records))
 
 # %%
 from IPython.display import Markdown, display
-display(Markdown(plotting.metrics_table_markdown(records, columns=['sampler', 'steps', 'seconds', 'psnr'], digits=2)))
+display(Markdown(plotting.metrics_table_markdown(records, columns=['sampler', 'steps', 'evaluations', 'seconds', 'psnr'],
+                                                 digits=2)))
 
 # %% [markdown]
 # ## Starting from J instead of noise
@@ -130,8 +144,16 @@ strengths = [1.0, 0.5, 0.2]
 outs = [pipe(hazy, sampler='ddim', steps=STEPS, seed=0, start_strength=s, progress=False) for s in strengths]
 plotting.show(plotting.plot_side_by_side(
     [outs[0].J] + [o.image for o in outs] + [gt],
-    ['stage-1 J'] + [f'start {s}: {metrics.psnr(load_image(o.image), gt):.1f} dB' for s, o in zip(strengths, outs)]
-    + ['ground truth']))
+    [f'stage-1 J\n{metrics.psnr(outs[0].J, gt):.1f} dB']
+    + [f'start {s} ({o.steps} evals)\n{metrics.psnr(load_image(o.image), gt):.1f} dB' for s, o in zip(strengths, outs)]
+    + ['ground truth\n']))
+
+# %%
+from IPython.display import Markdown, display
+best = max(outs, key=lambda o: metrics.psnr(load_image(o.image), gt))
+display(Markdown(plotting.stage2_verdict(choice.name, metrics.psnr(best.J, gt), metrics.psnr(load_image(best.image), gt),
+                                         metrics.ssim(best.J, gt), metrics.ssim(load_image(best.image), gt))
+                 + f' (The best of the three starts: {best.describe()}.)'))
 
 # %% [markdown]
 # ## Why DDIM starts from mean-free noise
@@ -150,5 +172,5 @@ runs = [(zm, s, pipe(hazy, sampler='ddim', steps=STEPS, start_strength=1.0, eta=
         for zm in (True, False) for s in SEEDS]
 plotting.show(plotting.plot_side_by_side(
     [r.image for _, _, r in runs],
-    [f"{'mean-free' if zm else 'plain'} noise, seed {s}\n{metrics.psnr(load_image(r.image), gt):.1f} dB"
-     for zm, s, r in runs]))
+    [f"{'mean-free' if zm else 'plain'}, seed {s}\n{metrics.psnr(load_image(r.image), gt):.1f} dB"
+     for zm, s, r in runs], max_columns=3))

@@ -29,7 +29,10 @@
 # an SR3 checkpoint with a different number of input channels) and then loads with
 # `load_state_dict(strict=False)`, which silently accepts the missing key. The denoiser then runs
 # with a **randomly initialised first convolution**: every prediction is garbage and sampling never
-# leaves the noise. We reproduce this on the bundled demo weights, then show how `dehazeddpm` catches it.
+# leaves the noise. We replay that load on the released checkpoint when it is here (a GPU runtime
+# downloads it; any machine with it in the cache uses it), on the bundled demo weights otherwise
+# (same file layout, same failure), then show how `dehazeddpm` catches it and how to tell which
+# stage failed.
 
 # %%
 # NBVAL_SKIP
@@ -49,7 +52,7 @@ if os.path.isfile(os.path.join('..', 'colab_setup.py')) and os.path.abspath('..'
 # Smoke mode (CI, or DEHAZEDDPM_SMOKE=1): tiny images and few steps so the notebook runs on a CPU in seconds.
 SMOKE = bool('CI' in os.environ or os.environ.get('DEHAZEDDPM_SMOKE'))
 import colab_setup
-info = colab_setup.setup(weights='demo', install=True)
+info = colab_setup.setup(weights=None, install=True)
 
 # %%
 import tempfile
@@ -65,47 +68,66 @@ from dehazeddpm.viz import plotting
 DEVICE = 'cuda' if info['device'] == 'cuda' else 'cpu'
 _ = torch.set_grad_enabled(False)
 
+# %% [markdown]
+# ## Weights
+#
+# The same rule as every notebook (`dd.choose_weights`); here the released weights are the point.
+
 # %%
-pipe = dd.DehazePipeline.from_pretrained('demo', device=DEVICE)
-print(pipe.schedule)
-from dehazeddpm import hub
-resolved = hub.resolve('demo')   # local paths of the two weights files
-print('denoiser file:', os.path.basename(resolved.denoiser))
+WEIGHTS = 'auto'     # @param ["auto", "demo", "nh-haze", "dense-haze"]
+STAGE1_FILE = ''     # @param {type:"string"}
+DENOISER_FILE = ''   # @param {type:"string"}
+choice = dd.choose_weights(WEIGHTS, stage1=STAGE1_FILE, denoiser=DENOISER_FILE, device=DEVICE)
+pipe = choice.pipe
+print(choice)
+print('stage-1 file: ', choice.stage1_file.name)
+print('denoiser file:', choice.denoiser_file.name)
+if not choice.released:
+    print('No released checkpoint here, so the reference load is replayed on these weights: the '
+          'mechanism (and the noise) is the same.')
 
 # %%
 SIZE = 64 if SMOKE else 256
-STEPS = 4 if SMOKE else 50
+STEPS = 4 if SMOKE else 20
 workdir = tempfile.mkdtemp(prefix='dehazeddpm_')
 hazy_path, gt_path = make_eval_set(workdir, size=SIZE, seed=0)[0]
 hazy, gt = load_image(hazy_path), load_image(gt_path)
 
 # %% [markdown]
 # ## 1. What the reference does
+#
+# The reference's `load_network` reads the `*_gen.pth` file, deletes `denoise_fn.downs.0.weight` and
+# calls `load_state_dict(..., strict=False)`. The same three steps on the file chosen above:
 
 # %%
-ckpt = dd.read_checkpoint(resolved.denoiser)           # the *_gen.pth layout: denoise_fn.* + schedule buffers
+ckpt = dd.read_checkpoint(choice.denoiser_file)     # the *_gen.pth layout: denoise_fn.* + schedule buffers
 ckpt.pop('denoise_fn.downs.0.weight')               # the reference drops the input layer ...
 state = {k[len('denoise_fn.'):]: v for k, v in ckpt.items() if k.startswith('denoise_fn.')}
 torch.manual_seed(0)
 reference_unet = dd.UNet.from_config(pipe.denoiser.config)   # a plain, randomly initialised UNet
 report = reference_unet.load_state_dict(state, strict=False)  # ... and loads non-strictly
-reference_unet.eval()
+_ = reference_unet.eval()
 
 # %%
 # NBVAL_CHECK_OUTPUT
 # strict=False only *reports* the problem, in a return value nobody reads:
 print(f'missing keys: {report.missing_keys}\nunexpected keys: {report.unexpected_keys}')
 
+# %% [markdown]
+# Both denoisers below sample from pure noise (as the reference does, though with DDIM instead of
+# its 2000 ancestral steps) with the same stage 1, seed and steps; only the loading differs.
+
 # %%
 broken = dd.DehazePipeline(pipe.stage1, reference_unet.to(DEVICE), pipe.schedule, device=DEVICE)
-# both from pure noise, as the reference samples
 res_bad = broken(hazy, sampler='ddim', steps=STEPS, start_strength=1.0, eta=0.0, seed=0, progress=False)
 res_good = pipe(hazy, sampler='ddim', steps=STEPS, start_strength=1.0, eta=0.0, seed=0, progress=False)
 p_bad = metrics.psnr(load_image(res_bad.image), gt)
 p_good = metrics.psnr(load_image(res_good.image), gt)
+print('both ran:', res_good.describe())
 plotting.show(plotting.plot_side_by_side(
     [hazy, res_bad.image, res_good.image, gt],
-    ['hazy input', f'reference loading: {p_bad:.1f} dB', f'strict loading: {p_good:.1f} dB', 'ground truth']))
+    [f'hazy input\n{metrics.psnr(hazy, gt):.1f} dB', f'reference loading\n{p_bad:.1f} dB',
+     f'strict loading\n{p_good:.1f} dB', 'ground truth\n']))
 
 # %% [markdown]
 # ## 2. What `dehazeddpm` does instead
@@ -126,7 +148,21 @@ except dd.CheckpointError as exc:
 print(type(err).__name__, '| names the missing key:', 'downs.0.weight' in str(err))
 
 # %% [markdown]
-# ## 3. netG vs netH: which file is which
+# ## 3. Which stage failed?
+#
+# Users of the reference code had to save J and T by hand to find out. Here every result carries
+# stage 1's J, T and A, so one look tells: if J and T look sensible (they do below: stage 1 loaded
+# fine) and only the final image is noise, the denoiser is at fault; if J is already wrong, stage 1
+# is. `widgets.Stage1Inspector` (notebook 02) shows the same for any image.
+
+# %%
+plotting.show(plotting.plot_side_by_side(
+    [res_bad.J, res_bad.T, res_bad.image],
+    [f'stage 1: J ({metrics.psnr(res_bad.J, gt):.1f} dB)', f'stage 1: T (mean {float(res_bad.T.mean()):.2f})',
+     f'stage 2, reference load ({p_bad:.1f} dB)'], max_columns=3))
+
+# %% [markdown]
+# ## 4. netG vs netH: which file is which
 #
 # The reference code and its files use confusing names. In DehazeDDPM's own code **netG** is the
 # diffusion model and **netH** is stage 1, but the stage-1 *file* is called `..._net_g_...` because it
@@ -141,8 +177,8 @@ print(type(err).__name__, '| names the missing key:', 'downs.0.weight' in str(er
 # `dehazeddpm` recognises each layout and says so when they are swapped:
 
 # %%
-for loader, path in ((dd.load_denoiser, resolved.stage1), (dd.load_stage1, resolved.denoiser)):
+for loader, path in ((dd.load_denoiser, choice.stage1_file), (dd.load_stage1, choice.denoiser_file)):
     try:
         loader(path)
     except dd.CheckpointError as exc:
-        print(f'{loader.__name__}({os.path.basename(path)}): {exc}')
+        print(f'{loader.__name__}({path.name}): {exc}')

@@ -45,7 +45,7 @@ if os.path.isfile(os.path.join('..', 'colab_setup.py')) and os.path.abspath('..'
 # Smoke mode (CI, or DEHAZEDDPM_SMOKE=1): tiny images and few steps so the notebook runs on a CPU in seconds.
 SMOKE = bool('CI' in os.environ or os.environ.get('DEHAZEDDPM_SMOKE'))
 import colab_setup
-info = colab_setup.setup(weights='demo', install=True)
+info = colab_setup.setup(weights=None, install=True)
 
 # %%
 import tempfile
@@ -63,23 +63,31 @@ from dehazeddpm.viz import plotting, widgets
 DEVICE = 'cuda' if info['device'] == 'cuda' else 'cpu'
 _ = torch.set_grad_enabled(False)
 
+# %% [markdown]
+# ## Weights and data
+#
+# The same rule as every notebook (`dd.choose_weights`): your files, else the weights you name, else
+# the released weights when they are cached or downloadable on a GPU, else the bundled demo. The
+# bundled eval set comes in two kinds of haze: `depth` (thickening with distance) and `nh`
+# (non-homogeneous patches and plumes with an uneven, tinted airlight, like NH-HAZE).
+
 # %%
-WEIGHTS = 'nh-haze' if (info['device'] == 'cuda' and not SMOKE and not info['offline']) else 'demo'
-try:
-    pipe = dd.DehazePipeline.from_pretrained(WEIGHTS, device=DEVICE)
-except Exception as exc:  # no network: fall back to the bundled weights
-    print(f'could not load {WEIGHTS!r} ({exc}); using the bundled demo weights')
-    WEIGHTS = 'demo'
-    pipe = dd.DehazePipeline.from_pretrained(WEIGHTS, device=DEVICE)
+WEIGHTS = 'auto'     # @param ["auto", "demo", "nh-haze", "dense-haze"]
+STAGE1_FILE = ''     # @param {type:"string"}
+DENOISER_FILE = ''   # @param {type:"string"}
+HAZE = 'depth'       # @param ["depth", "nh", "dense"]
+DATA_DIR = ''        # @param {type:"string"}
+choice = dd.choose_weights(WEIGHTS, stage1=STAGE1_FILE, denoiser=DENOISER_FILE, device=DEVICE)
+pipe = choice.pipe
+print(choice)
 SIZE = 64 if SMOKE else 256
-STEPS = 3 if SMOKE else info['steps']
-DATA_DIR = None   # a folder with hazy/ and gt/ subfolders; None: the bundled set
+DATA_DIR = DATA_DIR or None   # a folder with hazy/ and gt/ subfolders; None: the bundled set
 
 # %%
 from pathlib import Path
 if DATA_DIR is None:
     DATA_DIR = tempfile.mkdtemp(prefix='dehazeddpm_eval_')
-    make_eval_set(DATA_DIR, size=SIZE, seed=0)
+    make_eval_set(DATA_DIR, size=SIZE, seed=0, kind=HAZE)
 gt_by_stem = {p.stem: p for p in sorted(Path(DATA_DIR, 'gt').iterdir()) if is_image_file(p)}
 pairs = [(p, gt_by_stem[p.stem]) for p in sorted(Path(DATA_DIR, 'hazy').iterdir())
          if is_image_file(p) and p.stem in gt_by_stem]
@@ -99,7 +107,7 @@ rows, items = [], {}
 for hazy_path, gt_path in pairs:
     hazy, gt = load_image(hazy_path), load_image(gt_path)
     t0 = time.perf_counter()
-    res = pipe(hazy, sampler='ddim', steps=STEPS, seed=0, progress=False)
+    res = pipe(hazy, seed=0, progress=False)   # the weights' default call
     seconds = time.perf_counter() - t0
     out = load_image(res.image)
     J = res.J.cpu()
@@ -107,8 +115,9 @@ for hazy_path, gt_path in pairs:
                  'psnr_hazy': metrics.psnr(hazy, gt), 'psnr_stage1': metrics.psnr(J, gt), 'psnr_dehazed': metrics.psnr(out, gt),
                  'ssim_hazy': metrics.ssim(hazy, gt), 'ssim_stage1': metrics.ssim(J, gt), 'ssim_dehazed': metrics.ssim(out, gt),
                  'seconds': seconds})
-    items[hazy_path.stem] = {'hazy': hazy, 'dehazed': res.image, 'gt': gt,
-                             'PSNR (dB)': rows[-1]['psnr_dehazed'], 'SSIM': rows[-1]['ssim_dehazed']}
+    items[hazy_path.stem] = {'hazy': hazy, 'stage1': J, 'dehazed': res.image, 'gt': gt,
+                             'PSNR stage 1': rows[-1]['psnr_stage1'], 'PSNR dehazed': rows[-1]['psnr_dehazed'],
+                             'SSIM stage 1': rows[-1]['ssim_stage1'], 'SSIM dehazed': rows[-1]['ssim_dehazed']}
 
 # %% [markdown]
 # ## Results
@@ -117,14 +126,19 @@ for hazy_path, gt_path in pairs:
 from IPython.display import Markdown, display
 cols = [k for k in rows[0]]
 mean = {'name': '**mean**', **{k: sum(r[k] for r in rows) / len(rows) for k in cols if k != 'name'}}
-display(Markdown(f'Weights `{WEIGHTS}`, {STEPS} DDIM steps.\n\n' + plotting.metrics_table_markdown(rows + [mean], columns=cols)))
+display(Markdown(f'Weights `{choice.name}`; what ran: {res.describe()} (the last image).\n\n'
+                 + plotting.metrics_table_markdown(rows + [mean], columns=cols)))
 
 # %%
 plotting.show(plotting.plot_metrics_bar(rows, groups=('hazy', 'stage1', 'dehazed')))
+
+# %%
+display(Markdown(plotting.stage2_verdict(choice.name, mean['psnr_stage1'], mean['psnr_dehazed'],
+                                         mean['ssim_stage1'], mean['ssim_dehazed']) + ' (Means over the images above.)'))
 
 # %% [markdown]
 # ## Per image
 
 # %%
-viewer = widgets.PairViewer(items)
+viewer = widgets.PairViewer(items, titles={'stage1': 'stage 1: J'})
 viewer.show()

@@ -31,6 +31,7 @@ def test_released_weights_in_the_cache_are_used_even_on_a_cpu(monkeypatch, relea
     assert choice.name == "nh-haze" and choice.released and "found in the cache" in choice.reason
     assert choice.pipe.denoiser.config.inner_channel == 64 and choice.pipe.defaults.stage1_size is None
     assert str(choice).startswith("weights: nh-haze (")
+    assert choice.denoiser_file.parent == released_cache / "nh-haze" and choice.stage1_file.is_file()
 
 
 def test_named_weights_and_user_files_win(monkeypatch, tmp_path):
@@ -42,3 +43,10 @@ def test_named_weights_and_user_files_win(monkeypatch, tmp_path):
     monkeypatch.setenv("DEHAZEDDPM_DENOISER", str(files.denoiser))
     choice = choose_weights(device="cpu")
     assert choice.name == "files" and "'demo'" in choice.reason  # recognised by sha256
+    assert choice.denoiser_file == files.denoiser
+    monkeypatch.delenv("DEHAZEDDPM_DENOISER")
+    with pytest.raises(ValueError, match="both checkpoint files"):
+        choose_weights(device="cpu")
+    monkeypatch.delenv("DEHAZEDDPM_STAGE1")
+    monkeypatch.setenv("DEHAZEDDPM_WEIGHTS", "auto")
+    assert choose_weights(device="cpu").name == "demo"  # "auto" names nothing: the rule decides

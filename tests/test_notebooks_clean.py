@@ -71,7 +71,12 @@ def test_badge_and_setup_cells(name: str) -> None:
     assert "if 'google.colab' in sys.modules:" in clone and "'git', 'clone'" in clone
     assert cells[2]["cell_type"] == "code"
     assert "sys.path.insert(0" in setup and "import colab_setup" in setup
-    assert "colab_setup.setup(weights='demo', install=True)" in setup
+    assert "colab_setup.setup(weights=None, install=True)" in setup
+    # every notebook picks its weights with the one shared rule, and says what it chose
+    body = "\n".join(_src(c) for c in cells[3:])
+    assert "dd.choose_weights(WEIGHTS, stage1=STAGE1_FILE, denoiser=DENOISER_FILE, device=DEVICE)" in body
+    assert "print(choice)" in body and "from_pretrained(" not in body
+    assert "progress=True" not in body  # no tqdm widget left dead in a saved notebook
     assert "SMOKE = " in setup and "'CI' in os.environ" in setup and "DEHAZEDDPM_SMOKE" in setup
 
 

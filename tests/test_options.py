@@ -59,3 +59,5 @@ def test_resolved_options_are_concrete():
 def test_describe_says_what_ran():
     text = SamplingOptions(sampler="ddim", start_strength=0.3, eta=1.0, stage1_size=128).resolved(2000).describe()
     assert text.startswith("ddim 20 steps") and "eta 1" in text and "from J at 0.3" in text and "128 px" in text
+    opts = SamplingOptions(sampler="ddim", start_strength=0.3).resolved(2000)
+    assert opts.describe(6).startswith("ddim, 6 evaluations of a 20-step chain")

@@ -64,7 +64,7 @@ def test_plot_stage1_all_panels() -> None:
     hazy, out = _stage1_output()
     fig = plotting.plot_stage1(hazy, out)
     titles = " ".join(_titles(fig))
-    for part in ("input", "J: clear", "coarse", "T: transmission", "A: airlight", "re-hazed", "|re-hazed"):
+    for part in ("input", "J: clear", "coarse", "T (mean", "A: airlight", "re-hazed", "|re-hazed"):
         assert part in titles
     labels = [ax.get_ylabel() for ax in fig.axes]
     assert "t (1 = no haze)" in labels and "abs. error" in labels  # colorbars for T and the error
@@ -121,3 +121,54 @@ def test_tables() -> None:
     assert "| a | 12.35 | 3 |" in md and "| b< | inf | 4 |" in md
     html = plotting.metrics_table_html(rows, columns=["name", "psnr"])
     assert "<th>name</th><th>psnr</th>" in html and "b&lt;" in html and "<td>12.346</td>" in html
+
+
+def _png_width(fig) -> int:
+    import io
+
+    from PIL import Image
+
+    return Image.open(io.BytesIO(plotting.figure_to_png(fig))).size[0]
+
+
+def _font_sizes(fig) -> list:
+    sizes = []
+    for ax in fig.axes:
+        sizes += [ax.title.get_fontsize(), ax.xaxis.label.get_fontsize(), ax.yaxis.label.get_fontsize()]
+        sizes += [t.get_fontsize() for t in ax.get_xticklabels() + ax.get_yticklabels() + ax.texts]
+    return sizes
+
+
+@pytest.mark.parametrize("shape", [(3, 64, 96), (3, 346, 512), (3, 100, 800), (3, 600, 200)])
+def test_figures_fit_the_output_column_with_legible_text(shape) -> None:
+    """Shown 1:1 in a ~960 px notebook column: no figure wider than COLUMN_PX, at most
+    MAX_COLUMNS panels per row, no text under 9 pt (as displayed, since nothing is scaled)."""
+    from dehazeddpm.inference.pipeline import TrajectoryFrame
+
+    img = torch.rand(*shape)
+    hazy, out = _stage1_output()
+    traj = [TrajectoryFrame(i, 100 - i, img[None], img[None]) for i in range(9)]
+    records = [{"sampler": s, "steps": n, "seconds": n * 0.1, "psnr": 20.0} for s in ("ddpm", "ddim") for n in (1, 2, 4)]
+    rows = [{"name": n, "psnr_hazy": 10.0, "psnr_dehazed": 20.0, "ssim_hazy": 0.5, "ssim_dehazed": 0.8} for n in "abc"]
+    figs = {"side": plotting.plot_side_by_side([img] * 7, [f"panel {i}\n20.1 dB" for i in range(7)]),
+            "stage1": plotting.plot_stage1(hazy, out), "trajectory": plotting.plot_trajectory(traj),
+            "samplers": plotting.plot_sampler_comparison(records), "bars": plotting.plot_metrics_bar(rows)}
+    for name, fig in figs.items():
+        assert _png_width(fig) <= plotting.COLUMN_PX, name
+        assert min(_font_sizes(fig)) >= 9, name
+        image_axes = [ax for ax in fig.axes if ax.images]
+        if image_axes:
+            lefts = {round(ax.get_position().x0, 3) for ax in image_axes}
+            assert len(lefts) <= plotting.MAX_COLUMNS + 2, name  # colour bars may add columns
+    assert len(figs["trajectory"].axes) == 8  # thinned to 4 columns by default
+    side_rows = {round(ax.get_position().y0, 3) for ax in figs["side"].axes if ax.images}
+    assert len(side_rows) == 2  # 7 panels wrap into 2 rows of at most 4
+
+
+def test_sampler_plot_ticks_are_the_step_counts_and_ssim_axis_ends_at_one() -> None:
+    records = [{"sampler": "ddim", "steps": n, "seconds": 0.1, "psnr": 20.0} for n in (1, 2, 4)]
+    ax_t = plotting.plot_sampler_comparison(records).axes[0]
+    assert list(ax_t.get_xticks()) == [1, 2, 4]
+    rows = [{"name": "a", "psnr_hazy": 10.0, "psnr_dehazed": 20.0, "ssim_hazy": 0.5, "ssim_dehazed": 0.95}]
+    fig = plotting.plot_metrics_bar(rows)
+    assert fig.axes[1].get_ylim() == (0.0, 1.0) and fig.axes[0].get_ylim()[1] < 22

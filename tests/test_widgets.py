@@ -10,7 +10,7 @@ from PIL import Image
 
 pytest.importorskip("ipywidgets")
 
-from dehazeddpm.viz import plotting, widgets  # noqa: E402
+from dehazeddpm.viz import widgets  # noqa: E402
 from dehazeddpm.models.stage1 import Stage1Output  # noqa: E402
 
 
@@ -29,7 +29,8 @@ def _fake_stage1(x: torch.Tensor) -> Stage1Output:
 def test_before_after_slider_moves_the_wipe() -> None:
     before, after = torch.zeros(3, 20, 40), torch.ones(3, 20, 40)
     w = widgets.BeforeAfterSlider(before, after, position=50)
-    assert w.slider.value == 50 and w.widget.children[1] is w.image
+    assert w.slider.value == 50 and w.widget.children[0] is w.slider
+    assert widgets._png_size(w.png) == (40, 20)  # shown at its own pixel size
     first = w.png
     w.slider.value = 0
     assert w.png != first
@@ -66,7 +67,23 @@ def test_stage1_inspector_dropdowns_change_the_figure() -> None:
     assert len(calls) == 2  # outputs are cached per image
     hazy, out = w.outputs("a")
     assert out.T.shape == (1, 1, 16, 24) and hazy.shape == (1, 3, 16, 24)
-    assert w.static_figure() is not None
+    sizes = set()
+    for name in ("a", "b"):
+        for panel in w.PANELS:
+            w.dropdown.value, w.panel.value = name, panel
+            sizes.add(widgets._png_size(w.png))
+    assert len(sizes) == 1  # one picture size whatever is selected: the page does not jump
+
+
+def test_stage1_inspector_takes_the_pipelines_stage1_tuple() -> None:
+    def run_stage1(x: torch.Tensor):
+        o = _fake_stage1(x)
+        return o.J, o.T, o.A, o.I
+
+    w = widgets.Stage1Inspector({"a": torch.rand(3, 16, 24)}, run_stage1, dpi=40)
+    assert w.outputs()[1].coarse is None and "A = (0.900" in w.info.value
+    w.panel.value = "coarse"  # not available: hazy and J instead, no error
+    assert w.png[:4] == b"\x89PNG"
 
 
 def test_stage1_inspector_with_a_real_network() -> None:
@@ -91,7 +108,7 @@ def test_trajectory_viewer_slider() -> None:
     assert frame.shape == (8, 8 + 4 + 8, 3)
     # signed input: x_t = -1 + 1.5 = 0.5 -> 0.75 in image space
     assert abs(int(frame[0, 0, 0]) - round(0.75 * 255)) <= 1
-    assert len(w.static_figure().axes) == 10
+    assert w.slider.layout.width == "320px"  # the slider is as wide as the picture (at least 320 px)
     with pytest.raises(ValueError):
         widgets.TrajectoryViewer([])
 
@@ -115,6 +132,7 @@ def test_pair_viewer() -> None:
     assert "20.000" in w.info.value
     w.dropdown.value = "two"
     assert w.png != first and "21.000" in w.info.value
+    assert widgets._png_size(w.png) == widgets._png_size(first)
     items["three"] = {"hazy": torch.rand(3, 12, 12), "dehazed": torch.rand(3, 12, 12)}  # no gt
     assert len(widgets.PairViewer(items).figure("three").axes) == 2
 
@@ -132,13 +150,28 @@ def test_uploaded_files_both_ipywidgets_layouts() -> None:
     assert widgets.uploaded_files(()) == []
 
 
-def test_show_falls_back_to_static_outside_a_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_show_leaves_a_png_output_that_the_controls_update(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The picture is an ordinary PNG output with a display id (saved with the notebook), and a
+    control change replaces it in place; outside a kernel only the picture is displayed."""
+    import IPython.display
+
+    shown, updates = [], []
+
+    class Handle:
+        def update(self, obj):
+            updates.append(obj)
+
+    def fake_display(obj, display_id=None, **kw):
+        shown.append(obj)
+        return Handle() if display_id else None
+
+    monkeypatch.setattr(IPython.display, "display", fake_display)
     assert not widgets.widgets_available()  # pytest is no IPython kernel
-    shown = []
-    monkeypatch.setattr(plotting, "show", lambda fig, dpi=100: shown.append(fig))
     w = widgets.BeforeAfterSlider(torch.zeros(3, 8, 8), torch.ones(3, 8, 8))
     w.show()
-    assert len(shown) == 1 and len(shown[0].axes) == 2
+    assert len(shown) == 1 and shown[0].data == w.png
+    w.slider.value = 10
+    assert len(updates) == 1 and updates[0].data == w.png and _decode(w.png)[0, 0, 0] == 255
 
 
 def test_static_switch(monkeypatch: pytest.MonkeyPatch) -> None:

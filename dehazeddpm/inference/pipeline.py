@@ -90,7 +90,7 @@ class DehazeResult:
 
     def describe(self) -> str:
         """One line for a figure title: what ran and how long it took."""
-        what = "stage 1 only" if self.steps == 0 else self.options.describe()
+        what = "stage 1 only" if self.steps == 0 else self.options.describe(self.steps)
         return f"{what}, {self.timings.get('total', 0.0):.1f} s"
 
 
@@ -215,12 +215,13 @@ class DehazePipeline:
         return call.with_defaults(self.defaults).resolved(len(self.schedule))
 
     # -- the steps of a call ---------------------------------------------------------------------
-    def run_stage1(self, x01: torch.Tensor, size: Optional[int] = None, precision: str = "fp32"
-                   ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Stage 1 on a (1, 3, H, W) [0, 1] image; returns float32 (J, T, A, I) at H x W, in [0, 1].
+    def stage1_outputs(self, x01: torch.Tensor, size: Optional[int] = None, precision: str = "fp32") -> Stage1Output:
+        """Stage 1 on a (1, 3, H, W) [0, 1] image as the pipeline runs it: the full
+        :class:`Stage1Output` (J, coarse, T, A, I; float32, [0, 1], at H x W).
 
         size: None or 0 runs the net on the image as given; otherwise on a copy with that shorter
-        side (:func:`~dehazeddpm.inference.working_size.stage1_at_size`).
+        side (:func:`~dehazeddpm.inference.working_size.stage1_at_size`), e.g.
+        ``self.defaults.stage1_size``, the weights' working size.
         precision: a resolved precision ("fp32", "bf16", "fp16").
         """
         x = x01.to(self.device)
@@ -232,7 +233,12 @@ class DehazePipeline:
             return Stage1Output(*(t.float() for t in out))
 
         with torch.inference_mode(), autocast(precision, self.device):
-            out = net(x) if not size else stage1_at_size(net, x, size)
+            return net(x) if not size else stage1_at_size(net, x, size)
+
+    def run_stage1(self, x01: torch.Tensor, size: Optional[int] = None, precision: str = "fp32"
+                   ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(J, T, A, I) of :meth:`stage1_outputs`, float32 at H x W, in [0, 1]."""
+        out = self.stage1_outputs(x01, size, precision)
         return out.J, out.T, out.A, out.I
 
     def _stage1_padded(self, x: torch.Tensor, size: int, precision: str):

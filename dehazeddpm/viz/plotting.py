@@ -21,10 +21,19 @@ __all__ = [
     "to_numpy_image", "signed_to_numpy", "figure_to_png", "image_to_png", "compose_wipe",
     "plot_side_by_side", "plot_stage1", "plot_trajectory", "trajectory_frame",
     "plot_sampler_comparison", "plot_metrics_bar", "metrics_table_markdown", "metrics_table_html",
-    "rehaze_error", "show", "trajectory_is_signed", "frame_to_numpy",
+    "rehaze_error", "show", "trajectory_is_signed", "frame_to_numpy", "grid_figure",
+    "COLUMN_PX", "DPI", "FONT_PT", "MAX_COLUMNS", "stage2_verdict",
 ]
 
 ImageLike = Union[torch.Tensor, np.ndarray, Image.Image]
+
+# Figures are drawn for the notebook's output column (~960 px in Colab, classic Notebook and
+# JupyterLab at a laptop's width): at DPI they come out at most COLUMN_PX wide, so they are shown
+# 1:1 and a FONT_PT label is FONT_PT as displayed. Wider grids wrap at MAX_COLUMNS panels per row.
+DPI = 100
+COLUMN_PX = 940
+MAX_COLUMNS = 4
+FONT_PT = 10
 
 
 # --------------------------------------------------------------------------------------------
@@ -78,15 +87,17 @@ def _to_uint8(img: ImageLike) -> np.ndarray:
     return (arr * 255.0 + 0.5).astype(np.uint8)
 
 
-def figure_to_png(fig: Figure, dpi: int = 100) -> bytes:
-    """PNG bytes of a figure (what widgets.Image displays)."""
+def figure_to_png(fig: Figure, dpi: int = DPI, tight: bool = True) -> bytes:
+    """PNG bytes of a figure. ``tight=False`` keeps the figure's own size, so a widget's picture
+    keeps one size whatever it shows (the page does not jump)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight" if tight else None)
     return buf.getvalue()
 
 
-def show(fig: Figure, dpi: int = 100) -> None:
-    """Display a figure in a notebook as a PNG (works without pyplot's inline backend)."""
+def show(fig: Figure, dpi: int = DPI) -> None:
+    """Display a figure in a notebook as a PNG at its pixel size (works without pyplot's inline
+    backend)."""
     from IPython.display import Image as _IPImage, display
 
     display(_IPImage(data=figure_to_png(fig, dpi=dpi), format="png"))
@@ -129,28 +140,53 @@ def compose_wipe(before: ImageLike, after: ImageLike, position: float) -> Image.
 def _show(ax: Any, img: ImageLike, title: str) -> None:
     arr = to_numpy_image(img)
     ax.imshow(arr, cmap="gray" if arr.ndim == 2 else None, vmin=0, vmax=1)
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title, fontsize=FONT_PT)
     ax.axis("off")
 
 
-def _panel_size(img: ImageLike, height: float = 3.0) -> Tuple[float, float]:
-    arr = to_numpy_image(img)
-    h, w = arr.shape[:2]
-    return height * w / max(h, 1), height
+def _aspect(img: ImageLike) -> float:
+    """Width / height of an image."""
+    if isinstance(img, Image.Image):
+        return img.size[0] / max(img.size[1], 1)
+    h, w = to_numpy_image(img).shape[:2]
+    return w / max(h, 1)
+
+
+def grid_figure(n: int, aspect: float, *, max_columns: int = MAX_COLUMNS, panel_height: float = 2.6,
+                extra_width: float = 0.0, title_height: float = 0.45, suptitle: bool = False
+                ) -> Tuple[Figure, np.ndarray]:
+    """A figure of ``n`` image panels of width/height ``aspect``, wrapped at ``max_columns`` per row
+    and no wider than :data:`COLUMN_PX` at :data:`DPI`. ``extra_width`` (inches) per panel leaves
+    room for a colour bar; ``title_height`` (inches) per row for its titles. Returns
+    ``(figure, axes)`` with ``axes`` flat, the unused ones switched off."""
+    if n < 1:
+        raise ValueError("a figure needs at least one panel")
+    cols = min(n, max_columns)
+    rows = math.ceil(n / cols)
+    max_panel_w = (COLUMN_PX / DPI - 0.25) / cols - extra_width
+    panel_w = min(panel_height * aspect, max_panel_w)
+    panel_h = panel_w / aspect
+    fig = Figure(figsize=(cols * (panel_w + extra_width) + 0.25, rows * (panel_h + title_height) + (0.4 if suptitle else 0.1)))
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes[n:]:
+        ax.axis("off")
+    return fig, axes
 
 
 def plot_side_by_side(images: Sequence[ImageLike], titles: Sequence[str],
-                      suptitle: Optional[str] = None, height: float = 3.0) -> Figure:
-    """A row of images with titles (e.g. hazy | dehazed | ground truth)."""
+                      suptitle: Optional[str] = None, height: float = 2.6,
+                      max_columns: int = MAX_COLUMNS) -> Figure:
+    """Images with titles (e.g. hazy | dehazed | ground truth), wrapped at ``max_columns`` per row;
+    titles may hold a line break."""
     if len(images) != len(titles):
         raise ValueError("give one title per image")
-    pw, ph = _panel_size(images[0], height)
-    fig = Figure(figsize=(pw * len(images) + 0.2, ph + (0.8 if suptitle else 0.5)))
-    axes = fig.subplots(1, len(images), squeeze=False)[0]
+    lines = max(str(t).count("\n") + 1 for t in titles)
+    fig, axes = grid_figure(len(images), _aspect(images[0]), max_columns=max_columns, panel_height=height,
+                            title_height=0.25 + 0.2 * lines, suptitle=bool(suptitle))
     for ax, img, title in zip(axes, images, titles):
         _show(ax, img, title)
     if suptitle:
-        fig.suptitle(suptitle)
+        fig.suptitle(suptitle, fontsize=FONT_PT + 1)
     fig.tight_layout()
     return fig
 
@@ -170,7 +206,7 @@ def _airlight_values(A: Any) -> np.ndarray:
 
 
 def plot_stage1(hazy: ImageLike, out: Any, panels: Optional[Sequence[str]] = None,
-                height: float = 2.8) -> Figure:
+                height: float = 2.4) -> Figure:
     """The stage-1 decomposition of one image.
 
     ``out`` is a ``Stage1Output`` (or anything with ``J, coarse, T, A, I``; ``coarse`` may be
@@ -185,42 +221,43 @@ def plot_stage1(hazy: ImageLike, out: Any, panels: Optional[Sequence[str]] = Non
     unknown = [p for p in panels if p not in avail]
     if unknown:
         raise ValueError(f"unknown panels {unknown}; available: {avail}")
-    cols = min(4, len(panels))
-    rows = math.ceil(len(panels) / cols)
-    pw, ph = _panel_size(hazy, height)
-    fig = Figure(figsize=(cols * (pw + 0.6), rows * (ph + 0.6)))
-    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    fig, axes = grid_figure(len(panels), _aspect(hazy), panel_height=height,
+                            extra_width=0.7 if {"T", "error"} & set(panels) else 0.0)
     hazy_np = to_numpy_image(hazy)
     for ax, name in zip(axes, panels):
         if name == "hazy":
-            _show(ax, hazy_np, "input (hazy) I")
+            _show(ax, hazy_np, "input I (hazy)")
         elif name == "J":
             _show(ax, out.J, "J: clear image")
         elif name == "coarse":
-            _show(ax, out.coarse, "coarse: 1st sub-network")
+            _show(ax, out.coarse, "coarse (1st sub-net)")
         elif name == "T":
             t = to_numpy_image(out.T)
             im = ax.imshow(t, cmap="viridis", vmin=0, vmax=1)
-            ax.set_title(f"T: transmission (mean {t.mean():.2f})", fontsize=10)
+            ax.set_title(f"T (mean {t.mean():.2f})", fontsize=FONT_PT)
             ax.axis("off")
-            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="t (1 = no haze)")
+            bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+            bar.set_label("t (1 = no haze)", fontsize=FONT_PT - 1)
+            bar.ax.tick_params(labelsize=FONT_PT - 1)
         elif name == "A":
             a = _airlight_values(out.A)
             ax.imshow(np.broadcast_to(a.reshape(1, 1, 3), (8, 8, 3)).clip(0, 1))
-            ax.set_title("A: airlight", fontsize=10)
+            ax.set_title("A: airlight", fontsize=FONT_PT)
             ax.set_xticks([])
             ax.set_yticks([])
             txt = "R {:.3f}\nG {:.3f}\nB {:.3f}".format(*a)
-            ax.text(0.5, 0.5, txt, transform=ax.transAxes, ha="center", va="center", fontsize=10,
+            ax.text(0.5, 0.5, txt, transform=ax.transAxes, ha="center", va="center", fontsize=FONT_PT + 1,
                     family="monospace", color="black" if a.mean() > 0.5 else "white")
         elif name == "I":
-            _show(ax, out.I, "re-hazed J·T + A·(1−T)")
+            _show(ax, out.I, "re-hazed JT + A(1−T)")
         elif name == "error":
             err = rehaze_error(hazy_np, out.I)
             im = ax.imshow(err, cmap="magma", vmin=0, vmax=max(0.05, float(err.max())))
-            ax.set_title(f"|re-hazed − input| (mean {err.mean():.3f})", fontsize=10)
+            ax.set_title(f"|re-hazed − I| (mean {err.mean():.3f})", fontsize=FONT_PT)
             ax.axis("off")
-            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="abs. error")
+            bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+            bar.set_label("abs. error", fontsize=FONT_PT - 1)
+            bar.ax.tick_params(labelsize=FONT_PT - 1)
     for ax in axes[len(panels):]:
         ax.axis("off")
     fig.tight_layout()
@@ -243,7 +280,7 @@ def trajectory_frame(x_t: torch.Tensor, x0: torch.Tensor, label: str = "", signe
 
 
 def plot_trajectory(trajectory: Sequence[Tuple[int, int, torch.Tensor, torch.Tensor]],
-                    max_columns: int = 6, height: float = 1.8, signed: Optional[bool] = None) -> Figure:
+                    max_columns: int = MAX_COLUMNS, height: float = 2.0, signed: Optional[bool] = None) -> Figure:
     """Grid of a sampling trajectory ``[(step, t, x_t, x0)]``: top row x_t, bottom row predicted
     x0, one column per snapshot (evenly thinned to ``max_columns``, keeping the first and last).
     ``signed``: tensors in [-1, 1] (None: :func:`trajectory_is_signed` decides)."""
@@ -255,57 +292,66 @@ def plot_trajectory(trajectory: Sequence[Tuple[int, int, torch.Tensor, torch.Ten
     idx = sorted(set(np.linspace(0, n - 1, min(max_columns, n)).round().astype(int).tolist()))
     snaps = [trajectory[i] for i in idx]
     h, w = snaps[0][2].shape[-2:]
-    width = height * w / max(h, 1)  # keep the image aspect so the rows sit close together
-    fig = Figure(figsize=(width * len(snaps) + 0.6, 2 * height + 0.6))
-    axes = fig.subplots(2, len(snaps), squeeze=False)
+    # two rows (x_t over x0) of len(snaps) panels; a left margin for the row labels
+    fig, flat = grid_figure(2 * len(snaps), w / max(h, 1), max_columns=len(snaps), panel_height=height,
+                            extra_width=0.1)
+    axes = flat.reshape(2, len(snaps))
     for c, (step, t, x_t, x0) in enumerate(snaps):
         axes[0, c].imshow(frame_to_numpy(x_t, signed))
-        axes[0, c].set_title(f"step {step}, t={t}", fontsize=9)
+        axes[0, c].set_title(f"step {step}, t={t}", fontsize=FONT_PT)
         axes[1, c].imshow(frame_to_numpy(x0, signed))
         for r in (0, 1):
             axes[r, c].set_xticks([])
             axes[r, c].set_yticks([])
-    axes[0, 0].set_ylabel("x_t", fontsize=10)
-    axes[1, 0].set_ylabel("predicted x0", fontsize=10)
+    axes[0, 0].set_ylabel("x_t", fontsize=FONT_PT)
+    axes[1, 0].set_ylabel("predicted x0", fontsize=FONT_PT)
     fig.tight_layout()
     return fig
 
 
 def plot_sampler_comparison(records: Sequence[Mapping[str, Any]]) -> Figure:
-    """Time and PSNR against sampling steps, one line per sampler.
+    """Time and PSNR against sampling steps, one line per sampler; the x ticks are the step
+    counts that ran.
 
     ``records``: dicts with ``sampler``, ``steps``, ``seconds`` and ``psnr`` (dB).
     """
-    fig = Figure(figsize=(9, 3.4))
+    fig = Figure(figsize=(COLUMN_PX / DPI, 3.2))
     ax_t, ax_p = fig.subplots(1, 2)
+    steps_run = sorted({int(r["steps"]) for r in records})
     for name in sorted({r["sampler"] for r in records}):
         rs = sorted((r for r in records if r["sampler"] == name), key=lambda r: r["steps"])
         steps = [r["steps"] for r in rs]
         ax_t.plot(steps, [r["seconds"] for r in rs], marker="o", label=name.upper())
         ax_p.plot(steps, [r["psnr"] for r in rs], marker="o", label=name.upper())
-    ax_t.set_xlabel("sampling steps")
     ax_t.set_ylabel("time (s)")
-    ax_t.set_title("sampling time")
-    ax_p.set_xlabel("sampling steps")
+    ax_t.set_title("sampling time (wall clock)", fontsize=FONT_PT + 1)
+    ax_t.set_ylim(bottom=0)
     ax_p.set_ylabel("PSNR vs ground truth (dB)")
-    ax_p.set_title("quality")
+    ax_p.set_title("quality", fontsize=FONT_PT + 1)
     for ax in (ax_t, ax_p):
+        ax.set_xlabel("sampling steps")
+        if len(steps_run) > 1 and steps_run[-1] / max(steps_run[0], 1) > 8:
+            ax.set_xscale("log")
+        ax.set_xticks(steps_run)
+        ax.set_xticklabels([str(v) for v in steps_run])
+        ax.minorticks_off()
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=FONT_PT)
+        ax.tick_params(labelsize=FONT_PT)
     fig.tight_layout()
     return fig
 
 
 def plot_metrics_bar(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str] = ("psnr", "ssim"),
                      groups: Sequence[str] = ("hazy", "dehazed")) -> Figure:
-    """Grouped bars per image, one subplot per metric.
+    """Grouped bars per image, one subplot per metric, one legend above them; SSIM's axis ends at 1.
 
     ``rows``: dicts with ``name`` and keys ``f"{metric}_{group}"`` (e.g. ``psnr_hazy``).
     """
     names = [r["name"] for r in rows]
     x = np.arange(len(names))
     width = 0.8 / max(1, len(groups))
-    fig = Figure(figsize=(4.2 * len(metrics), 3.4))
+    fig = Figure(figsize=(min(COLUMN_PX / DPI, 4.2 * len(metrics) + 0.3), 3.5))
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     units = {"psnr": "PSNR (dB)", "ssim": "SSIM"}
     for ax, metric in zip(axes, metrics):
@@ -314,16 +360,38 @@ def plot_metrics_bar(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str] =
             vals = [float(r[f"{metric}_{group}"]) for r in rows]
             top = max([top] + [v for v in vals if math.isfinite(v)])
             ax.bar(x + (k - (len(groups) - 1) / 2) * width, vals, width, label=group)
-        ax.set_ylim(0, top * 1.3 if top > 0 else 1.0)  # head room so the legend clears the bars
+        ax.set_ylim(0, 1.0 if metric == "ssim" else (top * 1.08 if top > 0 else 1.0))
         ax.set_xticks(x)
-        ax.set_xticklabels(names, rotation=20)
-        ax.set_xlabel("image")
+        ax.set_xticklabels(names, rotation=20 if len(names) > 3 else 0)
         ax.set_ylabel(units.get(metric, metric))
-        ax.set_title(units.get(metric, metric) + " per image")
+        ax.set_title(units.get(metric, metric) + " per image", fontsize=FONT_PT + 1)
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(loc="upper center", ncol=len(groups), fontsize=9)
-    fig.tight_layout()
+        ax.tick_params(labelsize=FONT_PT)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=len(groups), fontsize=FONT_PT, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.9))
     return fig
+
+
+def stage2_verdict(weights: str, psnr_j: float, psnr_out: float, ssim_j: float, ssim_out: float) -> str:
+    """One markdown sentence saying whether the diffusion stage improved on stage 1's J here, from
+    the numbers (PSNR in dB, SSIM in [0, 1]), and what that means for ``weights`` ("demo" is the
+    small CPU-trained bundle, not the paper's model)."""
+    dp, ds = psnr_out - psnr_j, ssim_out - ssim_j
+    if abs(dp) < 0.01 and abs(ds) < 0.001:
+        what = f"Here the diffusion stage leaves stage 1's J as it was ({dp:+.2f} dB PSNR, {ds:+.3f} SSIM)."
+    elif dp > 0 and ds > 0:
+        what = f"Here the diffusion stage **improves** on stage 1's J: {dp:+.2f} dB PSNR, {ds:+.3f} SSIM."
+    elif dp <= 0 and ds <= 0:
+        what = f"Here the diffusion stage scores **below** stage 1's J: {dp:+.2f} dB PSNR, {ds:+.3f} SSIM."
+    else:
+        what = f"Here the diffusion stage is **mixed** against stage 1's J: {dp:+.2f} dB PSNR, {ds:+.3f} SSIM."
+    if weights == "demo":
+        what += (" These are the bundled demo weights: a small denoiser trained for minutes on a CPU on "
+                 "synthetic haze, so what stage 2 adds is limited (docs/benchmarks.md has the full "
+                 "measurement); the paper's numbers are for the released `nh-haze` / `dense-haze` weights, "
+                 "which need a GPU.")
+    return what
 
 
 # --------------------------------------------------------------------------------------------

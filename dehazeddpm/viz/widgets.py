@@ -1,15 +1,22 @@
-"""Interactive ipywidgets UIs for the notebooks, each with a static matplotlib fallback.
+"""Interactive ipywidgets UIs for the notebooks, whose picture is a plain PNG output.
 
-Every UI is a small class exposing its controls (``.slider``, ``.dropdown`` ...), the
-``ipywidgets.Image`` it draws into (``.image``, PNG bytes) and the assembled ``.widget`` (a
-VBox), so it can be driven and checked without a browser::
+Every UI is a small class exposing its controls (``.slider``, ``.dropdown`` ...), the PNG it shows
+(``.png``) and the assembled controls (``.widget``), so it can be driven and checked without a
+browser::
 
     w = BeforeAfterSlider(hazy, dehazed)
-    w.slider.value = 30          # redraws w.image.value
-    w.show()                     # the widget in a live kernel, else a static figure
+    w.slider.value = 30          # redraws w.png
+    w.show()                     # the controls (in a live kernel) and the picture
 
-Only API common to ipywidgets 7.7 (Colab) and 8 is used: IntSlider, Dropdown, Image, HTML,
-HBox/VBox, Checkbox, FileUpload (read through :func:`uploaded_files`). Colab's custom widget
+The picture is not an ``ipywidgets.Image``: :meth:`show` displays it as an ordinary PNG output
+with a display id and the controls replace it in place (``update_display``). So it is shown at its
+own pixel size (never stretched to the column), it is saved with the notebook and still there
+after a reload, a kernel restart, on GitHub and nbviewer, and it always shows the current view.
+Widths and heights are fixed per UI, so the page does not jump when the selection changes, and
+each slider is as wide as the picture it moves.
+
+Only API common to ipywidgets 7.7 (Colab) and 8 is used: IntSlider, Dropdown, HTML, HBox/VBox,
+Layout, Checkbox, FileUpload (read through :func:`uploaded_files`). Colab's custom widget
 manager is enabled by ``colab_setup.setup``, not here.
 """
 from __future__ import annotations
@@ -20,6 +27,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from ..models.stage1 import Stage1Output
 from ..utils import env_flag, scaled_shape
 from . import plotting
 from .plotting import ImageLike
@@ -87,47 +95,61 @@ def _downscale(img: ImageLike, max_side: int) -> np.ndarray:
     return np.asarray(pil).astype(np.float32) / 255.0
 
 
+def _png_size(png: bytes) -> Tuple[int, int]:
+    """(width, height) in pixels of PNG bytes (from the IHDR chunk)."""
+    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+
+
+def _controls_width(png: bytes, minimum: int = 320) -> str:
+    return f"{max(minimum, _png_size(png)[0])}px"
+
+
 class _UI:
-    """Shared plumbing: ``.widget``, ``.show()`` and the static fallback."""
+    """Shared plumbing: ``.widget`` (the controls), ``.png`` and ``.show()``."""
 
     widget: Any
-    image: Any
-
-    def static_figure(self) -> Figure:  # pragma: no cover - overridden
-        raise NotImplementedError
-
-    def show(self) -> None:
-        """Display the widget in a live kernel, otherwise the static figure."""
-        from IPython.display import display
-
-        if widgets_available():
-            display(self.widget)
-        else:
-            plotting.show(self.static_figure())
+    _png: bytes = b""
+    _handle: Any = None
 
     @property
     def png(self) -> bytes:
         """The PNG currently shown."""
-        return bytes(self.image.value)
+        return self._png
+
+    def _set_png(self, png: bytes) -> None:
+        self._png = png
+        if self._handle is not None:
+            from IPython.display import Image as _IPImage
+
+            self._handle.update(_IPImage(data=png, format="png"))
+
+    def show(self) -> None:
+        """Display the controls (in a live kernel) and, below them, the picture as a PNG output
+        that the controls update in place."""
+        from IPython.display import Image as _IPImage, display
+
+        if widgets_available():
+            display(self.widget)
+        self._handle = display(_IPImage(data=self._png, format="png"), display_id=True)
 
 
 class BeforeAfterSlider(_UI):
     """Wipe between two images: the slider (0..100, % of the width) moves the divider; ``after``
-    is shown left of it, ``before`` right."""
+    is shown left of it, ``before`` right. Both are shown at most ``max_side`` px (longer side)."""
 
     def __init__(self, before: ImageLike, after: ImageLike, *, labels: Tuple[str, str] = ("hazy", "dehazed"),
-                 position: int = 50, max_side: int = 512):
+                 position: int = 50, max_side: int = 768):
         w = _require_widgets()
         self.before = _downscale(before, max_side)
         self.after = _downscale(after, max_side)
         self.labels = labels
         self.slider = w.IntSlider(value=int(position), min=0, max=100, step=1, description="wipe %",
                                   continuous_update=True)
-        self.image = w.Image(format="png")
         self.caption = w.HTML(f"<b>left: {labels[1]}</b> | <b>right: {labels[0]}</b>")
-        self.widget = w.VBox([self.slider, self.image, self.caption])
+        self.widget = w.VBox([self.slider, self.caption])
         self.slider.observe(self._on_change, names="value")
         self._render()
+        self.slider.layout.width = _controls_width(self.png)
 
     def compose(self, position: Optional[int] = None) -> Any:
         """The composed PIL image at ``position`` (default: the slider's)."""
@@ -135,27 +157,35 @@ class BeforeAfterSlider(_UI):
         return plotting.compose_wipe(self.before, self.after, pos / 100.0)
 
     def _render(self) -> None:
-        self.image.value = plotting.image_to_png(self.compose())
+        self._set_png(plotting.image_to_png(self.compose()))
 
     def _on_change(self, change: Dict[str, Any]) -> None:
         self._render()
 
-    def static_figure(self) -> Figure:
-        return plotting.plot_side_by_side([self.before, self.after], list(self.labels))
+
+def _as_stage1_output(out: Any) -> Stage1Output:
+    """A Stage1Output from a stage-1 result: a Stage1Output, or ``(J, T, A, I)`` as returned by
+    :meth:`DehazePipeline.run_stage1` (no coarse image then)."""
+    if isinstance(out, Stage1Output):
+        return out
+    J, T, A, I = out
+    return Stage1Output(J=J, coarse=None, T=T, A=A, I=I)  # type: ignore[arg-type]
 
 
 class Stage1Inspector(_UI):
     """Stage-1 decomposition of a chosen image: J, T (colormap + colorbar), A (swatch + values),
-    the re-hazed image and its error against the input, and the coarse image.
+    the re-hazed image and its error against the input, and the coarse image when there is one.
 
-    ``images``: ``{name: hazy}`` (any image-like in [0, 1]); ``stage1``: a ``Stage1Net`` or any
-    callable mapping a ``1x3xHxW`` tensor to a ``Stage1Output``. Outputs are cached per image.
+    ``images``: ``{name: hazy}`` (any image-like in [0, 1]); ``stage1``: a callable mapping a
+    ``1x3xHxW`` tensor in [0, 1] to a ``Stage1Output`` or to ``(J, T, A, I)``, e.g.
+    ``lambda x: pipe.run_stage1(x, size=pipe.defaults.stage1_size)``, the way the pipeline runs it.
+    Images larger than ``max_side`` (longer side) are downscaled first. Outputs are cached per image.
     """
 
     PANELS = ("all", "J", "T", "A", "I", "error", "coarse")
 
     def __init__(self, images: Mapping[str, ImageLike], stage1: Callable[[torch.Tensor], Any], *,
-                 device: Optional[torch.device] = None, max_side: int = 256, dpi: int = 80):
+                 device: Optional[torch.device] = None, max_side: int = 1024, dpi: int = plotting.DPI):
         w = _require_widgets()
         if not images:
             raise ValueError("give at least one image")
@@ -170,14 +200,15 @@ class Stage1Inspector(_UI):
         names = list(self.images)
         self.dropdown = w.Dropdown(options=names, value=names[0], description="image")
         self.panel = w.Dropdown(options=list(self.PANELS), value="all", description="show")
-        self.image = w.Image(format="png")
         self.info = w.HTML()
-        self.widget = w.VBox([w.HBox([self.dropdown, self.panel]), self.image, self.info])
+        self.widget = w.VBox([w.HBox([self.dropdown, self.panel]), self.info])
+        # one picture size for every selection: the largest "all" figure over the images
+        self._size = np.max([self._figure(n, "all").get_size_inches() for n in names], axis=0)
         self.dropdown.observe(self._on_change, names="value")
         self.panel.observe(self._on_change, names="value")
         self._render()
 
-    def outputs(self, name: Optional[str] = None) -> Tuple[torch.Tensor, Any]:
+    def outputs(self, name: Optional[str] = None) -> Tuple[torch.Tensor, Stage1Output]:
         """``(hazy, Stage1Output)`` of image ``name`` (default: the selected one), on the CPU."""
         name = self.dropdown.value if name is None else name
         if name not in self._cache:
@@ -187,32 +218,37 @@ class Stage1Inspector(_UI):
             small = torch.from_numpy(_downscale(hazy, self.max_side)).permute(2, 0, 1)[None].float()
             x = small if self.device is None else small.to(self.device)
             with torch.no_grad():
-                out = self.stage1(x)
-            out = type(out)(*(t.detach().float().cpu() for t in out))
+                out = _as_stage1_output(self.stage1(x))
+            out = Stage1Output(*(None if t is None else t.detach().float().cpu() for t in out))
             self._cache[name] = (small, out)
         return self._cache[name]
 
-    def figure(self) -> Figure:
-        """The figure for the current selection."""
-        hazy, out = self.outputs()
-        panels = None if self.panel.value == "all" else ["hazy", self.panel.value]
-        if self.panel.value == "error":
+    def _figure(self, name: str, panel: str) -> Figure:
+        hazy, out = self.outputs(name)
+        panels = None if panel == "all" else ["hazy", panel]
+        if panel == "error":
             panels = ["hazy", "I", "error"]
+        if panel == "coarse" and out.coarse is None:
+            panels = ["hazy", "J"]
         return plotting.plot_stage1(hazy, out, panels=panels)
 
+    def figure(self) -> Figure:
+        """The figure for the current selection, at the inspector's fixed size."""
+        fig = self._figure(self.dropdown.value, self.panel.value)
+        fig.set_size_inches(*self._size)
+        fig.tight_layout()
+        return fig
+
     def _render(self) -> None:
-        self.image.value = plotting.figure_to_png(self.figure(), dpi=self.dpi)
         hazy, out = self.outputs()
         a = out.A.flatten().tolist()[:3]
         err = plotting.rehaze_error(hazy, out.I)
         self.info.value = (f"A = ({a[0]:.3f}, {a[1]:.3f}, {a[2]:.3f}); mean T = {float(out.T.mean()):.3f}; "
                            f"mean |re-hazed − input| = {err.mean():.4f}")
+        self._set_png(plotting.figure_to_png(self.figure(), dpi=self.dpi, tight=False))
 
     def _on_change(self, change: Dict[str, Any]) -> None:
         self._render()
-
-    def static_figure(self) -> Figure:
-        return self.figure()
 
 
 class TrajectoryViewer(_UI):
@@ -221,7 +257,7 @@ class TrajectoryViewer(_UI):
     ``signed``: frames in [-1, 1] (None: ``plotting.trajectory_is_signed`` decides)."""
 
     def __init__(self, trajectory: Sequence[Tuple[int, int, torch.Tensor, torch.Tensor]], *,
-                 max_side: int = 256, signed: Optional[bool] = None):
+                 max_side: int = 384, signed: Optional[bool] = None):
         w = _require_widgets()
         if not trajectory:
             raise ValueError("empty trajectory (pass trajectory_every to the pipeline)")
@@ -232,11 +268,11 @@ class TrajectoryViewer(_UI):
              _downscale(plotting.frame_to_numpy(x0, signed), max_side)) for s, t, xt, x0 in trajectory]
         self.slider = w.IntSlider(value=0, min=0, max=len(self.frames) - 1, step=1, description="snapshot",
                                   continuous_update=True)
-        self.image = w.Image(format="png")
         self.label = w.HTML()
-        self.widget = w.VBox([self.slider, self.label, self.image])
+        self.widget = w.VBox([self.slider, self.label])
         self.slider.observe(self._on_change, names="value")
         self._render()
+        self.slider.layout.width = _controls_width(self.png)
 
     def frame(self, index: Optional[int] = None) -> np.ndarray:
         """x_t | gap | x0 for snapshot ``index`` as one ``HxWx3`` array."""
@@ -248,55 +284,56 @@ class TrajectoryViewer(_UI):
         step, t, _, _ = self.frames[self.slider.value]
         self.label.value = (f"step {step} of the run, t = {t} &nbsp; <b>left:</b> x_t (noisy input) "
                             f"&nbsp; <b>right:</b> predicted x0")
-        self.image.value = plotting.image_to_png(self.frame())
+        self._set_png(plotting.image_to_png(self.frame()))
 
     def _on_change(self, change: Dict[str, Any]) -> None:
         self._render()
 
-    def static_figure(self) -> Figure:
-        traj = [(s, t, torch.from_numpy(xt).permute(2, 0, 1), torch.from_numpy(x0).permute(2, 0, 1))
-                for s, t, xt, x0 in self.frames]
-        return plotting.plot_trajectory(traj, signed=False)
-
 
 class PairViewer(_UI):
-    """Per-image viewer for an evaluation: pick an image, see hazy | dehazed | ground truth with
-    its metrics. ``items``: ``{name: {"hazy": img, "dehazed": img, "gt": img, <metric>: float}}``."""
+    """Per-image viewer for an evaluation: pick an image, see hazy | (stage 1) | dehazed | ground
+    truth with its metrics. ``items``: ``{name: {"hazy": img, "stage1": img (optional),
+    "dehazed": img, "gt": img (optional), <metric>: float}}``; ``titles`` renames the panels."""
 
-    IMAGE_KEYS = ("hazy", "dehazed", "gt")
+    IMAGE_KEYS = ("hazy", "stage1", "dehazed", "gt")
 
-    def __init__(self, items: Mapping[str, Mapping[str, Any]], *, max_side: int = 256, dpi: int = 80):
+    def __init__(self, items: Mapping[str, Mapping[str, Any]], *, max_side: int = 512, dpi: int = plotting.DPI,
+                 titles: Optional[Mapping[str, str]] = None):
         w = _require_widgets()
         if not items:
             raise ValueError("give at least one item")
         self.items = {k: dict(v) for k, v in items.items()}
         self.max_side = max_side
         self.dpi = dpi
+        self.titles = {"hazy": "hazy input", "stage1": "stage 1", "dehazed": "dehazed", "gt": "ground truth",
+                       **(titles or {})}
         names = list(self.items)
         self.dropdown = w.Dropdown(options=names, value=names[0], description="image")
-        self.image = w.Image(format="png")
         self.info = w.HTML()
-        self.widget = w.VBox([self.dropdown, self.image, self.info])
+        self.widget = w.VBox([self.dropdown, self.info])
+        self._size = np.max([self._figure(n).get_size_inches() for n in names], axis=0)
         self.dropdown.observe(self._on_change, names="value")
         self._render()
 
-    def figure(self, name: Optional[str] = None) -> Figure:
-        """hazy | dehazed | ground truth for ``name`` (default: the selected image)."""
-        name = self.dropdown.value if name is None else name
+    def _figure(self, name: str) -> Figure:
         it = self.items[name]
         keys = [k for k in self.IMAGE_KEYS if it.get(k) is not None]
-        titles = {"hazy": "hazy input", "dehazed": "dehazed", "gt": "ground truth"}
         return plotting.plot_side_by_side([_downscale(it[k], self.max_side) for k in keys],
-                                          [titles[k] for k in keys], suptitle=name)
+                                          [self.titles[k] for k in keys], suptitle=name)
+
+    def figure(self, name: Optional[str] = None) -> Figure:
+        """hazy | dehazed | ground truth for ``name`` (default: the selected image), at the viewer's
+        fixed size."""
+        fig = self._figure(self.dropdown.value if name is None else name)
+        fig.set_size_inches(*self._size)
+        fig.tight_layout()
+        return fig
 
     def _render(self) -> None:
         it = self.items[self.dropdown.value]
         metrics = {k: v for k, v in it.items() if k not in self.IMAGE_KEYS and isinstance(v, (int, float))}
         self.info.value = " &nbsp; ".join(f"<b>{k}</b>: {v:.3f}" for k, v in metrics.items())
-        self.image.value = plotting.figure_to_png(self.figure(), dpi=self.dpi)
+        self._set_png(plotting.figure_to_png(self.figure(), dpi=self.dpi, tight=False))
 
     def _on_change(self, change: Dict[str, Any]) -> None:
         self._render()
-
-    def static_figure(self) -> Figure:
-        return self.figure()
