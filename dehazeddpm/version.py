@@ -1,2 +1,2 @@
 """The package version (one place; setup.cfg reads it)."""
-__version__ = "0.2.0"
+__version__ = "0.3.0"

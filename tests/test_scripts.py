@@ -157,3 +157,21 @@ def test_default_call_compares_two_checkouts_side_by_side(tmp_path):
     data = json.loads(out.read_text())
     assert set(data["time"]) == {"this checkout", "baseline"} and data["speedup"] > 0
     assert data["memory"]["peak_bytes"] > 0 and data["memory"]["size"] == [64, 64]
+
+
+def test_eval_stages_reports_stage1_and_the_default_per_size_and_haze(tmp_path):
+    out = tmp_path / "stages.json"
+    assert _load("eval_stages").main(["--sizes", "16,24", "--haze", "depth,nh", "--seeds", "0,1", "--noise-size", "16",
+                                      "--threads", "1", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    cells = {(r["haze"], r["size"]) for r in data["rows"]}
+    assert cells == {(h, s) for h in ("depth", "nh") for s in ("16", "24")}
+    methods = {(r["haze"], r["size"], r["method"]) for r in data["rows"]}
+    assert ("nh", "16", "from pure noise (DDIM 20, eta 0)") in methods and ("nh", "24", "from pure noise (DDIM 20, eta 0)") not in methods
+    for r in data["rows"]:
+        assert 0 <= r["ssim"] <= 1 and r["max_abs_da"] >= r["mean_abs_da"] >= 0
+    # the rule's candidates on training photos, without touching the eval photos
+    assert _load("eval_stages").main(["--split", "train", "--names", "coins", "--sizes", "16", "--haze", "nh",
+                                      "--seeds", "0", "--noise-size", "0", "--candidates", "--threads", "1",
+                                      "--json", str(out)]) == 0
+    assert len(json.loads(out.read_text())["rows"]) == 2 + 6
