@@ -48,5 +48,8 @@ def test_named_weights_and_user_files_win(monkeypatch, tmp_path):
     with pytest.raises(ValueError, match="both checkpoint files"):
         choose_weights(device="cpu")
     monkeypatch.delenv("DEHAZEDDPM_STAGE1")
+    monkeypatch.setenv("DEHAZEDDPM_WEIGHTS", "nh-haze")  # named, but offline and not cached
+    choice = choose_weights(device="cpu")
+    assert choice.name == "demo" and "the nh-haze weights you named could not be had" in choice.reason
     monkeypatch.setenv("DEHAZEDDPM_WEIGHTS", "auto")
     assert choose_weights(device="cpu").name == "demo"  # "auto" names nothing: the rule decides
