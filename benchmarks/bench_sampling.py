@@ -46,6 +46,7 @@ from dehazeddpm.diffusion import CountingDenoiser as Counting  # noqa: E402
 from dehazeddpm.inference import DehazePipeline  # noqa: E402
 from dehazeddpm.options import DEFAULT_STEPS  # noqa: E402
 from dehazeddpm.inference import TiledDenoiser  # noqa: E402
+from dehazeddpm.utils import write_json  # noqa: E402
 
 RELEASED_UNET = {"in_channel": 7, "out_channel": 3, "inner_channel": 64, "norm_groups": 32,
                  "channel_mults": [1, 2, 4, 8, 8], "attn_res": [16], "res_blocks": 2, "dropout": 0.2,
@@ -299,7 +300,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     res["wall_s"] = time.perf_counter() - t0
     out = Path(args.out or ROOT / "benchmarks" / "results" / f"sampling_{device.type}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2) + "\n")
+    write_json(out, res)
     print(markdown(res))
     print(f"\n(JSON: {out}; {res['wall_s']:.0f} s)")
     return 0

@@ -18,7 +18,6 @@ In one run:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ from dehazeddpm.diffusion.schedule import NoiseSchedule  # noqa: E402
 from dehazeddpm.hub import get_entry  # noqa: E402
 from dehazeddpm.inference import PrecisionDenoiser, resolve_precision, working_shape  # noqa: E402
 from dehazeddpm.models import Stage1Net, UNet, set_attention_window  # noqa: E402
+from dehazeddpm.utils import write_json  # noqa: E402
 
 SIZES = {"256x256": (256, 256), "512x512": (512, 512), "1600x1200": (1200, 1600)}
 # Peak dense rates (vendor data sheets): what a projection divides by.
@@ -133,8 +133,7 @@ def main(argv: Optional[List[str]] = None) -> int:
           f"bf16 {report['matmul_flops_per_s']['bf16'] / 1e9:.0f} GFLOP/s; auto precision: {auto}")
     print(report["markdown"])
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        write_json(args.json, report)
     return 0
 
 

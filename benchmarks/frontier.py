@@ -30,6 +30,7 @@ from dehazeddpm.data import make_eval_set  # noqa: E402
 from dehazeddpm.inference import DehazePipeline  # noqa: E402
 from dehazeddpm.io import load_image  # noqa: E402
 from dehazeddpm.metrics import psnr, ssim  # noqa: E402
+from dehazeddpm.utils import write_json  # noqa: E402
 
 SAMPLERS = {"DDIM eta 0": {"sampler": "ddim", "eta": 0.0}, "DDIM eta 1": {"sampler": "ddim", "eta": 1.0},
             "DPM-Solver++(2M)": {"sampler": "dpmpp_2m"}, "DPM-Solver++(2M) SDE": {"sampler": "dpmpp_2m_sde"}}
@@ -140,8 +141,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             plot(report["rows"], Path(args.plot), f"demo weights, eval photos at {args.size} px, "
                                                   f"{len(seeds)} seeds: quality against UNet evaluations")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        write_json(args.json, report)
     return 0
 
 

@@ -30,6 +30,7 @@ from dehazeddpm.inference import TiledDenoiser  # noqa: E402
 from dehazeddpm.inference.device import (CUDA_BYTES_PER_PIXEL_CHANNEL, PrecisionDenoiser, autocast,  # noqa: E402
                                          choose_tile, resolve_precision, sync)
 from dehazeddpm.models import SelfAttention, UNet  # noqa: E402
+from dehazeddpm.utils import write_json  # noqa: E402
 
 TINY_UNET = {"in_channel": 7, "out_channel": 3, "inner_channel": 16, "norm_groups": 8, "channel_mults": [1, 2],
              "attn_res": [8], "res_blocks": 1, "dropout": 0.0, "image_size": 16}
@@ -112,7 +113,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     report["tile_heuristic"] = {"estimate_bytes_untiled": estimate, "measured_peak_bytes_untiled": measured,
                                 "estimate_over_measured": estimate / measured if measured else None}
     report["seconds_total"] = time.perf_counter() - t_start
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.out, report)
     print(json.dumps(report, indent=2))
     return 0
 

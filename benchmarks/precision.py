@@ -9,7 +9,6 @@ precision (stage 1 as the pipeline runs it). Rule P in docs/benchmarks.md reads 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -27,6 +26,7 @@ from dehazeddpm.inference import DehazePipeline  # noqa: E402
 from dehazeddpm.inference.device import cpu_has_fast_bf16  # noqa: E402
 from dehazeddpm.io import load_image, to_pil  # noqa: E402
 from dehazeddpm.metrics import psnr, ssim  # noqa: E402
+from dehazeddpm.utils import write_json  # noqa: E402
 
 
 def measure(pipe: DehazePipeline, size: Optional[int], precisions: List[str], seeds: List[int]) -> List[Dict]:
@@ -73,10 +73,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     table = "\n".join(lines)
     print(table)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"command": " ".join(sys.argv), "threads": args.threads, "seeds": seeds,
-                                               "cpu_has_fast_bf16": cpu_has_fast_bf16(), "torch": torch.__version__,
-                                               "rows": rows, "markdown": table}, indent=2) + "\n")
+        write_json(args.json, {"command": " ".join(sys.argv), "threads": args.threads, "seeds": seeds,
+                               "cpu_has_fast_bf16": cpu_has_fast_bf16(), "torch": torch.__version__,
+                               "rows": rows, "markdown": table})
     return 0
 
 

@@ -11,12 +11,12 @@ import os
 import secrets
 import shutil
 from pathlib import Path
-from typing import Callable, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, List, Mapping, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["TRUTHY", "atomic_write", "env_flag", "pad_to_multiple", "ramp_window", "remove_stale_temporaries",
+__all__ = ["TRUTHY", "atomic_write", "env_flag", "write_json", "pad_to_multiple", "ramp_window", "remove_stale_temporaries",
            "resize", "scaled_shape", "temporary_name", "tile_starts", "torchrun_env"]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -90,6 +90,15 @@ def atomic_write(path: PathLike, write: Callable[[Path], None], *, fsync: bool =
         raise
     return path
 
+
+
+def write_json(path: PathLike, data: Any) -> Path:
+    """``data`` as indented JSON at ``path`` (one trailing newline), atomically; non-JSON values
+    (paths, dtypes) are written as their ``str``. Returns ``path``."""
+    import json
+
+    text = json.dumps(data, indent=2, default=str) + "\n"
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 def scaled_shape(h: int, w: int, size: int, *, side: str = "shorter") -> Tuple[int, int]:
     """(h', w') with the ``side`` ("shorter" or "longer") equal to ``size``, aspect ratio kept,

@@ -11,7 +11,6 @@ and seconds per image.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ from dehazeddpm.data import builtin_photos, eval_haze_params, resize_photo, synt
 from dehazeddpm.inference import DehazePipeline  # noqa: E402
 from dehazeddpm.io import load_image, to_pil  # noqa: E402
 from dehazeddpm.metrics import psnr, ssim  # noqa: E402
+from dehazeddpm.utils import write_json  # noqa: E402
 
 CANDIDATES: Dict[str, Dict] = {
     "whole map": {"attention_window": 0},
@@ -77,9 +77,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"| {size} | {cand} | {rows[-1]['psnr']:.3f} | {rows[-1]['ssim']:.4f} | "
                   f"{rows[-1]['seconds_per_image']:.2f} |", flush=True)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"command": " ".join(sys.argv), "seeds": seeds, "threads": args.threads,
-                                               "rows": rows}, indent=2) + "\n")
+        write_json(args.json, {"command": " ".join(sys.argv), "seeds": seeds, "threads": args.threads, "rows": rows})
     return 0
 
 

@@ -21,7 +21,6 @@ Prints a markdown table and writes JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -38,6 +37,7 @@ from dehazeddpm.data import make_eval_set  # noqa: E402
 from dehazeddpm.io import load_image  # noqa: E402
 from dehazeddpm.metrics import psnr, ssim  # noqa: E402
 from dehazeddpm.inference import DehazePipeline  # noqa: E402
+from dehazeddpm.utils import write_json  # noqa: E402
 
 
 def evaluate(pipe: DehazePipeline, size: Optional[int], runs: List[Dict[str, Any]], seeds: List[int]) -> List[Dict[str, Any]]:
@@ -148,8 +148,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     out = {"command": "python scripts/eval_demo.py " + " ".join(argv if argv is not None else sys.argv[1:]),
            "seeds": seeds, "ddpm_seeds": ddpm_seeds, "threads": args.threads, "torch": torch.__version__,
            "seconds": round(time.time() - t0, 1), "rows": rows, "markdown": "\n".join(table)}
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+    write_json(args.json, out)
     return 0
 
 

@@ -16,7 +16,6 @@ Prints a markdown table and writes JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -33,7 +32,7 @@ from dehazeddpm.data import make_eval_set  # noqa: E402
 from dehazeddpm.inference import DehazePipeline  # noqa: E402
 from dehazeddpm.io import load_image  # noqa: E402
 from dehazeddpm.metrics import mean_ab, psnr, ssim  # noqa: E402
-from dehazeddpm.utils import atomic_write  # noqa: E402
+from dehazeddpm.utils import write_json  # noqa: E402
 
 # Rule R6's candidates: (start_strength, eta) of DDIM 20
 CANDIDATES = [(s, e) for s in (0.2, 0.3, 0.4) for e in (0.0, 1.0)]
@@ -109,9 +108,7 @@ def main(argv: Optional[List[str]] = None) -> int:
               "weights": {"stage1": args.stage1 or "demo", "denoiser": args.denoiser or "demo"},
               "defaults": pipe.defaults.describe() if hasattr(pipe.defaults, "describe") else str(pipe.defaults),
               "seconds": round(time.time() - t0, 1), "rows": rows, "markdown": "\n".join(table)}
-    text = json.dumps(result, indent=2) + "\n"
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(Path(args.json), lambda tmp: tmp.write_text(text))
+    write_json(args.json, result)
     return 0
 
 

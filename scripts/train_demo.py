@@ -41,7 +41,7 @@ from dehazeddpm.io import load_denoiser, load_stage1, save_denoiser, save_stage1
 from dehazeddpm.training import TrainConfig, provenance, train_denoiser, train_stage1  # noqa: E402
 from dehazeddpm.diffusion import NoiseSchedule  # noqa: E402
 from dehazeddpm.hub import sha256_file  # noqa: E402
-from dehazeddpm.utils import atomic_write  # noqa: E402
+from dehazeddpm.utils import atomic_write, write_json  # noqa: E402
 
 ASSETS = ROOT / "dehazeddpm" / "assets"
 SEED = 2  # this round (the earlier rounds used 0 and 1)
@@ -120,7 +120,7 @@ def export(s1_ckpt: Path, den_ckpt: Path, configs: dict, sides: dict, command: s
         "device": "cpu", "seed": SEED, "provenance": provenance(),
         "files": {p.name: sha256_file(p) for p in (s1_path, den_path)},
     }
-    (ASSETS / "demo_provenance.json").write_text(json.dumps(prov, indent=2, default=str) + "\n")
+    write_json(ASSETS / "demo_provenance.json", prov)
     minutes = sum(v["seconds"] for v in sides.values()) / 60
     update_registry(s1_path, den_path,
                     f"Trained on CPU by scripts/train_demo.py (round 6: both stages fine-tuned on depth and "

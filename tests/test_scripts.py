@@ -12,8 +12,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+def _load(name: str, folder: str = "scripts"):
+    spec = importlib.util.spec_from_file_location(name, REPO / folder / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)  # type: ignore[union-attr]
     return mod
@@ -99,10 +99,7 @@ def test_stage1_working_size_prints_a_row_per_size(capsys):
 
 
 def _bench(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    return mod
+    return _load(name, "benchmarks")
 
 
 def test_frontier_runs_every_sampler_and_start(tmp_path):

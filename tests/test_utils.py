@@ -11,7 +11,7 @@ import torch
 from dehazeddpm import physics
 from dehazeddpm.diffusion import GaussianNoise, MeanFreeNoise, zero_mean
 from dehazeddpm.utils import (atomic_write, env_flag, pad_to_multiple, remove_stale_temporaries, scaled_shape,
-                              temporary_name)
+                              temporary_name, write_json)
 
 
 def test_atomic_write_replaces_whole_or_not_at_all(tmp_path):
@@ -26,6 +26,19 @@ def test_atomic_write_replaces_whole_or_not_at_all(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         atomic_write(path, fail)
     assert path.read_text() == "one" and os.listdir(path.parent) == ["f.txt"]  # nothing left behind
+
+
+def test_write_json_is_atomic_indented_and_keeps_an_old_file_on_failure(tmp_path):
+    from pathlib import Path
+
+    path = tmp_path / "deep" / "r.json"
+    assert write_json(path, {"a": [1, 2], "p": Path("x/y")}) == path
+    assert path.read_text() == '{\n  "a": [\n    1,\n    2\n  ],\n  "p": "x/y"\n}\n'
+    with pytest.raises(ValueError):  # a circular structure cannot be written: the old file stays
+        loop: dict = {}
+        loop["self"] = loop
+        write_json(path, loop)
+    assert '"p": "x/y"' in path.read_text() and os.listdir(path.parent) == ["r.json"]
 
 
 def test_stale_temporaries_of_dead_writers_are_removed(tmp_path):

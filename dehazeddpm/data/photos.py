@@ -20,7 +20,6 @@ All images here are image space: float ``[0, 1]``, ``3xHxW``.
 from __future__ import annotations
 
 import functools
-import json
 import zlib
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -29,7 +28,7 @@ import numpy as np
 import torch
 
 from ..io.images import load_image, save_image_atomic, to_pil
-from ..utils import atomic_write, resize, scaled_shape
+from ..utils import resize, scaled_shape, write_json
 from .haze import depth_prior, random_haze_params, synthesize_haze
 from .nonhomogeneous import HAZE_KINDS, synthesize_nonhomogeneous
 
@@ -238,6 +237,5 @@ def make_eval_set(
         hazy_path = save_image_atomic(sample.hazy, out / "hazy" / f"{name}.png")
         pairs.append((hazy_path, gt_path))
         params[name] = info
-    text = json.dumps({"seed": seed, "size": size, "kind": kind, "images": params}, indent=2) + "\n"
-    atomic_write(out / "params.json", lambda tmp: tmp.write_text(text))
+    write_json(out / "params.json", {"seed": seed, "size": size, "kind": kind, "images": params})
     return pairs

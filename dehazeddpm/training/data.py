@@ -115,7 +115,7 @@ class ConditionPool(Dataset):
         return {"gt": gt.contiguous(), "condition": cond.contiguous()}
 
 
-class SceneConditionPool(Dataset):
+class SceneConditionPool(ConditionPool):
     """``size`` denoiser crops whose condition was built the way the pipeline builds it.
 
     Scene ``k`` (drawn from ``(seed, k)``): a photo of ``photos`` resized to a shorter side in
@@ -165,10 +165,6 @@ class SceneConditionPool(Dataset):
                 conds.append(cond[:, top:top + crop, left:left + crop])
         self.gt, self.condition = torch.stack(gts[:size]), torch.stack(conds[:size])
         self.seed, self.epoch = seed, 0
-
-    set_epoch = ConditionPool.set_epoch
-    __len__ = ConditionPool.__len__
-    __getitem__ = ConditionPool.__getitem__
 
 
 def make_loader(train: Dataset, cfg: TrainConfig, start_step: int, d: Dist) -> Iterator[Dict[str, Any]]:

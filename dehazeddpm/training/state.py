@@ -1,7 +1,6 @@
 """The state a run keeps beyond its weights: the EMA, every RNG, the resume file, provenance."""
 from __future__ import annotations
 
-import json
 import platform
 import random
 import time
@@ -11,7 +10,7 @@ from typing import Any, Dict
 import numpy as np
 import torch
 
-from ..utils import atomic_write
+from ..utils import write_json
 from .config import TrainConfig
 
 __all__ = ["EMA", "provenance", "resume_path", "rng_state", "set_rng_state", "write_json"]
@@ -72,9 +71,3 @@ def provenance() -> Dict[str, Any]:
             "python": platform.python_version(), "platform": platform.platform(),
             "cuda": torch.version.cuda if torch.cuda.is_available() else None,
             "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-
-
-def write_json(path: Path, data: Any) -> None:
-    """``data`` as indented JSON at ``path``, atomically."""
-    text = json.dumps(data, indent=2, default=str) + "\n"
-    atomic_write(path, lambda tmp: tmp.write_text(text))
