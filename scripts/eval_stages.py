@@ -28,7 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dehazeddpm.data import make_eval_set  # noqa: E402
+from dehazeddpm.data import EVAL_HAZE, EVAL_PHOTOS, TRAIN_PHOTOS, make_eval_set  # noqa: E402
 from dehazeddpm.inference import DehazePipeline  # noqa: E402
 from dehazeddpm.io import load_image  # noqa: E402
 from dehazeddpm.metrics import mean_ab, psnr, ssim  # noqa: E402
@@ -73,20 +73,33 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=str(ROOT / "runs" / "eval_stages.json"))
     args = ap.parse_args(argv)
+    # bad values get one line from argparse (exit 2) before any model loads
+    kinds = args.haze.split(",")
+    if set(kinds) - set(EVAL_HAZE):
+        ap.error(f"--haze: unknown {sorted(set(kinds) - set(EVAL_HAZE))}; known: {', '.join(EVAL_HAZE)}")
+    photos = TRAIN_PHOTOS if args.split == "train" else EVAL_PHOTOS
+    names = args.names.split(",") if args.names else None
+    if names is not None and set(names) - set(photos):
+        ap.error(f"--names: not {args.split} photos: {sorted(set(names) - set(photos))}; known: {', '.join(photos)}")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+        sizes = [None if s == "original" else int(s) for s in args.sizes.split(",")]
+    except ValueError as exc:
+        ap.error(f"--seeds / --sizes: integers (sizes may be 'original'): {exc}")
+    if any(s is not None and s < 1 for s in sizes):
+        ap.error("--sizes: shorter sides must be positive")
     torch.set_num_threads(args.threads)
     pipe = DehazePipeline.from_pretrained("demo", device="cpu", stage1=args.stage1, denoiser=args.denoiser,
                                           download=False, progress=False)
-    seeds = [int(s) for s in args.seeds.split(",")]
-    names = args.names.split(",") if args.names else None
     runs: Dict[str, Optional[dict]] = {"stage 1 J": None, "default call": {}}
     if args.candidates:
         runs.update({f"ddim 20, start {s:g}, eta {e:g}": {"sampler": "ddim", "steps": 20, "start_strength": s, "eta": e}
                      for s, e in CANDIDATES})
     rows: List[Dict[str, Any]] = []
     t0 = time.time()
-    for kind in args.haze.split(","):
-        for size in args.sizes.split(","):
-            side = None if size == "original" else int(size)
+    for kind in kinds:
+        for side in sizes:
+            size = "original" if side is None else str(side)
             with tempfile.TemporaryDirectory() as tmp:
                 pairs = make_eval_set(tmp, size=side, seed=0, kind=kind, split=args.split, names=names)
                 images = [(h.stem, load_image(h), load_image(g)) for h, g in pairs]

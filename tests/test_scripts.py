@@ -172,3 +172,12 @@ def test_eval_stages_reports_stage1_and_the_default_per_size_and_haze(tmp_path):
                                       "--seeds", "0", "--noise-size", "0", "--candidates", "--threads", "1",
                                       "--json", str(out)]) == 0
     assert len(json.loads(out.read_text())["rows"]) == 2 + 6
+
+
+@pytest.mark.parametrize("bad", [["--haze", "smog"], ["--split", "train", "--names", "motorcycle"], ["--sizes", "0"],
+                                 ["--seeds", "x"]])
+def test_eval_stages_refuses_bad_arguments_in_one_line(bad, capsys):
+    with pytest.raises(SystemExit) as exc:
+        _load("eval_stages").main(bad)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and ": error: --" in err[-1]  # one usage line, then the reason
