@@ -157,7 +157,8 @@ class SamplingOptions:
         """One line for people: what ran (use on resolved options). ``evaluations``: the denoiser
         calls that ran, when a start below 1 ran only part of the ``steps``-step chain."""
         if evaluations is not None and evaluations != self.steps:
-            parts = [f"{self.sampler}, {evaluations} evaluations of a {self.steps}-step chain"]
+            noun = "evaluation" if evaluations == 1 else "evaluations"
+            parts = [f"{self.sampler}, {evaluations} {noun} of a {self.steps}-step chain"]
         else:
             parts = [f"{self.sampler} {self.steps} steps"]
         if self.sampler in ETA_SAMPLERS:

@@ -61,3 +61,4 @@ def test_describe_says_what_ran():
     assert text.startswith("ddim 20 steps") and "eta 1" in text and "from J at 0.3" in text and "128 px" in text
     opts = SamplingOptions(sampler="ddim", start_strength=0.3).resolved(2000)
     assert opts.describe(6).startswith("ddim, 6 evaluations of a 20-step chain")
+    assert opts.describe(1).startswith("ddim, 1 evaluation of a 20-step chain")
