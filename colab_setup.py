@@ -1,13 +1,14 @@
-"""One-call setup for the notebooks, on Colab or locally.
+"""What Colab needs before a notebook can import the package: install, widget manager, Drive.
 
-First cell of every notebook::
+The notebooks' Colab clone cell calls::
 
     import colab_setup
-    info = colab_setup.setup(weights="demo")
+    colab_setup.setup()
 
 On Colab it installs this repository (never torch) when ``dehazeddpm`` is not installed,
-enables the custom widget manager, optionally mounts Google Drive as the weights cache, prints
-the device with suggested settings, and prefetches the chosen weights. Outside Colab it only
+enables the custom widget manager, optionally mounts Google Drive as the weights cache, says
+the device (the package's policy) and optionally prefetches weights. Everything else a notebook
+needs is one call into the package, ``dd.notebook_session``. Outside Colab it only
 does harmless local things: no mounting, and no pip install when ``dehazeddpm`` is already
 importable. Failures are reported in the returned dict, never raised, so the notebook goes on.
 """
@@ -24,8 +25,6 @@ from typing import Any, Callable, Dict, List, Optional
 REPO_DIR = Path(__file__).resolve().parent
 DRIVE_MOUNT = "/content/drive"
 DRIVE_CACHE = "/content/drive/MyDrive/dehazeddpm_cache"
-# A 512x512 tile of the released 64-channel UNet in fp16 fits comfortably in ~12 GB.
-LARGE_TILE_MIN_FREE_BYTES = 12 * 2**30
 
 
 def in_colab() -> bool:
@@ -97,41 +96,6 @@ def _ensure_package(colab: bool, install: bool, repo_url: str,
     return info
 
 
-def _device() -> Dict[str, Any]:
-    dev: Dict[str, Any] = {"device": "cpu", "gpu_name": None, "gpu_memory_gb": None,
-                           "gpu_free_gb": None, "torch": None}
-    try:
-        import torch
-    except ImportError:
-        return dev
-    dev["torch"] = torch.__version__
-    if torch.cuda.is_available():
-        idx = torch.cuda.current_device()
-        dev["device"] = "cuda"
-        dev["gpu_name"] = torch.cuda.get_device_name(idx)
-        try:
-            free, total = torch.cuda.mem_get_info(idx)
-        except RuntimeError:
-            free = total = torch.cuda.get_device_properties(idx).total_memory
-        dev["gpu_memory_gb"] = round(total / 2**30, 1)
-        dev["gpu_free_gb"] = round(free / 2**30, 1)
-    elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        dev["device"] = "mps"
-    return dev
-
-
-def suggested_settings(device: str, free_gb: Optional[float]) -> Dict[str, Any]:
-    """fp16 / tile size / sampling steps that suit the device.
-
-    ``tile_size`` None means "let the pipeline decide" (CPU, MPS). ``steps`` is a respaced
-    sampling length for interactive use; the released schedule itself has 2000 steps.
-    """
-    if device != "cuda":
-        return {"fp16": False, "tile_size": None, "steps": 20}
-    big = free_gb is not None and free_gb * 2**30 >= LARGE_TILE_MIN_FREE_BYTES
-    return {"fp16": True, "tile_size": 512 if big else 256, "steps": 100}
-
-
 def _prefetch(name: str, say: Callable[[str], None]) -> Dict[str, Any]:
     report: Dict[str, Any] = {"name": name, "ok": False, "missing": False, "stage1": None,
                               "denoiser": None, "verified": False, "notes": {}, "error": None}
@@ -155,13 +119,12 @@ def _prefetch(name: str, say: Callable[[str], None]) -> Dict[str, Any]:
     return report
 
 
-def setup(weights: Optional[str] = "demo", *, mount_drive: bool = False, install: bool = True,
+def setup(weights: Optional[str] = None, *, mount_drive: bool = False, install: bool = True,
           repo_url: str = "https://github.com/dehazeddpm/dehazeddpm",
           quiet: bool = False) -> Dict[str, Any]:
     """Prepare the notebook environment; returns what was found (see module docstring).
 
-    Keys: in_colab, repo_dir, package, device, gpu_name, gpu_memory_gb, gpu_free_gb, torch,
-    fp16, tile_size, steps, smoke, drive_mounted, cache_dir, offline, weights, warnings.
+    Keys: in_colab, repo_dir, package, device, drive_mounted, cache_dir, offline, weights, warnings.
     """
     def say(msg: str) -> None:
         if not quiet:
@@ -196,24 +159,18 @@ def setup(weights: Optional[str] = "demo", *, mount_drive: bool = False, install
         else:
             warnings.append("mount_drive ignored: not running on Colab")
 
-    dev = _device()
-    result.update(dev)
-    result.update(suggested_settings(dev["device"], dev["gpu_free_gb"]))
-    if dev["device"] == "cuda":
-        say(f"device: {dev['gpu_name']} ({dev['gpu_free_gb']} GB free of "
-            f"{dev['gpu_memory_gb']} GB)")
-    else:
-        say(f"device: {dev['device']} (no CUDA GPU; sampling will be slow)")
-    # the sampling steps are the weights' own defaults (each result says what ran), not a device
-    # setting, so they are not printed here
-    say(f"suggested: fp16={result['fp16']} tile_size={result['tile_size']}")
-    result["smoke"] = "CI" in os.environ or os.environ.get("DEHAZEDDPM_SMOKE", "").strip().lower() in {"1", "true", "yes", "on"}
-    if result["smoke"]:
-        say("smoke mode (CI or DEHAZEDDPM_SMOKE=1): tiny images and few steps, so every notebook runs on a CPU "
-            "in seconds; numbers in this mode say nothing about quality")
+    # The device, precision and tile policy is the package's (dehazeddpm.inference.device); a
+    # result's describe() says what ran. Here only what the notebook needs to know first.
+    result["device"] = None
+    try:
+        from dehazeddpm.inference.device import default_device
+        result["device"] = default_device().type
+        say(f"device: {result['device']}" + ("" if result["device"] == "cuda" else " (no CUDA GPU; sampling will be slow)"))
+    except Exception as exc:  # a broken install is reported above; keep the notebook going
+        warnings.append(f"dehazeddpm.inference unavailable: {exc}")
 
     result["cache_dir"] = None
-    result["offline"] = os.environ.get("DEHAZEDDPM_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+    result["offline"] = None
     try:
         from dehazeddpm import hub as W
         result["cache_dir"] = str(W.cache_dir())

@@ -39,23 +39,22 @@ import torch
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from dehazeddpm import NoiseSchedule, Stage1Net, UNet, UNetConfig  # noqa: E402
-from dehazeddpm.diffusion import CountingDenoiser as Counting  # noqa: E402
-from dehazeddpm.inference import DehazePipeline  # noqa: E402
-from dehazeddpm.options import DEFAULT_STEPS  # noqa: E402
-from dehazeddpm.inference import TiledDenoiser  # noqa: E402
-from dehazeddpm.utils import write_json  # noqa: E402
+from dehazeddpm import NoiseSchedule, Stage1Net, UNet, UNetConfig
+from dehazeddpm.diffusion import RELEASED_SCHEDULE
+from dehazeddpm.diffusion import CountingDenoiser as Counting
+from dehazeddpm.inference import DehazePipeline, TiledDenoiser
+from dehazeddpm.models import RELEASED_UNET as RELEASED_UNET_CONFIG
+from dehazeddpm.options import DEFAULT_STEPS
+from dehazeddpm.utils import write_json
 
-RELEASED_UNET = {"in_channel": 7, "out_channel": 3, "inner_channel": 64, "norm_groups": 32,
-                 "channel_mults": [1, 2, 4, 8, 8], "attn_res": [16], "res_blocks": 2, "dropout": 0.2,
-                 "image_size": 512}
-# The demo architecture: small enough for the CPU memory runs.
+RELEASED_UNET = RELEASED_UNET_CONFIG.to_dict()
+# The CPU memory runs' UNet: the demo's widths with a fourth level (deeper than DEMO_UNET, so the
+# tiled/untiled ratio covers attention at a downsampled level), kept as measured in sampling_cpu.json.
 SMALL_UNET = {"in_channel": 7, "out_channel": 3, "inner_channel": 32, "norm_groups": 16,
               "channel_mults": [1, 2, 4, 4], "attn_res": [16], "res_blocks": 1, "dropout": 0.0,
               "image_size": 128}
-SCHEDULE = {"schedule": "linear", "n_timestep": 2000, "linear_start": 1e-6, "linear_end": 1e-2}
+SCHEDULE = RELEASED_SCHEDULE
 
 
 def _sync(device: torch.device) -> None:
@@ -183,31 +182,24 @@ def measure_memory(device: torch.device, tiled_size: int, tile: int, unet_cfg: D
 
 def demo_psnr(device: torch.device, size: int, n_images: int) -> Optional[Dict[str, Any]]:
     from dehazeddpm.data import make_eval_set
+    from dehazeddpm.evaluation import DEFAULT_CALL, Pair, by_image, evaluate
     from dehazeddpm.hub import WeightsError
-    from dehazeddpm.io import load_image
-    from dehazeddpm.metrics import psnr
     try:
         pipe = DehazePipeline.from_pretrained("demo", device=device, progress=False)
     except (WeightsError, OSError, ValueError) as exc:
         return {"skipped": f"demo weights unavailable: {exc}"}
-    rows = []
+    runs: Dict[str, Any] = {"J": {"steps": 0}, "default": DEFAULT_CALL, "ancestral": {"sampler": "ddpm"}}
+    start = pipe.defaults.start_strength
+    if start is not None and start < 1:
+        # every ancestral step from the default call's own start (J noised to `start`)
+        runs["ancestral_same_start"] = {"sampler": "ddpm", "start_strength": start}
     with tempfile.TemporaryDirectory() as tmp:
-        for hazy, gt in make_eval_set(tmp, size=size, seed=0)[:n_images]:
-            target = load_image(gt)
-            row = {"name": Path(hazy).stem}
-            runs = [("default", {}), ("ancestral", {"sampler": "ddpm", "steps": None})]
-            start = pipe.defaults.start_strength
-            if start is not None and start < 1:
-                # every ancestral step from the default call's own start (J noised to `start`)
-                runs.append(("ancestral_same_start", {"sampler": "ddpm", "steps": None, "start_strength": start}))
-            for label, kw in runs:
-                t0 = time.perf_counter()
-                res = pipe(hazy, seed=0, progress=False, **kw)
-                row[f"psnr_{label}"] = psnr(load_image(res.image), target)
-                row[f"seconds_{label}"] = time.perf_counter() - t0
-            row["psnr_J"] = psnr(res.J, target)
-            rows.append(row)
-    return {"images": rows}
+        pairs = [Pair(Path(h).stem, h, g) for h, g in make_eval_set(tmp, size=size, seed=0)[:n_images]]
+        rows = evaluate(pipe, pairs, runs, seeds=[0])
+    images = by_image(rows, metrics=("psnr",))
+    for image in images:
+        image.update({f"seconds_{r['run']}": r["seconds"] for r in rows if r["name"] == image["name"]})
+    return {"images": images}
 
 
 # -- driver ---------------------------------------------------------------------------------------------

@@ -27,14 +27,13 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from dehazeddpm.diffusion import sampling_schedule  # noqa: E402
-from dehazeddpm.diffusion.schedule import NoiseSchedule  # noqa: E402
-from dehazeddpm.hub import get_entry  # noqa: E402
-from dehazeddpm.inference import PrecisionDenoiser, resolve_precision, working_shape  # noqa: E402
-from dehazeddpm.models import Stage1Net, UNet, set_attention_window  # noqa: E402
-from dehazeddpm.utils import write_json  # noqa: E402
+from dehazeddpm.diffusion import sampling_schedule
+from dehazeddpm.diffusion.schedule import NoiseSchedule
+from dehazeddpm.hub import get_entry
+from dehazeddpm.inference import PrecisionDenoiser, resolve_precision, working_shape
+from dehazeddpm.models import Stage1Net, UNet, set_attention_window
+from dehazeddpm.utils import write_json
 
 SIZES = {"256x256": (256, 256), "512x512": (512, 512), "1600x1200": (1200, 1600)}
 # Peak dense rates (vendor data sheets): what a projection divides by.

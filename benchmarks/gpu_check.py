@@ -23,14 +23,19 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from dehazeddpm.hub import get_entry  # noqa: E402
-from dehazeddpm.inference import TiledDenoiser  # noqa: E402
-from dehazeddpm.inference.device import (CUDA_BYTES_PER_PIXEL_CHANNEL, PrecisionDenoiser, autocast,  # noqa: E402
-                                         choose_tile, resolve_precision, sync)
-from dehazeddpm.models import SelfAttention, UNet  # noqa: E402
-from dehazeddpm.utils import write_json  # noqa: E402
+from dehazeddpm.hub import get_entry
+from dehazeddpm.inference import TiledDenoiser
+from dehazeddpm.inference.device import (
+    CUDA_BYTES_PER_PIXEL_CHANNEL,
+    PrecisionDenoiser,
+    autocast,
+    choose_tile,
+    resolve_precision,
+    sync,
+)
+from dehazeddpm.models import SelfAttention, UNet
+from dehazeddpm.utils import write_json
 
 TINY_UNET = {"in_channel": 7, "out_channel": 3, "inner_channel": 16, "norm_groups": 8, "channel_mults": [1, 2],
              "attn_res": [8], "res_blocks": 1, "dropout": 0.0, "image_size": 16}

@@ -6,15 +6,34 @@ Value ranges: images and stage-1 outputs are in [0, 1]; the diffusion works in [
 
 The layers, bottom up (each imports only those below it; docs/architecture.md draws them):
 ``utils``/``physics``/``metrics`` -> ``models`` -> ``diffusion`` -> ``options`` -> ``io`` ->
-``hub`` -> ``data`` -> ``inference`` -> ``training`` -> ``viz`` -> ``cli``.
+``hub`` -> ``data`` -> ``inference`` -> ``evaluation`` -> ``training`` -> ``viz`` -> ``cli``.
 """
 from __future__ import annotations
 
-from .diffusion import (NoiseSchedule, ScheduleConfig, ddim_sample, ddpm_sample, diffusion_loss, make_beta_schedule,
-                        p_mean_variance, q_sample, sample)
+from .diffusion import (
+    NoiseSchedule,
+    ScheduleConfig,
+    ddim_sample,
+    ddpm_sample,
+    diffusion_loss,
+    make_beta_schedule,
+    p_mean_variance,
+    q_sample,
+    sample,
+)
 from .hub.download import download_file
-from .io import (CheckpointError, DehazeConfig, infer_unet_config, load_denoiser, load_json_with_comments,
-                 load_schedule, load_stage1, read_checkpoint, save_denoiser, save_stage1)
+from .io import (
+    CheckpointError,
+    DehazeConfig,
+    infer_unet_config,
+    load_denoiser,
+    load_json_with_comments,
+    load_schedule,
+    load_stage1,
+    read_checkpoint,
+    save_denoiser,
+    save_stage1,
+)
 from .models import FeatureWiseAffine, NoiseLevelEncoding, SelfAttention, Stage1Net, Stage1Output, UNet, UNetConfig
 from .options import SamplingOptions
 from .version import __version__
@@ -25,6 +44,9 @@ def __getattr__(name: str):
     if name in ("DehazePipeline", "DehazeResult", "choose_weights"):
         from . import inference
         return getattr(inference, name)
+    if name == "notebook_session":
+        from .viz.session import notebook_session
+        return notebook_session
     raise AttributeError(f"module 'dehazeddpm' has no attribute {name!r}")
 
 
@@ -33,5 +55,5 @@ __all__ = [
     "NoiseSchedule", "SamplingOptions", "ScheduleConfig", "SelfAttention", "Stage1Net", "Stage1Output", "UNet",
     "UNetConfig", "__version__", "choose_weights", "ddim_sample", "ddpm_sample", "diffusion_loss", "download_file",
     "infer_unet_config", "load_denoiser", "load_json_with_comments", "load_schedule", "load_stage1",
-    "make_beta_schedule", "p_mean_variance", "q_sample", "read_checkpoint", "sample", "save_denoiser", "save_stage1",
+    "make_beta_schedule", "notebook_session", "p_mean_variance", "q_sample", "read_checkpoint", "sample", "save_denoiser", "save_stage1",
 ]

@@ -6,6 +6,7 @@ the package may import it.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import secrets
@@ -16,7 +17,7 @@ from typing import Any, Callable, List, Mapping, Optional, Tuple, Union
 import torch
 import torch.nn.functional as F
 
-__all__ = ["TRUTHY", "atomic_write", "env_flag", "write_json", "pad_to_multiple", "ramp_window", "remove_stale_temporaries",
+__all__ = ["TRUTHY", "atomic_write", "check_keys", "env_flag", "from_dict", "smoke_mode", "write_json", "pad_to_multiple", "ramp_window", "remove_stale_temporaries",
            "resize", "scaled_shape", "temporary_name", "tile_starts", "torchrun_env"]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -29,6 +30,31 @@ TEMP_MARKER = ".tmp-"
 def env_flag(name: str) -> bool:
     """True when the environment variable ``name`` is set to 1/true/yes/on (any case)."""
     return os.environ.get(name, "").strip().lower() in TRUTHY
+
+
+def smoke_mode() -> bool:
+    """Smoke mode (tiny images, few steps: a CPU in seconds): ``DEHAZEDDPM_SMOKE`` when it is set
+    (``0`` turns it off), else on under CI (``CI`` set to a true value). The one place it is read."""
+    if os.environ.get("DEHAZEDDPM_SMOKE", "").strip():
+        return env_flag("DEHAZEDDPM_SMOKE")
+    return env_flag("CI")
+
+
+def check_keys(data: Any, known: Any, where: str, error: type = ValueError) -> None:
+    """Raise ``error`` naming ``where`` unless ``data`` is a mapping whose keys are all in ``known``."""
+    if not isinstance(data, Mapping):
+        raise error(f"{where}: expected a mapping of settings, got {type(data).__name__}")
+    unknown = sorted(set(data) - set(known), key=str)
+    if unknown:
+        raise error(f"{where}: unknown keys {unknown}; known: {sorted(known)}")
+
+
+def from_dict(cls: Any, data: Mapping[str, Any], where: str, **aliases: str) -> Any:
+    """``cls(**data)`` for a dataclass ``cls``, strictly: ``data`` must be a mapping, and a key that
+    is not a field (after renaming the ``aliases``, old spelling -> field name) is a ValueError
+    naming ``where``, the unknown keys and the known ones. The one "from a dict" of every config."""
+    check_keys(data, [*(f.name for f in dataclasses.fields(cls) if f.init), *aliases], where)
+    return cls(**{aliases.get(k, k): v for k, v in data.items()})
 
 
 def torchrun_env(env: Optional[Mapping[str, str]] = None) -> Tuple[int, int, int]:

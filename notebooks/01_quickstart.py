@@ -32,28 +32,22 @@
 
 # %%
 # NBVAL_SKIP
-# On Colab: fetch the repository first (locally the notebook already sits inside it).
+# On Colab: fetch the repository and install it (locally the package is installed already).
 import os, subprocess, sys
 if 'google.colab' in sys.modules:
     if not os.path.isdir('/content/dehazeddpm'):
         subprocess.run(['git', 'clone', '-q', 'https://github.com/dehazeddpm/dehazeddpm', '/content/dehazeddpm'],
                        check=True)
     os.chdir('/content/dehazeddpm/notebooks')
-
-# %%
-import os, sys
-# The repository root holds colab_setup.py and the package; make it importable from notebooks/.
-if os.path.isfile(os.path.join('..', 'colab_setup.py')) and os.path.abspath('..') not in sys.path:
-    sys.path.insert(0, os.path.abspath('..'))
-# Smoke mode (CI, or DEHAZEDDPM_SMOKE=1): tiny images and few steps so the notebook runs on a CPU in seconds.
-SMOKE = bool('CI' in os.environ or os.environ.get('DEHAZEDDPM_SMOKE'))
-import colab_setup
-info = colab_setup.setup(weights=None, install=True)
+    sys.path.insert(0, '/content/dehazeddpm')
+    import colab_setup   # installs the package (never torch) and turns on Colab's widget manager
+    colab_setup.setup()
 
 # %% [markdown]
 # ## 1. Weights
 #
-# `dd.choose_weights` applies one rule in every notebook and says in one line what it chose and why:
+# `dd.notebook_session` picks the weights by one rule in every notebook (`dd.choose_weights`) and says in
+# one line what it chose and why:
 # your own checkpoint files if you give them, else the weights you name, else the paper's released
 # weights (`nh-haze`, `dense-haze`) when they are in the cache or this is a GPU that can download
 # them, else the small `demo` weights bundled with the package (offline, on a CPU, in smoke mode).
@@ -61,9 +55,10 @@ info = colab_setup.setup(weights=None, install=True)
 # below are a form: pick the weights from the drop-down, or paste the paths of your own files.
 
 # %%
+import os
+import sys
 import tempfile
 
-import torch
 from PIL import Image
 
 import dehazeddpm as dd
@@ -72,17 +67,13 @@ from dehazeddpm.data import make_eval_set
 from dehazeddpm.io import load_image
 from dehazeddpm.viz import plotting, widgets
 
-DEVICE = 'cuda' if info['device'] == 'cuda' else 'cpu'
-_ = torch.set_grad_enabled(False)
-
 # %%
 WEIGHTS = 'auto'     # @param ["auto", "demo", "nh-haze", "dense-haze"]
 STAGE1_FILE = ''     # @param {type:"string"}
 DENOISER_FILE = ''   # @param {type:"string"}
-choice = dd.choose_weights(WEIGHTS, stage1=STAGE1_FILE, denoiser=DENOISER_FILE, device=DEVICE)
-pipe = choice.pipe
+session = dd.notebook_session(WEIGHTS, STAGE1_FILE, DENOISER_FILE)   # prints the device and the choice
+choice, pipe, SMOKE = session.choice, session.pipe, session.smoke
 SIZE = 64 if SMOKE else 384   # shorter side of the bundled images, in pixels
-print(choice)
 
 # %% [markdown]
 # ## 2. An image
@@ -100,7 +91,7 @@ hazy_path, gt_path = pairs[IMAGE]
 # %%
 # NBVAL_SKIP
 # Colab only: upload a hazy photo of your own (cancel the dialog to keep the bundled one).
-if info['in_colab']:
+if 'google.colab' in sys.modules:
     from google.colab import files
     uploaded = files.upload()
     if uploaded:
@@ -127,7 +118,7 @@ print(f'output size == input size: {res.image.size == Image.open(hazy_path).size
       f'J {tuple(res.J.shape)} | T {tuple(res.T.shape)} | A {tuple(res.A.shape)}')
 
 # %%
-images, titles = [hazy, res.J, res.image], ['hazy input', 'stage 1: J', f'{choice.name}: {res.steps} evaluations']
+images, titles = [hazy, res.J, res.image], ['hazy input', 'stage 1: J', f'{choice.name}: {res.evaluations} evaluations']
 if gt_path is not None:
     gt = load_image(gt_path)
     images.append(gt)
@@ -161,6 +152,6 @@ print('saved', out_path)
 
 # %%
 # NBVAL_SKIP
-if info['in_colab']:
+if 'google.colab' in sys.modules:
     from google.colab import files
     files.download(out_path)

@@ -35,23 +35,16 @@
 
 # %%
 # NBVAL_SKIP
-# On Colab: fetch the repository first (locally the notebook already sits inside it).
+# On Colab: fetch the repository and install it (locally the package is installed already).
 import os, subprocess, sys
 if 'google.colab' in sys.modules:
     if not os.path.isdir('/content/dehazeddpm'):
         subprocess.run(['git', 'clone', '-q', 'https://github.com/dehazeddpm/dehazeddpm', '/content/dehazeddpm'],
                        check=True)
     os.chdir('/content/dehazeddpm/notebooks')
-
-# %%
-import os, sys
-# The repository root holds colab_setup.py and the package; make it importable from notebooks/.
-if os.path.isfile(os.path.join('..', 'colab_setup.py')) and os.path.abspath('..') not in sys.path:
-    sys.path.insert(0, os.path.abspath('..'))
-# Smoke mode (CI, or DEHAZEDDPM_SMOKE=1): tiny images and few steps so the notebook runs on a CPU in seconds.
-SMOKE = bool('CI' in os.environ or os.environ.get('DEHAZEDDPM_SMOKE'))
-import colab_setup
-info = colab_setup.setup(weights=None, install=True)
+    sys.path.insert(0, '/content/dehazeddpm')
+    import colab_setup   # installs the package (never torch) and turns on Colab's widget manager
+    colab_setup.setup()
 
 # %%
 import tempfile
@@ -64,22 +57,18 @@ from dehazeddpm.data import make_eval_set
 from dehazeddpm.io import load_image
 from dehazeddpm.viz import plotting, widgets
 
-DEVICE = 'cuda' if info['device'] == 'cuda' else 'cpu'
-_ = torch.set_grad_enabled(False)
-
 # %% [markdown]
 # ## Weights
 #
-# The same rule as every notebook (`dd.choose_weights`): your files, else the weights you name, else
+# The same rule as every notebook (`dd.notebook_session`): your files, else the weights you name, else
 # the released weights when they are cached or downloadable on a GPU, else the bundled demo.
 
 # %%
 WEIGHTS = 'auto'     # @param ["auto", "demo", "nh-haze", "dense-haze"]
 STAGE1_FILE = ''     # @param {type:"string"}
 DENOISER_FILE = ''   # @param {type:"string"}
-choice = dd.choose_weights(WEIGHTS, stage1=STAGE1_FILE, denoiser=DENOISER_FILE, device=DEVICE)
-pipe = choice.pipe
-print(choice)
+session = dd.notebook_session(WEIGHTS, STAGE1_FILE, DENOISER_FILE)   # prints the device and the choice
+choice, pipe, SMOKE = session.choice, session.pipe, session.smoke
 # Stage 1 exactly as the pipeline runs it for these weights: at their working size (the demo's
 # 128 px) or at full resolution (the released weights, as the reference does).
 WORKING_SIZE = pipe.defaults.stage1_size
@@ -154,8 +143,8 @@ plotting.show(plotting.plot_side_by_side(
 if WORKING_SIZE:
     for name, (h, g) in pairs.items():
         x, y = load_image(h), load_image(g)
-        full = pipe.run_stage1(x)[0].cpu()
-        sized = pipe.run_stage1(x, size=WORKING_SIZE)[0].cpu()
+        full = pipe.stage1_outputs(x).J.cpu()
+        sized = pipe.stage1_outputs(x, size=WORKING_SIZE).J.cpu()
         print(f'{name:10s} J at {x.shape[-2]} px: {metrics.psnr(full, y):5.2f} dB   '
               f'at {WORKING_SIZE} px, brought back: {metrics.psnr(sized, y):5.2f} dB')
 else:

@@ -30,29 +30,21 @@
 
 # %%
 # NBVAL_SKIP
-# On Colab: fetch the repository first (locally the notebook already sits inside it).
+# On Colab: fetch the repository and install it (locally the package is installed already).
 import os, subprocess, sys
 if 'google.colab' in sys.modules:
     if not os.path.isdir('/content/dehazeddpm'):
         subprocess.run(['git', 'clone', '-q', 'https://github.com/dehazeddpm/dehazeddpm', '/content/dehazeddpm'],
                        check=True)
     os.chdir('/content/dehazeddpm/notebooks')
-
-# %%
-import os, sys
-# The repository root holds colab_setup.py and the package; make it importable from notebooks/.
-if os.path.isfile(os.path.join('..', 'colab_setup.py')) and os.path.abspath('..') not in sys.path:
-    sys.path.insert(0, os.path.abspath('..'))
-# Smoke mode (CI, or DEHAZEDDPM_SMOKE=1): tiny images and few steps so the notebook runs on a CPU in seconds.
-SMOKE = bool('CI' in os.environ or os.environ.get('DEHAZEDDPM_SMOKE'))
-import colab_setup
-info = colab_setup.setup(weights=None, install=True)
+    sys.path.insert(0, '/content/dehazeddpm')
+    import colab_setup   # installs the package (never torch) and turns on Colab's widget manager
+    colab_setup.setup()
 
 # %%
 import tempfile
 import time
 
-import torch
 
 import dehazeddpm as dd
 from dehazeddpm import metrics
@@ -60,22 +52,18 @@ from dehazeddpm.data import make_eval_set
 from dehazeddpm.io import load_image
 from dehazeddpm.viz import plotting, widgets
 
-DEVICE = 'cuda' if info['device'] == 'cuda' else 'cpu'
-_ = torch.set_grad_enabled(False)
-
 # %% [markdown]
 # ## Weights
 #
-# The same rule as every notebook (`dd.choose_weights`): your files, else the weights you name, else
+# The same rule as every notebook (`dd.notebook_session`): your files, else the weights you name, else
 # the released weights when they are cached or downloadable on a GPU, else the bundled demo.
 
 # %%
 WEIGHTS = 'auto'     # @param ["auto", "demo", "nh-haze", "dense-haze"]
 STAGE1_FILE = ''     # @param {type:"string"}
 DENOISER_FILE = ''   # @param {type:"string"}
-choice = dd.choose_weights(WEIGHTS, stage1=STAGE1_FILE, denoiser=DENOISER_FILE, device=DEVICE)
-pipe = choice.pipe
-print(choice)
+session = dd.notebook_session(WEIGHTS, STAGE1_FILE, DENOISER_FILE)   # prints the device and the choice
+choice, pipe, SMOKE = session.choice, session.pipe, session.smoke
 print(pipe.schedule)
 
 # %%
@@ -120,11 +108,11 @@ viewer.show()
 # %%
 STEP_COUNTS = [1, 2, 4] if SMOKE else [10, 25, 50, 100]
 records = []
-for sampler in ('ddpm', 'ddim'):
+for sampler, extra in (('ddpm', {}), ('ddim', {'eta': 0.0})):   # eta is DDIM's own option
     for steps in STEP_COUNTS:
         t0 = time.perf_counter()
-        r = pipe(hazy, sampler=sampler, steps=steps, start_strength=1.0, eta=0.0, seed=0, progress=False)
-        records.append({'sampler': sampler, 'steps': r.options.steps, 'evaluations': r.steps,
+        r = pipe(hazy, sampler=sampler, steps=steps, start_strength=1.0, seed=0, progress=False, **extra)
+        records.append({'sampler': sampler, 'steps': r.options.steps, 'evaluations': r.evaluations,
                         'seconds': time.perf_counter() - t0, 'psnr': metrics.psnr(load_image(r.image), gt)})
 plotting.show(plotting.plot_sampler_comparison(records))
 
@@ -145,7 +133,7 @@ outs = [pipe(hazy, sampler='ddim', steps=STEPS, seed=0, start_strength=s, progre
 plotting.show(plotting.plot_side_by_side(
     [outs[0].J] + [o.image for o in outs] + [gt],
     [f'stage-1 J\n{metrics.psnr(outs[0].J, gt):.1f} dB']
-    + [f'start {s} ({o.steps} evals)\n{metrics.psnr(load_image(o.image), gt):.1f} dB' for s, o in zip(strengths, outs)]
+    + [f'start {s} ({o.evaluations} evals)\n{metrics.psnr(load_image(o.image), gt):.1f} dB' for s, o in zip(strengths, outs)]
     + ['ground truth\n']))
 
 # %%

@@ -36,23 +36,16 @@
 
 # %%
 # NBVAL_SKIP
-# On Colab: fetch the repository first (locally the notebook already sits inside it).
+# On Colab: fetch the repository and install it (locally the package is installed already).
 import os, subprocess, sys
 if 'google.colab' in sys.modules:
     if not os.path.isdir('/content/dehazeddpm'):
         subprocess.run(['git', 'clone', '-q', 'https://github.com/dehazeddpm/dehazeddpm', '/content/dehazeddpm'],
                        check=True)
     os.chdir('/content/dehazeddpm/notebooks')
-
-# %%
-import os, sys
-# The repository root holds colab_setup.py and the package; make it importable from notebooks/.
-if os.path.isfile(os.path.join('..', 'colab_setup.py')) and os.path.abspath('..') not in sys.path:
-    sys.path.insert(0, os.path.abspath('..'))
-# Smoke mode (CI, or DEHAZEDDPM_SMOKE=1): tiny images and few steps so the notebook runs on a CPU in seconds.
-SMOKE = bool('CI' in os.environ or os.environ.get('DEHAZEDDPM_SMOKE'))
-import colab_setup
-info = colab_setup.setup(weights=None, install=True)
+    sys.path.insert(0, '/content/dehazeddpm')
+    import colab_setup   # installs the package (never torch) and turns on Colab's widget manager
+    colab_setup.setup()
 
 # %%
 import tempfile
@@ -65,21 +58,17 @@ from dehazeddpm.data import make_eval_set
 from dehazeddpm.io import load_image
 from dehazeddpm.viz import plotting
 
-DEVICE = 'cuda' if info['device'] == 'cuda' else 'cpu'
-_ = torch.set_grad_enabled(False)
-
 # %% [markdown]
 # ## Weights
 #
-# The same rule as every notebook (`dd.choose_weights`); here the released weights are the point.
+# The same rule as every notebook (`dd.notebook_session`); here the released weights are the point.
 
 # %%
 WEIGHTS = 'auto'     # @param ["auto", "demo", "nh-haze", "dense-haze"]
 STAGE1_FILE = ''     # @param {type:"string"}
 DENOISER_FILE = ''   # @param {type:"string"}
-choice = dd.choose_weights(WEIGHTS, stage1=STAGE1_FILE, denoiser=DENOISER_FILE, device=DEVICE)
-pipe = choice.pipe
-print(choice)
+session = dd.notebook_session(WEIGHTS, STAGE1_FILE, DENOISER_FILE)   # prints the device and the choice
+choice, pipe, SMOKE = session.choice, session.pipe, session.smoke
 print('stage-1 file: ', choice.stage1_file.name)
 print('denoiser file:', choice.denoiser_file.name)
 if not choice.released:
@@ -118,7 +107,7 @@ print(f'missing keys: {report.missing_keys}\nunexpected keys: {report.unexpected
 # its 2000 ancestral steps) with the same stage 1, seed and steps; only the loading differs.
 
 # %%
-broken = dd.DehazePipeline(pipe.stage1, reference_unet.to(DEVICE), pipe.schedule, device=DEVICE)
+broken = dd.DehazePipeline(pipe.stage1, reference_unet.to(pipe.device), pipe.schedule, device=pipe.device)
 res_bad = broken(hazy, sampler='ddim', steps=STEPS, start_strength=1.0, eta=0.0, seed=0, progress=False)
 res_good = pipe(hazy, sampler='ddim', steps=STEPS, start_strength=1.0, eta=0.0, seed=0, progress=False)
 p_bad = metrics.psnr(load_image(res_bad.image), gt)

@@ -29,44 +29,32 @@
 
 # %%
 # NBVAL_SKIP
-# On Colab: fetch the repository first (locally the notebook already sits inside it).
+# On Colab: fetch the repository and install it (locally the package is installed already).
 import os, subprocess, sys
 if 'google.colab' in sys.modules:
     if not os.path.isdir('/content/dehazeddpm'):
         subprocess.run(['git', 'clone', '-q', 'https://github.com/dehazeddpm/dehazeddpm', '/content/dehazeddpm'],
                        check=True)
     os.chdir('/content/dehazeddpm/notebooks')
-
-# %%
-import os, sys
-# The repository root holds colab_setup.py and the package; make it importable from notebooks/.
-if os.path.isfile(os.path.join('..', 'colab_setup.py')) and os.path.abspath('..') not in sys.path:
-    sys.path.insert(0, os.path.abspath('..'))
-# Smoke mode (CI, or DEHAZEDDPM_SMOKE=1): tiny images and few steps so the notebook runs on a CPU in seconds.
-SMOKE = bool('CI' in os.environ or os.environ.get('DEHAZEDDPM_SMOKE'))
-import colab_setup
-info = colab_setup.setup(weights=None, install=True)
+    sys.path.insert(0, '/content/dehazeddpm')
+    import colab_setup   # installs the package (never torch) and turns on Colab's widget manager
+    colab_setup.setup()
 
 # %%
 import tempfile
-import time
 
-import torch
 from PIL import Image
 
 import dehazeddpm as dd
-from dehazeddpm import metrics
+from dehazeddpm import evaluation, metrics
 from dehazeddpm.data import make_eval_set
-from dehazeddpm.io import is_image_file, load_image
+from dehazeddpm.io import load_image
 from dehazeddpm.viz import plotting, widgets
-
-DEVICE = 'cuda' if info['device'] == 'cuda' else 'cpu'
-_ = torch.set_grad_enabled(False)
 
 # %% [markdown]
 # ## Weights and data
 #
-# The same rule as every notebook (`dd.choose_weights`): your files, else the weights you name, else
+# The same rule as every notebook (`dd.notebook_session`): your files, else the weights you name, else
 # the released weights when they are cached or downloadable on a GPU, else the bundled demo. The
 # bundled eval set comes in two kinds of haze: `depth` (thickening with distance) and `nh`
 # (non-homogeneous patches and plumes with an uneven, tinted airlight, like NH-HAZE).
@@ -77,47 +65,42 @@ STAGE1_FILE = ''     # @param {type:"string"}
 DENOISER_FILE = ''   # @param {type:"string"}
 HAZE = 'depth'       # @param ["depth", "nh", "dense"]
 DATA_DIR = ''        # @param {type:"string"}
-choice = dd.choose_weights(WEIGHTS, stage1=STAGE1_FILE, denoiser=DENOISER_FILE, device=DEVICE)
-pipe = choice.pipe
-print(choice)
+session = dd.notebook_session(WEIGHTS, STAGE1_FILE, DENOISER_FILE)   # prints the device and the choice
+choice, pipe, SMOKE = session.choice, session.pipe, session.smoke
 SIZE = 64 if SMOKE else 256
 DATA_DIR = DATA_DIR or None   # a folder with hazy/ and gt/ subfolders; None: the bundled set
 
 # %%
-from pathlib import Path
 if DATA_DIR is None:
     DATA_DIR = tempfile.mkdtemp(prefix='dehazeddpm_eval_')
     make_eval_set(DATA_DIR, size=SIZE, seed=0, kind=HAZE)
-gt_by_stem = {p.stem: p for p in sorted(Path(DATA_DIR, 'gt').iterdir()) if is_image_file(p)}
-pairs = [(p, gt_by_stem[p.stem]) for p in sorted(Path(DATA_DIR, 'hazy').iterdir())
-         if is_image_file(p) and p.stem in gt_by_stem]
-print(len(pairs), 'pairs in', DATA_DIR)
+# the one pairing rule (the CLI's `dehazeddpm eval` uses it too): 01_hazy.png pairs with 01_GT.png
+pairs, lonely = evaluation.pairs_in(DATA_DIR)
+print(len(pairs), 'pairs in', DATA_DIR, f'({len(lonely)} without a partner)' if lonely else '')
 
 # %%
 # NBVAL_CHECK_OUTPUT
 # The bundled set is deterministic: same files, sizes and haze every run.
 lines = []
-for hazy_path, gt_path in pairs:
-    h, g = load_image(hazy_path), load_image(gt_path)
-    lines.append(f'{hazy_path.name:16s} {Image.open(hazy_path).size}  hazy PSNR {metrics.psnr(h, g):.2f} dB')
+for pair in pairs:
+    h, g = load_image(pair.input), load_image(pair.gt)
+    lines.append(f'{pair.input.name:16s} {Image.open(pair.input).size}  hazy PSNR {metrics.psnr(h, g):.2f} dB')
 print('\n'.join(lines))
 
 # %%
-rows, items = [], {}
-for hazy_path, gt_path in pairs:
-    hazy, gt = load_image(hazy_path), load_image(gt_path)
-    t0 = time.perf_counter()
-    res = pipe(hazy, seed=0, progress=False)   # the weights' default call
-    seconds = time.perf_counter() - t0
-    out = load_image(res.image)
-    J = res.J.cpu()
-    rows.append({'name': hazy_path.stem,
-                 'psnr_hazy': metrics.psnr(hazy, gt), 'psnr_stage1': metrics.psnr(J, gt), 'psnr_dehazed': metrics.psnr(out, gt),
-                 'ssim_hazy': metrics.ssim(hazy, gt), 'ssim_stage1': metrics.ssim(J, gt), 'ssim_dehazed': metrics.ssim(out, gt),
-                 'seconds': seconds})
-    items[hazy_path.stem] = {'hazy': hazy, 'stage1': J, 'dehazed': res.image, 'gt': gt,
-                             'PSNR stage 1': rows[-1]['psnr_stage1'], 'PSNR dehazed': rows[-1]['psnr_dehazed'],
-                             'SSIM stage 1': rows[-1]['ssim_stage1'], 'SSIM dehazed': rows[-1]['ssim_dehazed']}
+# The package's evaluation harness: the input itself, stage 1's J and the weights' default call,
+# each scored as the 8-bit image a user gets (PSNR, SSIM, colour cast), one row per image and run.
+results = {}
+def keep(pair, run, seed, res):
+    results[pair.name, run] = res
+runs = {'hazy': evaluation.HAZY, 'stage1': evaluation.STAGE1, 'dehazed': evaluation.DEFAULT_CALL}
+rows = evaluation.by_image(evaluation.evaluate(pipe, pairs, runs, seeds=[0], on_result=keep))
+res = results[pairs[-1].name, 'dehazed']
+items = {pair.name: {'hazy': load_image(pair.input), 'stage1': results[pair.name, 'stage1'].image,
+                     'dehazed': results[pair.name, 'dehazed'].image, 'gt': load_image(pair.gt),
+                     'PSNR stage 1': row['psnr_stage1'], 'PSNR dehazed': row['psnr_dehazed'],
+                     'SSIM stage 1': row['ssim_stage1'], 'SSIM dehazed': row['ssim_dehazed']}
+         for pair, row in zip(pairs, rows)}
 
 # %% [markdown]
 # ## Results
@@ -125,7 +108,7 @@ for hazy_path, gt_path in pairs:
 # %%
 from IPython.display import Markdown, display
 cols = [k for k in rows[0]]
-mean = {'name': '**mean**', **{k: sum(r[k] for r in rows) / len(rows) for k in cols if k != 'name'}}
+mean = evaluation.mean_of(rows, name='**mean**')
 display(Markdown(f'Weights `{choice.name}`; what ran: {res.describe()} (the last image).\n\n'
                  + plotting.metrics_table_markdown(rows + [mean], columns=cols)))
 

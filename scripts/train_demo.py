@@ -1,74 +1,44 @@
-"""Train the bundled demo weights on CPU (seeded) and record their provenance.
+"""Train the bundled demo weights on CPU (seeded) from a recipe file, and record their provenance.
 
-Usage: ``python scripts/train_demo.py [--out runs/demo] [--phase all|stage1|denoiser|export] [--resume]``.
-Stage 1 is the standard ``Stage1Net``; stage 2 is a small SR3 UNet (image_size 64). Both train on
-synthetic haze over ``dehazeddpm.data.TRAIN_PHOTOS`` only (the eval photos are disjoint), for a
-fixed number of steps with a cosine learning rate, so a rerun with one torch thread retraces the run.
+Usage::
 
-This round (6) fine-tunes both stages for harder haze and for the job the denoiser does at
-inference: stage 1 continues the previous demo stage 1 (``INIT_STAGE1``) on 128 px crops of the
-16 training photos, half of them with non-homogeneous haze (fBm patches, plumes, coloured uneven
-airlight; 30% of those dense); the denoiser continues the previous demo denoiser
-(``INIT_DENOISER``) on a pool of crops whose condition is built as the pipeline builds it (whole
-scenes of shorter side 64-512 px, stage 1 at the 128 px working size), with 80% of its batches at
-the noise levels the default call visits (the lowest 30% of the chain). ``RECIPE_CHAIN`` says how
-the initial weights were made; both are taken from git history and checked by sha256. ``export``
-writes ``dehazeddpm/assets/demo_{stage1,denoiser}.pth`` (fp16), ``demo_provenance.json`` and fills
-the ``demo`` entry of ``weights.json`` (config, sha256, size).
+    python scripts/train_demo.py --recipe scripts/recipes/demo_round5.json [--out runs/demo]
+                                 [--phase all|stage1|denoiser|export] [--resume] [--install]
 
-Round 6 was trained and measured but **not shipped**: by Rule R6 (written before its numbers,
-docs/benchmarks.md) it had to beat the bundled weights by 0.1 dB on the training-photo set and
-beat them by 0.098 dB. The bundled files are round 5's (this script at commit 68f1cdb, recorded in
-``demo_provenance.json``). A rerun of this script reproduces round 6 (stage 1 sha256 71330f96...,
-denoiser 93f08626...) and, with ``--phase export``, installs it in place of the bundled files.
+Each shipped or measured round is one file under ``scripts/recipes/`` (``demo_round5.json``: the
+bundled weights; ``demo_round6.json``: measured, not shipped): the training configs of both stages
+(or the denoiser file kept unchanged), the seed, the UNet config and schedule, and the initial
+weights as (commit, path, sha256), taken from git history and checked. Stage 1 is the standard
+``Stage1Net``; stage 2 a small SR3 UNet. Both train on synthetic haze over
+``dehazeddpm.data.TRAIN_PHOTOS`` only (the eval photos are disjoint) for a fixed number of steps, so
+a rerun with one torch thread retraces the run.
+
+``export`` writes the fp16 files, ``demo_provenance.json`` and the registry entry into
+``OUT/export/``; only ``--install`` copies them over ``dehazeddpm/assets/`` and the ``demo`` entry
+of ``weights.json`` (what the package ships).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 
+from dehazeddpm.diffusion import NoiseSchedule
+from dehazeddpm.hub import sha256_file
+from dehazeddpm.io import load_denoiser, load_stage1, save_denoiser, save_stage1
+from dehazeddpm.training import TrainConfig, provenance, train_denoiser, train_stage1
+from dehazeddpm.utils import atomic_write, write_json
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from dehazeddpm.io import load_denoiser, load_stage1, save_denoiser, save_stage1  # noqa: E402
-from dehazeddpm.training import TrainConfig, provenance, train_denoiser, train_stage1  # noqa: E402
-from dehazeddpm.diffusion import NoiseSchedule  # noqa: E402
-from dehazeddpm.hub import sha256_file  # noqa: E402
-from dehazeddpm.utils import atomic_write, write_json  # noqa: E402
-
 ASSETS = ROOT / "dehazeddpm" / "assets"
-SEED = 2  # this round (the earlier rounds used 0 and 1)
-STAGE1 = dict(stage="stage1", crop=128, min_scale=0.25, batch_size=4, steps=800, lr=1e-4, lr_schedule="cosine",
-              seed=SEED, val_every=400, num_val=4, val_crop=128, save_every=200, progress=False, augment=True,
-              random_depth=0.25, nonhomogeneous=0.5)
-UNET = {"in_channel": 7, "out_channel": 3, "inner_channel": 32, "norm_groups": 16, "channel_mults": [1, 2, 2],
-        "attn_res": [16], "res_blocks": 1, "dropout": 0.0, "image_size": 64, "use_affine_level": False}
-SCHEDULE = {"schedule": "linear", "n_timestep": 2000, "linear_start": 1e-6, "linear_end": 1e-2}
-DENOISER = dict(stage="denoiser", crop=64, batch_size=8, steps=6000, lr=2e-4, lr_schedule="cosine", seed=SEED,
-                ema_decay=0.999, condition_pool=3200, scene_sizes=[64, 512], working_size=128, nonhomogeneous=0.5,
-                augment=True, noise_focus=0.3, noise_focus_share=0.8, val_every=0, save_every=500, num_val=4,
-                progress=False, unet=dict(UNET), schedule=dict(SCHEDULE))
-# Both stages start from the previous demo weights (commit, path, sha256): see fetch_from_git.
-INIT_STAGE1 = ("bd1ff15f43c71535de4fc1d65ab298f35d6d23f0", "dehazeddpm/assets/demo_stage1.pth",
-               "36a005c5fabe5652432fa9e53ebde5ae6068e681fe4c45f974960cb10b4cf607")
-INIT_DENOISER = ("1764464a9168c7c9724f03b719971746d53ffd7f", "dehazeddpm/assets/demo_denoiser.pth",
-                 "42579b9c251aed2ac9d29db82c273499a1cdce609281f0dc4648fbecf345eedc")
-# How the initial weights were made, oldest first (each run is this script at that commit).
-RECIPE_CHAIN = {
-    "stage1": ["1764464: 2500 steps from random init, 13 TRAIN_PHOTOS, augment, Adam lr 5e-4 cosine (1931 s)",
-               "6ee74d2: 2500 more steps, random_depth=0.5, lr 2.5e-4 cosine (2200 s)",
-               "bd1ff15: 800 more steps on 128 px crops, random_depth=0.5, lr 1e-4 cosine (1900 s)"],
-    "denoiser": ["0cd93af: 6400 steps from random init on the first six TRAIN_PHOTOS (condition: that run's stage 1)",
-                 "1764464: 4800 steps, 13 TRAIN_PHOTOS, augment, lr 2e-4 cosine (2385 s; condition: the 1764464 stage 1)",
-                 "kept unchanged until this round"],
-}
+SHIPPED = ROOT / "scripts" / "recipes" / "demo_round5.json"
 
 
 def _registry_path() -> Path:
@@ -81,54 +51,71 @@ def _dumps(obj) -> str:
     return re.sub(r"\[\s*([-0-9.e,\s]+?)\s*\]", lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]", text)
 
 
-def update_registry(s1: Path, den: Path, note: str) -> None:
-    """Fill the demo entry only (sha256, size, unet_config, schedule, dataset, notes)."""
-    reg_path = _registry_path()
-    reg = json.loads(reg_path.read_text())
-    e = reg["entries"]["demo"]
+def registry_entry(recipe: Dict[str, Any], s1: Path, den: Path) -> Dict[str, Any]:
+    """The registry's ``demo`` entry for these files (sha256, size, unet_config, schedule, dataset, notes)."""
+    e = json.loads(_registry_path().read_text())["entries"]["demo"]
     e["dataset"] = ("synthetic depth-driven and non-homogeneous haze over the built-in training photos "
                     "(dehazeddpm.data.TRAIN_PHOTOS: scikit-image, PyWavelets and mahotas wheels)")
-    e["notes"] = note
+    e["notes"] = recipe["registry_note"]
     for role, f in (("stage1", s1), ("denoiser", den)):
         e[role]["sha256"] = sha256_file(f)
         e[role]["size"] = f.stat().st_size
-    e["unet_config"] = dict(UNET)
-    e["schedule"] = dict(SCHEDULE)
-    text = _dumps(reg) + "\n"
-    atomic_write(reg_path, lambda tmp: tmp.write_text(text))
+    e["unet_config"] = dict(recipe["unet"])
+    e["schedule"] = dict(recipe["schedule"])
+    return e
 
 
-def export(s1_ckpt: Path, den_ckpt: Path, configs: dict, sides: dict, command: str, threads: int) -> None:
-    """Write the fp16 assets, demo_provenance.json and the registry entry from the final checkpoints."""
-    ASSETS.mkdir(parents=True, exist_ok=True)
+def export(recipe: Dict[str, Any], s1_ckpt: Path, den_file: Path, sides: Dict[str, dict], configs: Dict[str, TrainConfig],
+           dest: Path, command: str, threads: int) -> Dict[str, Path]:
+    """Write the fp16 files, demo_provenance.json and demo_entry.json into ``dest``; returns their paths."""
+    unet = dict(recipe["unet"])
     # fp16 storage halves the package data; load_state_dict copies back into fp32 parameters
-    s1_path = save_stage1(load_stage1(s1_ckpt).half(), ASSETS / "demo_stage1.pth")
-    # the reference's *_gen.pth layout (schedule buffers included) plus the entry's defaults, so the
-    # file alone runs like `--weights demo`
-    defaults = json.loads(_registry_path().read_text())["entries"]["demo"].get("defaults")
-    den_path = save_denoiser(load_denoiser(den_ckpt, **dict(UNET)).half(), ASSETS / "demo_denoiser.pth",
-                             schedule=NoiseSchedule.from_config(SCHEDULE), defaults=defaults)
-    load_denoiser(den_path, **dict(UNET))  # strict: the file matches UNET
+    s1_path = save_stage1(load_stage1(s1_ckpt).half(), dest / "demo_stage1.pth")
+    den_path = dest / "demo_denoiser.pth"
+    if "kept" in recipe["denoiser"]:
+        atomic_write(den_path, lambda tmp: shutil.copyfile(den_file, tmp))  # byte for byte (already fp16)
+    else:
+        # the reference's *_gen.pth layout plus the entry's defaults, so the file alone runs like `--weights demo`
+        defaults = json.loads(_registry_path().read_text())["entries"]["demo"].get("defaults")
+        save_denoiser(load_denoiser(den_file, **unet).half(), den_path,
+                      schedule=NoiseSchedule.from_config(recipe["schedule"]), defaults=defaults)
+    load_denoiser(den_path, **unet)  # strict: the file matches the recipe's UNet
     prov = {
-        "recipe": {k: c.to_dict() for k, c in configs.items()},
-        "steps_done": {k: v["step"] for k, v in sides.items()},
-        "seconds": {k: v["seconds"] for k, v in sides.items()},
-        "init": {role: {"commit": spec[0], "path": spec[1], "sha256": spec[2], "made_by": RECIPE_CHAIN[role]}
-                 for role, spec in (("stage1", INIT_STAGE1), ("denoiser", INIT_DENOISER))},
+        "round": recipe["round"], "recipe": {k: c.to_dict() for k, c in configs.items()},
+        "steps_done": {k: v["step"] for k, v in sides.items()}, "seconds": {k: v["seconds"] for k, v in sides.items()},
+        "init": {role: {"commit": part["init"][0], "path": part["init"][1], "sha256": part["init"][2],
+                        "made_by": part["made_by"]} for role, part in _trained(recipe).items()},
         "final_val_psnr": {k: v["val_psnr"][-1][1] for k, v in sides.items() if v.get("val_psnr")},
         "val_history": {k: v.get("val_psnr") for k, v in sides.items()}, "command": command, "threads": threads,
-        "device": "cpu", "seed": SEED, "provenance": provenance(),
+        "device": "cpu", "seed": recipe["seed"], "provenance": provenance(),
         "files": {p.name: sha256_file(p) for p in (s1_path, den_path)},
     }
-    write_json(ASSETS / "demo_provenance.json", prov)
-    minutes = sum(v["seconds"] for v in sides.values()) / 60
-    update_registry(s1_path, den_path,
-                    f"Trained on CPU by scripts/train_demo.py (round 6: both stages fine-tuned on depth and "
-                    f"non-homogeneous haze over 16 training photos; the denoiser on the pipeline's own condition "
-                    f"and mostly at the default call's noise levels; {minutes:.0f} min this round). fp16 files. "
-                    "Stage 1 runs at a 128 px working size (defaults.stage1_size). Demo quality only, not the "
-                    "paper's models. Provenance: assets/demo_provenance.json.")
+    if "kept" in recipe["denoiser"]:
+        kept = recipe["denoiser"]["kept"]
+        prov["denoiser_kept"] = {"commit": kept[0], "path": kept[1], "sha256": kept[2],
+                                 "made_by": recipe["denoiser"]["made_by"]}
+    write_json(dest / "demo_provenance.json", prov)
+    write_json(dest / "demo_entry.json", registry_entry(recipe, s1_path, den_path))
     print(json.dumps({k: prov[k] for k in ("steps_done", "seconds", "final_val_psnr")}, indent=2))
+    return {"stage1": s1_path, "denoiser": den_path, "provenance": dest / "demo_provenance.json",
+            "entry": dest / "demo_entry.json"}
+
+
+def install(files: Dict[str, Path]) -> None:
+    """Copy an export over the bundled assets and the registry's ``demo`` entry (what the package ships)."""
+    for key, name in (("stage1", "demo_stage1.pth"), ("denoiser", "demo_denoiser.pth"),
+                      ("provenance", "demo_provenance.json")):
+        atomic_write(ASSETS / name, lambda tmp, src=files[key]: shutil.copyfile(src, tmp))
+    reg = json.loads(_registry_path().read_text())
+    reg["entries"]["demo"] = json.loads(files["entry"].read_text())
+    text = _dumps(reg) + "\n"
+    atomic_write(_registry_path(), lambda tmp: tmp.write_text(text))
+    print(f"installed into {ASSETS} and the demo entry of {_registry_path()}")
+
+
+def _trained(recipe: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
+    """The parts of a recipe that train (those with a config), by role."""
+    return {role: recipe[role] for role in ("stage1", "denoiser") if "config" in recipe[role]}
 
 
 def fetch_from_git(spec: Tuple[str, str, str], dest: Path) -> Path:
@@ -166,34 +153,53 @@ def _check_trained(name: str, ckpt: Path, cfg: TrainConfig) -> dict:
     return side
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--recipe", default=str(SHIPPED), help="a recipe file (default: the shipped round's)")
     ap.add_argument("--out", default=str(ROOT / "runs" / "demo"))
     ap.add_argument("--phase", choices=("all", "stage1", "denoiser", "export"), default="all",
                     help="run one phase (each later phase reads the earlier ones' results from OUT)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: robust on a shared CPU)")
     ap.add_argument("--resume", action="store_true", help="continue an interrupted phase from OUT")
-    args = ap.parse_args()
+    ap.add_argument("--install", action="store_true",
+                    help="after export, copy the files over dehazeddpm/assets and the registry's demo entry")
+    args = ap.parse_args(argv)
+    try:
+        recipe = json.loads(Path(args.recipe).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        ap.error(f"--recipe: cannot read {args.recipe}: {exc}")
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     s1_ckpt = out / "stage1" / "stage1_final.pth"
     den_ckpt = out / "denoiser" / "denoiser_final.pth"
-    init1 = out / "init" / f"demo_stage1_{INIT_STAGE1[0][:7]}.pth"
-    init2 = out / "init" / f"demo_denoiser_{INIT_DENOISER[0][:7]}.pth"
-    c1 = TrainConfig(out_dir=str(out / "stage1"), init_checkpoint=str(init1), **STAGE1)
-    c2 = TrainConfig(out_dir=str(out / "denoiser"), init_checkpoint=str(init2), stage1_checkpoint=str(s1_ckpt),
-                     **DENOISER)
+    s1 = recipe["stage1"]
+    init1 = out / "init" / f"demo_stage1_{s1['init'][0][:7]}.pth"
+    c1 = TrainConfig(out_dir=str(out / "stage1"), init_checkpoint=str(init1), **s1["config"])
+    configs = {"stage1": c1}
+    den = recipe["denoiser"]
+    if "config" in den:
+        init2 = out / "init" / f"demo_denoiser_{den['init'][0][:7]}.pth"
+        configs["denoiser"] = TrainConfig(out_dir=str(out / "denoiser"), init_checkpoint=str(init2),
+                                          stage1_checkpoint=str(s1_ckpt), unet=dict(recipe["unet"]),
+                                          schedule=dict(recipe["schedule"]), **den["config"])
     if args.phase in ("all", "stage1"):
-        fetch_from_git(INIT_STAGE1, init1)
+        fetch_from_git(tuple(s1["init"]), init1)
         train_stage1(c1, resume=args.resume)
-    if args.phase in ("all", "denoiser"):
+    if args.phase in ("all", "denoiser") and "config" in den:
         _check_trained("stage1", s1_ckpt, c1)
-        fetch_from_git(INIT_DENOISER, init2)
-        train_denoiser(c2, resume=args.resume)
+        fetch_from_git(tuple(den["init"]), init2)
+        train_denoiser(configs["denoiser"], resume=args.resume)
     if args.phase in ("all", "export"):
-        sides = {"stage1": _check_trained("stage1", s1_ckpt, c1), "denoiser": _check_trained("denoiser", den_ckpt, c2)}
-        export(s1_ckpt, den_ckpt, {"stage1": c1, "denoiser": c2}, sides,
-               "python scripts/train_demo.py " + " ".join(sys.argv[1:]), args.threads)
+        sides = {role: _check_trained(role, ckpt, configs[role])
+                 for role, ckpt in (("stage1", s1_ckpt), ("denoiser", den_ckpt)) if role in configs}
+        den_file = den_ckpt if "config" in den else fetch_from_git(
+            tuple(den["kept"]), out / "init" / f"demo_denoiser_{den['kept'][0][:7]}.pth")
+        files = export(recipe, s1_ckpt, den_file, sides, configs, out / "export",
+                       "python scripts/train_demo.py " + " ".join(sys.argv[1:] if argv is None else argv), args.threads)
+        if args.install:
+            install(files)
+        else:
+            print(f"exported to {out / 'export'}; --install puts them in place of the bundled weights")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Shared test fixtures: where the parity data lives, small deterministic helpers."""
+"""Shared test fixtures: where the parity data lives, small deterministic helpers, the tiny
+networks the tests build (one factory each, here)."""
 from __future__ import annotations
 
 import os
@@ -18,6 +19,36 @@ def parity_dir() -> Path:
     if not (PARITY_DIR / "stage2_io.pt").is_file():
         pytest.fail(f"parity fixtures not found at {PARITY_DIR} (DEHAZEDDPM_PARITY_DIR)")
     return PARITY_DIR
+
+
+# The tiny denoiser the unit tests sample with: two levels, attention on the 8 px level.
+TINY_UNET = {"in_channel": 7, "out_channel": 3, "inner_channel": 16, "norm_groups": 8, "channel_mults": [1, 2],
+             "attn_res": [8], "res_blocks": 1, "dropout": 0.0, "image_size": 16}
+
+
+@pytest.fixture(scope="session")
+def tiny_unet():
+    """``tiny_unet(seed=0, **overrides)``: a seeded tiny :class:`UNet` in eval mode (overrides
+    change :data:`TINY_UNET`)."""
+    from dehazeddpm.models import UNet, UNetConfig
+
+    def make(seed: int = 0, **overrides):
+        torch.manual_seed(seed)
+        return UNet.from_config(UNetConfig.from_dict({**TINY_UNET, **overrides})).eval()
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_stage1():
+    """``tiny_stage1(seed=0)``: a seeded :class:`Stage1Net` in eval mode."""
+    from dehazeddpm.models import Stage1Net
+
+    def make(seed: int = 0):
+        torch.manual_seed(seed)
+        return Stage1Net().eval()
+
+    return make
 
 
 @pytest.fixture(autouse=True)

@@ -15,10 +15,10 @@ from PIL import Image
 from dehazeddpm import NoiseSchedule, Stage1Net, UNet, save_denoiser, save_stage1
 from dehazeddpm.cli import main
 from dehazeddpm.cli.dehaze import collect_inputs, shard
-from dehazeddpm.cli.evaluate import pair_folders
-from dehazeddpm.utils import torchrun_env
+from dehazeddpm.evaluation import pair_folders
 from dehazeddpm.io.images import load_image, to_pil
 from dehazeddpm.metrics import psnr, ssim
+from dehazeddpm.utils import torchrun_env
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -177,7 +177,7 @@ def test_eval_pred_and_hazy(tmp_path, ckpts, capsys):
         Image.fromarray(noisy).save(pred / f"{name}.png")
         Image.fromarray(noisy).save(hazy / f"{name}_hazy.png")
     pairs, lonely = pair_folders(pred, gt)
-    assert [k for k, _, _ in pairs] == ["a", "b"] and lonely == []
+    assert [p.name for p in pairs] == ["a", "b"] and lonely == []
 
     report = tmp_path / "r.json"
     assert main(["eval", "--pred", str(pred), "--gt", str(gt), "--format", "json", "--out", str(report),

@@ -55,7 +55,7 @@ def test_bad_configs(tmp_path):
     bad.write_text('{"model": {')
     with pytest.raises(ValueError, match="bad.json"):
         dd.DehazeConfig.from_reference(bad)
-    with pytest.raises(ValueError, match="unknown UNet config keys"):
+    with pytest.raises(ValueError, match="UNet config: unknown keys"):
         dd.UNetConfig.from_dict({"inner_channels": 3})
-    with pytest.raises(ValueError, match="unknown schedule keys"):
+    with pytest.raises(ValueError, match="schedule: unknown keys"):
         dd.NoiseSchedule.from_config({"schedule": "linear", "steps": 3})

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
 from test_train import _assert_same_state
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,12 +7,12 @@ import inspect
 import io
 import json
 import os
-import subprocess
-import sys
-import time
 import socket
 import struct
+import subprocess
+import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from dehazeddpm import hub as W
+
 
 def _checkpoint_bytes(n: int) -> bytes:
     buf = io.BytesIO()

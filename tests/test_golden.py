@@ -42,7 +42,7 @@ def test_default_call_on_the_demo_weights(tmp_path, demo, precision):
     assert res.options == SamplingOptions(sampler="ddim", steps=20, eta=1.0, start_strength=0.3, zero_mean_noise=True,
                                           stage1_size=128, tile_size=None, tile_overlap=32, attention_window=0,
                                           precision=ran)
-    assert res.steps == 6  # 0.3 of 20 respaced steps, from J noised to that level
+    assert res.evaluations == 6  # 0.3 of 20 respaced steps, from J noised to that level
     out = np.asarray(res.image).astype(int)
     assert out.shape == (48, 71, 3)
     expected_slice, expected_mean = EXPECTED[ran]

@@ -4,7 +4,7 @@ Each ``notebooks/NN_name.ipynb`` is paired with ``notebooks/NN_name.py`` (jupyte
 the reviewable source; ``python scripts/notebooks.py sync`` rebuilds the .ipynb). No outputs and
 no execution counts, except the deterministic stored outputs of cells marked
 ``# NBVAL_CHECK_OUTPUT`` (nbval compares those, and needs an execution count on them); each starts
-with an Open-in-Colab badge, a Colab clone cell (NBVAL_SKIP) and the colab_setup cell.
+with an Open-in-Colab badge, a Colab clone-and-install cell (NBVAL_SKIP) and one dd.notebook_session call.
 """
 from __future__ import annotations
 
@@ -66,18 +66,16 @@ def test_badge_and_setup_cells(name: str) -> None:
     badge = f"https://colab.research.google.com/github/dehazeddpm/dehazeddpm/blob/main/notebooks/{name}"
     assert cells[0]["cell_type"] == "markdown" and badge in _src(cells[0])
     assert "colab-badge.svg" in _src(cells[0])
-    clone, setup = _src(cells[1]), _src(cells[2])
+    clone = _src(cells[1])
     assert cells[1]["cell_type"] == "code" and clone.startswith("# NBVAL_SKIP")
     assert "if 'google.colab' in sys.modules:" in clone and "'git', 'clone'" in clone
-    assert cells[2]["cell_type"] == "code"
-    assert "sys.path.insert(0" in setup and "import colab_setup" in setup
-    assert "colab_setup.setup(weights=None, install=True)" in setup
-    # every notebook picks its weights with the one shared rule, and says what it chose
-    body = "\n".join(_src(c) for c in cells[3:])
-    assert "dd.choose_weights(WEIGHTS, stage1=STAGE1_FILE, denoiser=DENOISER_FILE, device=DEVICE)" in body
-    assert "print(choice)" in body and "from_pretrained(" not in body
+    assert "import colab_setup" in clone and "colab_setup.setup()" in clone  # Colab's install, in the clone cell
+    # the rest of the preamble is one call into the package: weights, pipeline, device, smoke flag
+    body = "\n".join(_src(c) for c in cells[2:])
+    assert "session = dd.notebook_session(WEIGHTS, STAGE1_FILE, DENOISER_FILE)" in body
+    assert "from_pretrained(" not in body and "choose_weights(" not in body
+    assert "sys.path" not in body and "colab_setup" not in body and "os.environ" not in body
     assert "progress=True" not in body  # no tqdm widget left dead in a saved notebook
-    assert "SMOKE = " in setup and "'CI' in os.environ" in setup and "DEHAZEDDPM_SMOKE" in setup
 
 
 @pytest.mark.parametrize("name", NAMES)

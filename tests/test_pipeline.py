@@ -7,9 +7,9 @@ import torch
 from PIL import Image
 from torch import nn
 
-from dehazeddpm import NoiseSchedule, Stage1Net, UNet, UNetConfig, save_denoiser, save_stage1
+from dehazeddpm import NoiseSchedule, UNet, UNetConfig, save_denoiser, save_stage1
+from dehazeddpm.diffusion import RELEASED_SCHEDULE, sample
 from dehazeddpm.diffusion import CountingDenoiser as Counting
-from dehazeddpm.diffusion import sample
 from dehazeddpm.inference.device import choose_tile
 from dehazeddpm.inference.pipeline import TRAJECTORY_MAX_FRAMES, TRAJECTORY_MAX_SIDE, DehazePipeline
 from dehazeddpm.io.images import to_pil, to_signed, to_unit
@@ -17,18 +17,7 @@ from dehazeddpm.options import DEFAULT_STEPS, SamplingOptions
 from dehazeddpm.physics import fuse_transmission
 from dehazeddpm.utils import pad_to_multiple
 
-SCHEDULE = {"schedule": "linear", "n_timestep": 2000, "linear_start": 1e-6, "linear_end": 1e-2}
-
-
-def tiny_unet(seed: int = 0) -> UNet:
-    torch.manual_seed(seed)
-    return UNet(in_channel=7, out_channel=3, inner_channel=16, norm_groups=8, channel_mults=(1, 2),
-                attn_res=(8,), res_blocks=1, image_size=16).eval()
-
-
-def tiny_stage1(seed: int = 0) -> Stage1Net:
-    torch.manual_seed(seed)
-    return Stage1Net().eval()
+SCHEDULE = RELEASED_SCHEDULE
 
 
 class Pointwise(nn.Module):
@@ -45,7 +34,7 @@ class Pointwise(nn.Module):
 
 
 @pytest.fixture(scope="module")
-def pipe() -> DehazePipeline:
+def pipe(tiny_stage1, tiny_unet) -> DehazePipeline:
     return DehazePipeline(tiny_stage1(), tiny_unet(), NoiseSchedule.from_config(SCHEDULE), device="cpu")
 
 
@@ -68,7 +57,7 @@ def test_output_size_equals_input_size(pipe, hw):
     for t in (res.J, res.T, res.A, res.I):
         assert t.device.type == "cpu" and t.dtype == torch.float32
         assert float(t.min()) >= 0 and float(t.max()) <= 1
-    assert res.steps == 2 and {"stage1", "denoise", "total"} <= set(res.timings)
+    assert res.evaluations == 2 and {"stage1", "denoise", "total"} <= set(res.timings)
 
 
 def test_input_modes(pipe):
@@ -84,14 +73,14 @@ def test_input_modes(pipe):
 def test_steps_zero_returns_j_without_denoiser(counting_pipe):
     res = counting_pipe(_rand_image(20, 24), steps=0)
     assert counting_pipe.denoiser.calls == 0
-    assert res.steps == 0
+    assert res.evaluations == 0
     assert np.array_equal(np.asarray(res.image), np.asarray(to_pil(res.J)))
 
 
 def test_default_is_ddim_with_default_steps(counting_pipe):
-    assert 1 <= DEFAULT_STEPS <= 25
-    counting_pipe(_rand_image(16, 16), seed=0, progress=False)
-    assert counting_pipe.denoiser.calls == DEFAULT_STEPS
+    res = counting_pipe(_rand_image(16, 16), seed=0, progress=False)
+    assert counting_pipe.denoiser.calls == DEFAULT_STEPS == res.evaluations == res.options.steps
+    assert res.options.sampler == "ddim" and res.options.start_strength == 1.0
 
 
 def test_seed_is_deterministic(pipe):
@@ -110,7 +99,7 @@ def test_ddpm_full_schedule_is_the_reference_path(pipe):
     p = DehazePipeline(pipe.stage1, counted, sched, device="cpu")
     x = _rand_image(16, 32, seed=5)
     res = p(x, sampler="ddpm", seed=11, progress=False, precision="fp32")  # parity stays in fp32
-    assert counted.calls == 40 and res.steps == 40
+    assert counted.calls == 40 and res.evaluations == 40
     with torch.inference_mode():
         out = pipe.stage1(x)
         cond = torch.cat([to_signed(out.J), to_signed(out.T)], 1)
@@ -139,7 +128,7 @@ def test_default_ddim_starts_from_zero_mean_noise(pipe):
     g = float(pipe.schedule.respace(10).truncate(0.5).noise_levels[-1])
     J = to_signed(pipe(x, steps=0, progress=False).J)
     torch.testing.assert_close(seen[0].mean(dim=(-2, -1)), g * J.mean(dim=(-2, -1)), atol=1e-5, rtol=0)
-    with pytest.raises(ValueError, match="DDIM"):
+    with pytest.raises(ValueError, match="zero_mean_noise does not apply to the ddpm"):
         pipe(x, sampler="ddpm", steps=3, zero_mean_noise=True, progress=False)
 
 
@@ -150,9 +139,9 @@ def test_weights_ddim_defaults_apply_to_ddim_only(pipe):
     p = DehazePipeline(pipe.stage1, counted, NoiseSchedule.from_config({**SCHEDULE, "n_timestep": 40}),
                        device="cpu", defaults={"sampler": "ddim", "start_strength": 0.3})
     x = _rand_image(16, 16)
-    assert p(x, steps=20, seed=0, progress=False).steps == 6  # 0.3 of 20 steps, from noised J
-    assert p(x, steps=20, start_strength=1.0, seed=0, progress=False).steps == 20
-    assert p(x, sampler="ddpm", seed=0, progress=False).steps == 40
+    assert p(x, steps=20, seed=0, progress=False).evaluations == 6  # 0.3 of 20 steps, from noised J
+    assert p(x, steps=20, start_strength=1.0, seed=0, progress=False).evaluations == 20
+    assert p(x, sampler="ddpm", seed=0, progress=False).evaluations == 40
     assert counted.calls == 6 + 20 + 40
     assert DehazePipeline.from_pretrained("demo", device="cpu").defaults == SamplingOptions(
         sampler="ddim", start_strength=0.3, eta=1.0, stage1_size=128, tile_size=128, tile_overlap=32)
@@ -181,7 +170,7 @@ def test_weights_default_eta_fills_only_an_eta_left_at_none(pipe):
 def test_start_strength_runs_fewer_steps(counting_pipe):
     x = _rand_image(16, 16)
     res = counting_pipe(x, steps=10, start_strength=0.5, seed=0, progress=False)
-    assert counting_pipe.denoiser.calls == 5 and res.steps == 5
+    assert counting_pipe.denoiser.calls == 5 and res.evaluations == 5
     with pytest.raises(ValueError):
         counting_pipe(x, steps=10, start_strength=0.0)
 

@@ -9,8 +9,8 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
-from dehazeddpm.viz import plotting
 from dehazeddpm.models.stage1 import Stage1Output
+from dehazeddpm.viz import plotting
 
 
 def _stage1_output(h: int = 24, w: int = 32) -> tuple:

@@ -6,7 +6,7 @@ import torch
 
 import dehazeddpm as dd
 
-SCHED = {"schedule": "linear", "n_timestep": 2000, "linear_start": 1e-6, "linear_end": 1e-2}
+SCHED = dd.diffusion.RELEASED_SCHEDULE
 
 
 class OracleDenoiser(torch.nn.Module):
@@ -23,10 +23,8 @@ class OracleDenoiser(torch.nn.Module):
 
 
 @pytest.fixture(scope="module")
-def small_unet():
-    torch.manual_seed(0)
-    return dd.UNet(in_channel=7, inner_channel=16, norm_groups=8, channel_mults=(1, 2), attn_res=(8,),
-                   res_blocks=1, image_size=16).eval()
+def small_unet(tiny_unet):
+    return tiny_unet()
 
 
 class GaussianDataDenoiser(torch.nn.Module):
@@ -45,8 +43,8 @@ class GaussianDataDenoiser(torch.nn.Module):
         return ((x - a * x0) / sigma2.sqrt()).float()
 
 
-ALL = [("ddim", 1, 0.0), ("ddim", 5, 0.0), ("ddim", 10, 1.0), ("ddpm", 10, 0.0), ("dpmpp_2m", 1, 0.0),
-       ("dpmpp_2m", 2, 0.0), ("dpmpp_2m", 7, 0.0), ("dpmpp_2m_sde", 2, 0.0), ("dpmpp_2m_sde", 7, 0.0)]
+ALL = [("ddim", 1, 0.0), ("ddim", 5, 0.0), ("ddim", 10, 1.0), ("ddpm", 10, None), ("dpmpp_2m", 1, None),
+       ("dpmpp_2m", 2, None), ("dpmpp_2m", 7, None), ("dpmpp_2m_sde", 2, None), ("dpmpp_2m_sde", 7, None)]
 
 
 @pytest.mark.parametrize("sampler,steps,eta", ALL)
@@ -112,13 +110,33 @@ def test_seeded_runs_are_deterministic(small_unet):
     assert (other - runs[0]).abs().max() > 1e-3
 
 
+class FixedNoise(dd.diffusion.GaussianNoise):
+    """Every per-step draw is ``scale`` times one fixed tensor."""
+
+    def __init__(self, z, scale):
+        super().__init__()
+        self.z, self.scale = z, scale
+
+    def like(self, x):
+        return self.scale * self.z
+
+
 def test_ddim_eta1_matches_ddpm_step_distribution():
-    # One step with eta=1 has the ancestral posterior variance: compare sigma^2 to posterior_variance.
+    """A DDIM step at eta 1 adds noise with the ancestral posterior variance: run ddim_sample with
+    one noise draw and with none, from the same start, and compare what the draw added."""
     sched = dd.NoiseSchedule.from_config(SCHED).respace(10)
-    i = 5
-    ab, ab_prev = sched.alphas_cumprod[i], sched.alphas_cumprod_prev[i]
-    sigma2 = (1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)
-    torch.testing.assert_close(sigma2, sched.posterior_variance[i])
+    x_T = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    z = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    model = lambda x, g: torch.zeros_like(x)  # noqa: E731  (eps = 0)
+    after_first = []
+    for scale in (1.0, 0.0):
+        seen = []
+        dd.ddim_sample(model, x_T.clone(), sched, eta=1.0, noise=FixedNoise(z, scale), clip_denoised=False,
+                       callback=lambda step, t, x_t, x0: seen.append(x_t.clone()))
+        after_first.append(seen[1])  # the input of the second step: x after the first, noisy update
+    added = after_first[0] - after_first[1]
+    first = len(sched) - 1  # the chain runs from the last index down
+    torch.testing.assert_close(added, sched.posterior_variance[first].sqrt() * z, rtol=1e-4, atol=1e-5)
 
 
 def test_bad_arguments(small_unet):

@@ -23,7 +23,8 @@ def test_schedule_values():
     np.testing.assert_allclose(make_beta_schedule("quad", 3, 0.01, 0.09), [0.01, 0.04, 0.09])
     np.testing.assert_allclose(make_beta_schedule("jsd", 4), [1 / 4, 1 / 3, 1 / 2, 1])
     w = make_beta_schedule("warmup10", 20, 0.1, 0.5)
-    np.testing.assert_allclose(w[:2], [0.1, 0.5]) and np.testing.assert_allclose(w[2:], 0.5)
+    np.testing.assert_allclose(w[:2], [0.1, 0.5])
+    np.testing.assert_allclose(w[2:], 0.5)
     assert make_beta_schedule("cosine", 1000).max() <= 0.999
     with pytest.raises(ValueError, match="unknown beta schedule"):
         make_beta_schedule("sigmoid", 10)

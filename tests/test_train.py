@@ -8,18 +8,27 @@ from pathlib import Path
 import pytest
 import torch
 
-from dehazeddpm.io import images as imageio
-from dehazeddpm.io.checkpoints import load_denoiser, load_stage1, read_checkpoint, save_stage1
-from dehazeddpm.data.datasets import SyntheticHazeDataset
 from dehazeddpm.data import builtin_photos, make_eval_set
-from dehazeddpm.metrics import psnr
+from dehazeddpm.data.datasets import SyntheticHazeDataset
+from dehazeddpm.diffusion import RELEASED_SCHEDULE as DEFAULT_SCHEDULE
 from dehazeddpm.diffusion import sample
 from dehazeddpm.diffusion.schedule import NoiseSchedule
+from dehazeddpm.io import images as imageio
+from dehazeddpm.io.checkpoints import load_denoiser, load_stage1, read_checkpoint, save_stage1
+from dehazeddpm.metrics import psnr
 from dehazeddpm.models.stage1 import Stage1Net
-from dehazeddpm.diffusion import RELEASED_SCHEDULE as DEFAULT_SCHEDULE
-from dehazeddpm.training import (ConditionPool, TrainConfig, denoiser_loss, learning_rate,
-                              resume_path, stage1_condition, stage1_loss, train_denoiser, train_stage1)
 from dehazeddpm.models.unet import UNet, UNetConfig
+from dehazeddpm.training import (
+    ConditionPool,
+    TrainConfig,
+    denoiser_loss,
+    learning_rate,
+    resume_path,
+    stage1_condition,
+    stage1_loss,
+    train_denoiser,
+    train_stage1,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = REPO / "dehazeddpm" / "assets"

@@ -10,8 +10,15 @@ import torch
 
 from dehazeddpm import physics
 from dehazeddpm.diffusion import GaussianNoise, MeanFreeNoise, zero_mean
-from dehazeddpm.utils import (atomic_write, env_flag, pad_to_multiple, remove_stale_temporaries, scaled_shape,
-                              temporary_name, write_json)
+from dehazeddpm.utils import (
+    atomic_write,
+    env_flag,
+    pad_to_multiple,
+    remove_stale_temporaries,
+    scaled_shape,
+    temporary_name,
+    write_json,
+)
 
 
 def test_atomic_write_replaces_whole_or_not_at_all(tmp_path):

@@ -12,13 +12,10 @@ from pathlib import Path
 import pytest
 
 from dehazeddpm import hub as W
+from dehazeddpm.diffusion import RELEASED_SCHEDULE
+from dehazeddpm.models import DEMO_UNET, RELEASED_UNET, UNetConfig
 
 REPO = Path(__file__).resolve().parents[1]
-RELEASED_UNET = {"in_channel": 7, "out_channel": 3, "inner_channel": 64, "norm_groups": 32,
-                 "channel_mults": [1, 2, 4, 8, 8], "attn_res": [16], "res_blocks": 2,
-                 "dropout": 0.2, "image_size": 512}
-RELEASED_SCHEDULE = {"schedule": "linear", "n_timestep": 2000, "linear_start": 1e-6,
-                     "linear_end": 1e-2}
 REQUIRED = {"description", "dataset", "condition", "citation", "stage1", "denoiser",
             "unet_config", "schedule"}
 FOLDER_ID = "1I7sH6vb9oWOZeIVu6-xh9Xm5lnwdzHa7"
@@ -62,13 +59,18 @@ def test_every_entry_has_the_required_fields():
     assert all(isinstance(e, W.WeightsEntry) for e in reg.values())
 
 
+def test_demo_entry_is_the_demo_unet_constant():
+    e = W.get_entry("demo")
+    assert UNetConfig.from_dict(e.unet_config) == DEMO_UNET and e.schedule == RELEASED_SCHEDULE
+
+
 @pytest.mark.parametrize("name,stage1,denoiser", [
     ("nh-haze", "NH_net_g_80000.pth", "NH_I230000_E4600_gen.pth"),
     ("dense-haze", "DENSE_net_g_120000.pth", "DENSE_I130000_E2600_gen.pth"),
 ])
 def test_released_entries(name, stage1, denoiser):
     e = W.get_entry(name)
-    assert e.unet_config == RELEASED_UNET
+    assert UNetConfig.from_dict(e.unet_config) == RELEASED_UNET  # the registry holds the one constant's values
     assert e.schedule == RELEASED_SCHEDULE
     assert e.condition == "J+T" and "arXiv:2308.11949" in e.citation and "Hu Yu" in e.citation
     assert e.stage1.filename == stage1 and e.stage1.source == "url"
@@ -234,7 +236,7 @@ def test_resolve_offline_uses_cache_and_records_hash(tmp_path):
     digest = hashlib.sha256(b"den").hexdigest()
     assert res.notes["denoiser"] == f"unverified (sha256 recorded on first download: {digest})"
     assert W.recorded_hashes()["nh-haze/NH_I230000_E4600_gen.pth"]["sha256"] == digest
-    assert res.unet_config == RELEASED_UNET
+    assert UNetConfig.from_dict(res.unet_config) == RELEASED_UNET
 
     den.write_bytes(b"DEN")  # damaged after the first use
     with pytest.raises(W.HashMismatchError, match="corrupt"):

@@ -10,8 +10,8 @@ from PIL import Image
 
 pytest.importorskip("ipywidgets")
 
-from dehazeddpm.viz import widgets  # noqa: E402
 from dehazeddpm.models.stage1 import Stage1Output  # noqa: E402
+from dehazeddpm.viz import widgets  # noqa: E402
 
 
 def _decode(png: bytes) -> np.ndarray:

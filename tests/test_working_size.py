@@ -4,17 +4,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_pipeline import SCHEDULE, Pointwise
 
 from dehazeddpm import NoiseSchedule, Stage1Net, Stage1Output
+from dehazeddpm.data import make_eval_set
+from dehazeddpm.hub import resolve
+from dehazeddpm.inference.pipeline import DehazePipeline
+from dehazeddpm.inference.working_size import MAX_WORKING_SIDE, stage1_at_size, working_shape
 from dehazeddpm.io import images as imageio
 from dehazeddpm.io.checkpoints import load_stage1
-from dehazeddpm.data import make_eval_set
 from dehazeddpm.metrics import psnr
-from dehazeddpm.inference.pipeline import DehazePipeline
-from dehazeddpm.hub import resolve
-from dehazeddpm.inference.working_size import MAX_WORKING_SIDE, stage1_at_size, working_shape
-
-from test_pipeline import SCHEDULE, Pointwise, tiny_stage1
 
 
 class Oracle:
@@ -87,7 +86,7 @@ def test_small_images_run_enlarged_and_come_back_at_their_size():
     assert float(out.J.min()) >= 0 and float(out.J.max()) <= 1
 
 
-def test_at_the_working_size_it_is_the_plain_call():
+def test_at_the_working_size_it_is_the_plain_call(tiny_stage1):
     net = tiny_stage1()
     x = torch.rand(1, 3, 128, 160)
     with torch.no_grad():
@@ -99,7 +98,7 @@ def test_at_the_working_size_it_is_the_plain_call():
 
 
 @pytest.fixture(scope="module")
-def stage1() -> Stage1Net:
+def stage1(tiny_stage1) -> Stage1Net:
     return tiny_stage1()
 
 

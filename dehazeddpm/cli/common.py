@@ -8,11 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from ..diffusion.samplers import SAMPLERS
 from ..io.images import DEFAULT_MAX_PIXELS
-from ..options import FUSIONS, PRECISIONS, SamplingOptions, check_seed
+from ..options import SamplingOptions, check_seed, option_specs
 
-__all__ = ["CommandError", "add_model_args", "build_pipeline", "integer", "number", "say_error", "sampling_options"]
+__all__ = ["CommandError", "add_model_args", "add_sampling_args", "build_pipeline", "integer", "number", "say_error", "sampling_options"]
 
 
 class CommandError(Exception):
@@ -55,26 +54,27 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                         'file, e.g. \'{"norm_groups": 8}\' (default: the released norm_groups 32)')
     m.add_argument("--device", default=None, help="torch device (default: cuda if available)")
     s = p.add_argument_group("sampling (default: the weights' own, see `dehazeddpm info`)")
-    s.add_argument("--sampler", choices=tuple(SAMPLERS), default=None, help="sampler (default: ddim)")
-    s.add_argument("--steps", type=integer, default=None,
-                   help="denoising steps (default: 20, the full schedule for ddpm; 0 = stage 1 only)")
-    s.add_argument("--eta", type=number, default=None, help="DDIM eta, 0 (deterministic) to 1")
-    s.add_argument("--start-strength", type=number, default=None, metavar="S",
-                   help="in (0, 1]: start from J noised to this fraction of the chain (1 = pure noise)")
-    s.add_argument("--stage1-size", type=integer, default=None, metavar="N",
-                   help="shorter side stage 1 runs at, J and T brought back to the image's size (0 = full "
-                        "resolution)")
-    s.add_argument("--tile", type=integer, default=None, metavar="N", help="denoiser tile size (default: automatic)")
-    s.add_argument("--tile-overlap", type=integer, default=None, metavar="N",
-                   help="pixels neighbouring tiles share (default: a quarter of the tile)")
-    s.add_argument("--attention-window", type=integer, default=None, metavar="N",
-                   help="attend within windows of N feature positions (0 = the whole map)")
-    s.add_argument("--fusion", choices=FUSIONS, default=None, help="blend J back in where the haze is thin")
-    s.add_argument("--precision", choices=PRECISIONS, default=None,
-                   help="arithmetic of the networks (default: auto, fp16 on CUDA, fp32 on a CPU)")
+    add_sampling_args(s)
     s.add_argument("--seed", type=integer, default=0, help="random seed (default 0)")
     s.add_argument("--max-pixels", type=integer, default=None, metavar="N",
                    help=f"refuse input images larger than N pixels (default {DEFAULT_MAX_PIXELS:,}; 0: Pillow's limit)")
+
+
+_TYPES = {"int": integer, "number": number}
+
+
+def add_sampling_args(group: Any) -> None:
+    """One flag per :class:`SamplingOptions` field, generated from its declaration (flag, old
+    spellings, help, type, choices); the parsed value lands under the field's name."""
+    for name, spec in option_specs().items():
+        flags = [spec.flag or "--" + name.replace("_", "-"), *spec.aliases]
+        if spec.kind == "bool":
+            group.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction, default=None, help=spec.help)
+        elif spec.kind == "choice":
+            group.add_argument(*flags, dest=name, choices=spec.choices, default=None, help=spec.help)
+        else:
+            group.add_argument(*flags, dest=name, type=_TYPES[spec.kind], default=None, metavar=spec.metavar,
+                               help=spec.help)
 
 
 def sampling_options(args: argparse.Namespace) -> SamplingOptions:
@@ -84,10 +84,7 @@ def sampling_options(args: argparse.Namespace) -> SamplingOptions:
         check_seed(args.seed)
         if args.max_pixels is not None and args.max_pixels < 0:
             raise ValueError(f"--max-pixels must be >= 0 (0: Pillow's limit only), got {args.max_pixels}")
-        return SamplingOptions(sampler=args.sampler, steps=args.steps, eta=args.eta,
-                               start_strength=args.start_strength, stage1_size=args.stage1_size,
-                               tile_size=args.tile, tile_overlap=args.tile_overlap,
-                               attention_window=args.attention_window, fusion=args.fusion, precision=args.precision)
+        return SamplingOptions(**{name: getattr(args, name) for name in option_specs()})
     except ValueError as exc:
         args.parser.error(str(exc))
         raise  # unreachable: error() exits

@@ -5,8 +5,17 @@ import argparse
 import os
 from typing import Any, Optional
 
-from ..hub import (ROLES, WeightsError, cache_dir, forget_recorded_hash, is_offline, recorded_hashes_path,
-                   registry_names, resolve, weights_status)
+from ..hub import (
+    ROLES,
+    WeightsError,
+    cache_dir,
+    forget_recorded_hash,
+    is_offline,
+    recorded_hashes_path,
+    registry_names,
+    resolve,
+    weights_status,
+)
 from ..version import __version__
 from .common import CommandError
 

@@ -4,12 +4,38 @@ Layer: data. May import ``io`` (to read and write images), the foundation and ``
 Every tensor here is image space, float32 in [0, 1].
 """
 from .datasets import PAIR_SUFFIXES, PairedFolderDataset, SyntheticHazeDataset, item_generator, pair_key
-from .haze import (AIRLIGHT_RANGE, AIRLIGHT_TINT, BETA_RANGE, HazySample, depth_prior, random_depth_field,
-                   random_haze_params, synthesize_haze)
-from .nonhomogeneous import (HAZE_KINDS, HazeKind, airlight_field, fbm_field, plume_field, random_haze_kind_params,
-                             synthesize_nonhomogeneous)
-from .photos import (EVAL_HAZE, EVAL_PHOTOS, WHEEL_PHOTOS, MOTORCYCLE_DOFFS, TRAIN_PHOTOS, builtin_photos, disparity_to_depth, eval_haze_params,
-                     load_photo, make_eval_set, resize_photo)
+from .haze import (
+    AIRLIGHT_RANGE,
+    AIRLIGHT_TINT,
+    BETA_RANGE,
+    HazySample,
+    depth_prior,
+    random_depth_field,
+    random_haze_params,
+    synthesize_haze,
+)
+from .nonhomogeneous import (
+    HAZE_KINDS,
+    HazeKind,
+    airlight_field,
+    fbm_field,
+    plume_field,
+    random_haze_kind_params,
+    synthesize_nonhomogeneous,
+)
+from .photos import (
+    EVAL_HAZE,
+    EVAL_PHOTOS,
+    MOTORCYCLE_DOFFS,
+    TRAIN_PHOTOS,
+    WHEEL_PHOTOS,
+    builtin_photos,
+    disparity_to_depth,
+    eval_haze_params,
+    load_photo,
+    make_eval_set,
+    resize_photo,
+)
 
 __all__ = ["AIRLIGHT_RANGE", "AIRLIGHT_TINT", "BETA_RANGE", "EVAL_HAZE", "EVAL_PHOTOS", "HAZE_KINDS", "HazeKind",
            "WHEEL_PHOTOS", "airlight_field", "fbm_field", "plume_field", "random_haze_kind_params",

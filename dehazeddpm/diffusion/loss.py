@@ -5,7 +5,7 @@ from typing import Optional
 
 import torch
 
-from .samplers import q_sample
+from .forward import q_sample, x0_from_eps
 from .schedule import RELEASED_SCHEDULE, NoiseSchedule
 
 # Weight of the FFT-amplitude term of the reference loss.
@@ -43,13 +43,12 @@ def diffusion_loss(unet: torch.nn.Module, x0: torch.Tensor, condition: torch.Ten
     gamma = gamma.reshape(b).to(x0.device, torch.float32)
     if noise is None:
         noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
-    g = gamma.reshape(b, 1, 1, 1)
     x_noisy = q_sample(gamma, x0, noise)
     eps = unet(torch.cat([condition, x_noisy], dim=1), gamma).float()
     noise_term = (noise - eps).abs().sum()
     if not frequency_weight:
         return noise_term / x0.numel()
-    x0_pred = (x_noisy - (1 - g ** 2).sqrt() * eps) / g
+    x0_pred = x0_from_eps(x_noisy, eps, 1 / gamma, (1 - gamma ** 2).sqrt() / gamma)
     amp_pred = torch.fft.fftn(x0_pred, dim=(-2, -1)).abs()
     amp_true = torch.fft.fftn(x0, dim=(-2, -1)).abs()
     freq_term = (amp_pred - amp_true).abs().sum()

@@ -15,19 +15,21 @@ optionally truncates it for a start from a noised image, draws the start noise a
 """
 from __future__ import annotations
 
+import inspect
 import math
-from typing import Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Optional, Tuple
 
 import torch
 from tqdm.auto import tqdm
 
+from .forward import eps_from_x0, predict_x0, q_sample, x0_from_eps
 from .noise import GaussianNoise, MeanFreeNoise
 from .schedule import NoiseSchedule
 from .wrappers import ConditionedDenoiser
 
 __all__ = ["ETA_SAMPLERS", "SAMPLERS", "Callback", "ddim_sample", "ddpm_sample", "dpmpp_2m_sample",
            "dpmpp_2m_sde_sample", "p_mean_variance", "predict_noise", "predict_x0", "q_sample", "sample",
-           "sampling_schedule"]
+           "sampler_parameters", "sampling_schedule"]
 
 Callback = Callable[[int, int, torch.Tensor, torch.Tensor], None]
 
@@ -56,11 +58,6 @@ def predict_noise(model: torch.nn.Module, x: torch.Tensor, noise_level: torch.Te
     return ConditionedDenoiser(model, condition)(x, noise_level)
 
 
-def predict_x0(schedule: NoiseSchedule, x: torch.Tensor, i: "int | torch.Tensor", eps: torch.Tensor) -> torch.Tensor:
-    """x0 = x_t / sqrt(alpha_bar) - sqrt(1 / alpha_bar - 1) * eps (DDPM eq. 15 rearranged)."""
-    return _at(schedule.sqrt_recip_alphas_cumprod, i, x) * x - _at(schedule.sqrt_recipm1_alphas_cumprod, i, x) * eps
-
-
 def p_mean_variance(model: torch.nn.Module, schedule: NoiseSchedule, x_t: torch.Tensor,
                     t: "int | torch.Tensor", condition: Optional[torch.Tensor] = None,
                     clip_denoised: bool = True, return_x0: bool = False):
@@ -77,23 +74,6 @@ def p_mean_variance(model: torch.nn.Module, schedule: NoiseSchedule, x_t: torch.
     mean = _at(schedule.posterior_mean_coef1, t, x_t) * x0 + _at(schedule.posterior_mean_coef2, t, x_t) * x_t
     log_var = _at(schedule.posterior_log_variance_clipped, t, x_t)
     return (mean, log_var, x0) if return_x0 else (mean, log_var)
-
-
-def q_sample(schedule_or_gamma: "NoiseSchedule | torch.Tensor | float", x0: torch.Tensor,
-             noise: torch.Tensor, i: Optional[int] = None) -> torch.Tensor:
-    """Noise a clean x0 ([-1, 1]) to level gamma: gamma * x0 + sqrt(1 - gamma^2) * noise.
-
-    Pass either a schedule and a step index ``i``, or gamma directly (float, or (B,) tensor).
-    """
-    if isinstance(schedule_or_gamma, NoiseSchedule):
-        if i is None:
-            raise ValueError("give the step index i with a schedule")
-        gamma = schedule_or_gamma.noise_levels[i].to(x0.device)
-    else:
-        gamma = torch.as_tensor(schedule_or_gamma, dtype=x0.dtype, device=x0.device)
-    if gamma.dim() > 0:
-        gamma = gamma.reshape(-1, *([1] * (x0.dim() - 1)))
-    return gamma * x0 + (1 - gamma ** 2).sqrt() * noise
 
 
 def _iterate(n: int, progress: bool, desc: str):
@@ -136,7 +116,7 @@ def ddim_sample(model: torch.nn.Module, x: torch.Tensor, schedule: NoiseSchedule
         x0 = predict_x0(schedule, x, i, eps)
         if clip_denoised:
             x0 = x0.clamp(-1.0, 1.0)
-            eps = (x - ab.sqrt() * x0) / (1 - ab).sqrt()
+            eps = eps_from_x0(x, x0, ab.sqrt(), (1 - ab).sqrt())
         if callback is not None:
             callback(step, int(schedule.timesteps[i]), x, x0)
         sigma = eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).sqrt()
@@ -172,7 +152,7 @@ def _dpm_solver_pp(model: torch.nn.Module, x: torch.Tensor, schedule: NoiseSched
     for step, i in enumerate(_iterate(len(schedule), progress, desc)):
         alpha, sigma = _alpha_sigma(schedule, i)
         eps = predict_noise(model, x, _noise_level(schedule, i, x))
-        x0 = (x - sigma * eps) / alpha
+        x0 = x0_from_eps(x, eps, 1 / alpha, sigma / alpha)
         if clip_denoised:
             x0 = x0.clamp(-1.0, 1.0)
         if callback is not None:
@@ -225,13 +205,26 @@ def sampling_schedule(schedule: NoiseSchedule, steps: Optional[int] = None,
 
 SAMPLERS: Dict[str, Callable[..., torch.Tensor]] = {"ddpm": ddpm_sample, "ddim": ddim_sample,
                                                      "dpmpp_2m": dpmpp_2m_sample, "dpmpp_2m_sde": dpmpp_2m_sde_sample}
-# Samplers whose update uses eta (the rest ignore it).
-ETA_SAMPLERS = ("ddim",)
+# What every sampler takes; anything else in a sampler's signature is its own option.
+_COMMON_PARAMETERS = frozenset({"model", "x", "schedule", "noise", "callback", "clip_denoised", "progress"})
+
+
+def sampler_parameters(sampler: str) -> FrozenSet[str]:
+    """The keyword options a sampler function takes beyond the common ones (``{"eta"}`` for
+    DDIM), read from its signature: how a sampler-specific option reaches the samplers that take
+    it (diffusers' ``prepare_extra_step_kwargs`` idea) and is refused by the rest."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose from {tuple(SAMPLERS)}")
+    return frozenset(inspect.signature(SAMPLERS[sampler]).parameters) - _COMMON_PARAMETERS
+
+
+# Samplers whose update uses eta, from their signatures.
+ETA_SAMPLERS = tuple(s for s in SAMPLERS if "eta" in sampler_parameters(s))
 
 
 @torch.no_grad()
 def sample(model: torch.nn.Module, condition: Optional[torch.Tensor], schedule: NoiseSchedule,
-           sampler: str = "ddpm", steps: Optional[int] = None, eta: float = 0.0,
+           sampler: str = "ddpm", steps: Optional[int] = None, eta: Optional[float] = None,
            generator: Optional[torch.Generator] = None, callback: Optional[Callback] = None, *,
            x_T: Optional[torch.Tensor] = None, clip_denoised: bool = True, progress: bool = False,
            zero_mean_noise: bool = False, start_strength: float = 1.0,
@@ -249,9 +242,13 @@ def sample(model: torch.nn.Module, condition: Optional[torch.Tensor], schedule: 
         noise without a colour cast. The ancestral sampler refuses it: it stays the reference.
     The start noise is one ``randn(B, 3, H, W)`` from ``generator`` (or the global RNG), unless
     ``x_T`` is given. ``sampler="ddpm"`` with ``steps=None`` is the reference test path.
+    eta (and any other sampler-specific keyword) goes to the samplers whose signature takes it
+    (:func:`sampler_parameters`); given to one that does not, it is a ValueError.
     """
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; choose from {tuple(SAMPLERS)}")
+    extras: Dict[str, Any] = {"eta": eta} if eta is not None else {}
+    unused = sorted(set(extras) - sampler_parameters(sampler))
+    if unused:
+        raise ValueError(f"{', '.join(unused)} does not apply to the {sampler} sampler")
     if zero_mean_noise and sampler == "ddpm":
         raise ValueError("zero_mean_noise is a DDIM option; the ancestral sampler stays the reference")
     sched = sampling_schedule(schedule, steps, start_strength)
@@ -266,6 +263,5 @@ def sample(model: torch.nn.Module, condition: Optional[torch.Tensor], schedule: 
         if start_strength < 1:
             x_T = q_sample(float(sched.noise_levels[-1]), start_image.to(x_T), x_T)
     denoiser = model if condition is None else ConditionedDenoiser(model, condition)
-    kwargs = {"eta": eta} if sampler in ETA_SAMPLERS else {}
     return SAMPLERS[sampler](denoiser, x_T, sched, noise=noise, callback=callback, clip_denoised=clip_denoised,
-                             progress=progress, **kwargs)
+                             progress=progress, **extras)

@@ -15,6 +15,8 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
+from ..utils import from_dict
+
 BETA_SCHEDULES = ("linear", "quad", "cosine", "warmup10", "warmup50", "const", "jsd")
 
 # The schedule every released DehazeDDPM model was trained and tested with (reference
@@ -71,11 +73,8 @@ class ScheduleConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ScheduleConfig":
-        known = {"schedule", "n_timestep", "linear_start", "linear_end", "cosine_s"}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown schedule keys {unknown}; known: {sorted(known)}")
-        return cls(**d)
+        """Build from the reference's ``beta_schedule`` object; unknown keys are an error."""
+        return from_dict(cls, d, "schedule")
 
     def to_dict(self) -> Dict[str, Any]:
         return {"schedule": self.schedule, "n_timestep": self.n_timestep,

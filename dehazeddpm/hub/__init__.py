@@ -5,14 +5,40 @@ Layer: hub. May import ``options`` (an entry's sampling defaults) and the founda
 network or the pipeline (the pipeline calls :func:`resolve`). HTTP(S) goes through pooch and
 Google Drive through gdown; both are imported only when a download actually happens.
 """
-from .cache import (RECORDED_HASHES_FILE, cache_dir, cache_path, forget_recorded_hash, is_offline, record_hash,
-                    record_key, recorded_hashes, recorded_hashes_path, sha256_file)
+from .cache import (
+    RECORDED_HASHES_FILE,
+    cache_dir,
+    cache_path,
+    forget_recorded_hash,
+    is_offline,
+    record_hash,
+    record_key,
+    recorded_hashes,
+    recorded_hashes_path,
+    sha256_file,
+)
 from .download import download_file
-from .errors import (BundledWeightsMissingError, DownloadError, HashMismatchError, UnknownWeightsError, WeightsError,
-                     WeightsMissingError)
+from .errors import (
+    BundledWeightsMissingError,
+    DownloadError,
+    HashMismatchError,
+    UnknownWeightsError,
+    WeightsError,
+    WeightsMissingError,
+)
 from .gdrive import download_gdrive, download_gdrive_folder, translate_gdown_error
-from .registry import (REGISTRY_PATH, RELEASE_DRIVE_FOLDER_ID, ROLES, SOURCES, FileSpec, WeightsEntry,
-                       gdrive_file_id, get_entry, load_registry, registry_names)
+from .registry import (
+    REGISTRY_PATH,
+    RELEASE_DRIVE_FOLDER_ID,
+    ROLES,
+    SOURCES,
+    FileSpec,
+    WeightsEntry,
+    gdrive_file_id,
+    get_entry,
+    load_registry,
+    registry_names,
+)
 from .resolve import ResolvedWeights, entry_for_files, resolve, weights_status
 
 __all__ = ["BundledWeightsMissingError", "DownloadError", "FileSpec", "HashMismatchError", "RECORDED_HASHES_FILE",

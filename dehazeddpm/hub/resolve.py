@@ -15,7 +15,16 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 from ..io.checkpoints import CheckpointError, read_checkpoint
 from ..options import SamplingOptions
 from ..utils import remove_stale_temporaries
-from .cache import cache_dir, cache_path, is_offline, record_hash, record_key, recorded_hashes, recorded_hashes_path, sha256_file
+from .cache import (
+    cache_dir,
+    cache_path,
+    is_offline,
+    record_hash,
+    record_key,
+    recorded_hashes,
+    recorded_hashes_path,
+    sha256_file,
+)
 from .download import fetch_url
 from .errors import BundledWeightsMissingError, HashMismatchError, WeightsError, WeightsMissingError
 from .gdrive import fetch_gdrive, fetch_gdrive_folder
@@ -102,24 +111,33 @@ def _resolve_one(entry: WeightsEntry, role: str, spec: FileSpec,
         if not path.is_file():
             raise WeightsMissingError(f"{role} weights file not found: {path}")
         return path, False, "user-supplied (not checked)"
-
     if spec.source == "package":
-        path = spec.package_file
-        if not path.is_file():
-            raise BundledWeightsMissingError(
-                f"the {entry.name} weights are not bundled in this build of dehazeddpm "
-                f"(expected {path}). Install a build that ships dehazeddpm/{spec.path}, pass "
-                f"{role}=<path> yourself, or use released weights: "
-                + ", ".join(n for n in registry_names() if n != entry.name))
-        if spec.sha256 is None:
-            return path, False, "bundled (no sha256 in the registry yet)"
-        digest = sha256_file(path)
-        if digest != spec.sha256:
-            raise HashMismatchError(
-                f"bundled file {path} has sha256 {digest}, the registry says {spec.sha256}: "
-                "the installation is damaged; reinstall dehazeddpm.")
-        return path, True, f"verified (sha256 {digest})"
+        return _bundled_file(entry, role, spec)
+    return _cached_file(entry, role, spec, download=download, progress=progress, force=force)
 
+
+def _bundled_file(entry: WeightsEntry, role: str, spec: FileSpec) -> Tuple[Path, bool, str]:
+    """A file shipped inside the package, checked against the registry's sha256."""
+    path = spec.package_file
+    if not path.is_file():
+        raise BundledWeightsMissingError(
+            f"the {entry.name} weights are not bundled in this build of dehazeddpm "
+            f"(expected {path}). Install a build that ships dehazeddpm/{spec.path}, pass "
+            f"{role}=<path> yourself, or use released weights: "
+            + ", ".join(n for n in registry_names() if n != entry.name))
+    if spec.sha256 is None:
+        return path, False, "bundled (no sha256 in the registry yet)"
+    digest = sha256_file(path)
+    if digest != spec.sha256:
+        raise HashMismatchError(
+            f"bundled file {path} has sha256 {digest}, the registry says {spec.sha256}: "
+            "the installation is damaged; reinstall dehazeddpm.")
+    return path, True, f"verified (sha256 {digest})"
+
+
+def _cached_file(entry: WeightsEntry, role: str, spec: FileSpec, *, download: bool, progress: bool,
+                 force: bool) -> Tuple[Path, bool, str]:
+    """A file of the weights cache: checked if present, else downloaded (and its hash recorded)."""
     cache = cache_dir()
     dest = cache_path(entry.name, spec.filename, cache)
     key = record_key(entry.name, spec.filename)

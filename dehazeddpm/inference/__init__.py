@@ -6,8 +6,7 @@ a registry name) and the foundation. The pipeline prepares the condition and the
 :func:`dehazeddpm.diffusion.sample`; it never samples on its own.
 """
 from .choice import RELEASED, WeightsChoice, choose_weights, smoke_mode
-from .device import (PrecisionDenoiser, autocast, choose_tile, default_device, device_info, resolve_precision,
-                     sync)
+from .device import PrecisionDenoiser, autocast, choose_tile, default_device, device_info, resolve_precision, sync
 from .pipeline import TRAJECTORY_MAX_FRAMES, TRAJECTORY_MAX_SIDE, DehazePipeline, DehazeResult, TrajectoryFrame
 from .tiling import TiledDenoiser
 from .working_size import MAX_WORKING_SIDE, MIN_TRANSMISSION, stage1_at_size, working_shape

@@ -20,7 +20,7 @@ import torch
 
 from ..hub import WeightsError, cache_path, get_entry, is_offline, resolve
 from ..io.checkpoints import CheckpointError
-from ..utils import env_flag
+from ..utils import smoke_mode
 from .pipeline import DehazePipeline
 
 __all__ = ["RELEASED", "WeightsChoice", "choose_weights", "smoke_mode"]
@@ -47,11 +47,6 @@ class WeightsChoice:
 
     def __str__(self) -> str:
         return f"weights: {self.name} ({self.reason})"
-
-
-def smoke_mode() -> bool:
-    """True under CI or ``DEHAZEDDPM_SMOKE=1``: tiny images and few steps, a CPU in seconds."""
-    return "CI" in os.environ or env_flag("DEHAZEDDPM_SMOKE")
 
 
 def _cached(name: str) -> bool:

@@ -16,6 +16,7 @@ import dataclasses
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
@@ -28,7 +29,7 @@ from tqdm.auto import tqdm
 from ..diffusion.samplers import Callback, sample, sampling_schedule
 from ..diffusion.schedule import RELEASED_SCHEDULE, NoiseSchedule
 from ..io.checkpoints import load_denoiser, load_schedule, load_stage1
-from ..io.images import ImageSource, load_image, to_pil, to_signed, to_unit
+from ..io.images import ImageSource, denoiser_condition, load_image, to_pil, to_signed, to_unit
 from ..models.attention import set_attention_window
 from ..models.stage1 import SIZE_MULTIPLE as STAGE1_MULTIPLE
 from ..models.stage1 import Stage1Net, Stage1Output
@@ -43,7 +44,8 @@ from .working_size import stage1_at_size, working_shape
 if TYPE_CHECKING:
     from ..hub.registry import WeightsEntry
 
-__all__ = ["BrokenModelError", "DehazePipeline", "DehazeResult", "TRAJECTORY_MAX_FRAMES", "TRAJECTORY_MAX_SIDE", "TrajectoryFrame"]
+__all__ = ["BrokenModelError", "DehazePipeline", "DehazeResult", "StepRecorder", "TRAJECTORY_MAX_FRAMES",
+           "TRAJECTORY_MAX_SIDE", "TrajectoryFrame", "check_output"]
 
 # Trajectory frames are kept on the CPU, downscaled to this longest side and capped in number.
 TRAJECTORY_MAX_SIDE = 256
@@ -54,7 +56,9 @@ class BrokenModelError(RuntimeError):
     """The networks produced NaN, inf or a constant image: broken weights or schedule, not a bad input."""
 
 
-def _check_output(what: str, x: torch.Tensor, hazy: Optional[torch.Tensor] = None) -> None:
+def check_output(what: str, x: torch.Tensor, hazy: Optional[torch.Tensor] = None) -> None:
+    """Raise :class:`BrokenModelError` when ``x`` holds NaN or inf, or is constant while ``hazy``
+    (the input, when given) is not."""
     if not bool(torch.isfinite(x).all()):
         raise BrokenModelError(f"{what} produced NaN or inf: the weights or the schedule are broken")
     if hazy is not None and float(x.amax() - x.amin()) < 1e-6 < float(hazy.amax() - hazy.amin()) - 1 / 255:
@@ -75,7 +79,9 @@ class TrajectoryFrame(NamedTuple):
 class DehazeResult:
     """What :meth:`DehazePipeline.__call__` returns. Tensors are (1, C, H, W), CPU, float32, [0, 1]
     at the input size, except ``A`` (1, 3, 1, 1). ``options`` is what actually ran: resolved
-    sampler, steps, eta, start, precision and the tile used (None: the whole image)."""
+    sampler, steps (the chain's length), eta, start, precision and the tile used (None: the whole
+    image); ``evaluations`` counts the denoiser evaluations that ran (fewer than the chain's
+    steps when the start is below 1)."""
 
     image: Image.Image
     J: torch.Tensor
@@ -85,12 +91,19 @@ class DehazeResult:
     options: SamplingOptions
     trajectory: Optional[List[TrajectoryFrame]] = None
     timings: Dict[str, float] = field(default_factory=dict)
-    steps: int = 0          # denoiser evaluations actually run
+    evaluations: int = 0
     tile_size: Optional[int] = None
+
+    @property
+    def steps(self) -> int:
+        """Deprecated alias of :attr:`evaluations` (``options.steps`` is the chain's length)."""
+        warnings.warn("DehazeResult.steps is deprecated: use .evaluations (denoiser evaluations that ran) "
+                      "or .options.steps (the chain's length)", DeprecationWarning, stacklevel=2)
+        return self.evaluations
 
     def describe(self) -> str:
         """One line for a figure title: what ran and how long it took."""
-        what = "stage 1 only" if self.steps == 0 else self.options.describe(self.steps)
+        what = "stage 1 only" if self.evaluations == 0 else self.options.describe(self.evaluations)
         return f"{what}, {self.timings.get('total', 0.0):.1f} s"
 
 
@@ -101,6 +114,43 @@ def _thumb(x: torch.Tensor, max_side: int = TRAJECTORY_MAX_SIDE) -> torch.Tensor
     if max(h, w) > max_side:
         x = resize(x, scaled_shape(h, w, max_side, side="longer"), "area")
     return x.detach().cpu().clone()
+
+
+class StepRecorder:
+    """The samplers' callback for one call: advances the progress bar, keeps trajectory frames
+    and passes each step on to the user's callback.
+
+    steps: the run's length; units: evaluations per step (tiles); (h, w): the image inside the
+    padding; every: keep a frame every that many steps (0: none), capped at TRAJECTORY_MAX_FRAMES.
+    """
+
+    def __init__(self, steps: int, units: int, hw: Tuple[int, int], every: Optional[int],
+                 callback: Optional[Callback], progress: bool, desc: str):
+        self.steps, self.units, self.hw, self.callback = steps, units, hw, callback
+        self.frames: Optional[List[TrajectoryFrame]] = [] if every else None
+        self.every = max(int(every), math.ceil(steps / (TRAJECTORY_MAX_FRAMES - 1))) if every else 0
+        self.bar = tqdm(total=steps * units, unit="tile" if units > 1 else "step", leave=False,
+                        disable=not progress, desc=desc)
+
+    def __enter__(self) -> "StepRecorder":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.bar.close()
+
+    def on_tiles(self, n: int) -> None:
+        """Tiled runs count their tiles as they go."""
+        self.bar.update(n)
+
+    def __call__(self, step: int, t: int, x_t: torch.Tensor, x0: torch.Tensor) -> None:
+        if self.units == 1:
+            self.bar.update(1)
+        if self.callback is not None:
+            self.callback(step, t, x_t, x0)
+        if self.frames is not None and (step % self.every == 0 or step == self.steps - 1):
+            h, w = self.hw
+            self.frames.append(TrajectoryFrame(step, t, _thumb(to_unit(x_t[..., :h, :w])),
+                                               _thumb(to_unit(x0[..., :h, :w]).clamp(0, 1))))
 
 
 class DehazePipeline:
@@ -204,20 +254,23 @@ class DehazePipeline:
         """Both networks' input sides must be multiples of this: lcm(16, UNet multiple)."""
         return math.lcm(STAGE1_MULTIPLE, int(self.denoiser.config.size_multiple))
 
-    def resolve_options(self, options: Optional[SamplingOptions] = None, **chosen: Any) -> SamplingOptions:
-        """The options a call runs with: ``chosen`` keywords (None: not chosen) over ``options``,
-        over the weights' defaults, then the sampler's rules (:meth:`SamplingOptions.resolved`).
+    def resolve_options(self, options: Union[SamplingOptions, Mapping[str, Any], None] = None,
+                        **chosen: Any) -> SamplingOptions:
+        """The options a call runs with: ``chosen`` keywords (fields of :class:`SamplingOptions`;
+        None: not chosen) over ``options`` (a SamplingOptions or a dict of its fields), over the
+        weights' defaults, then the sampler's rules (:meth:`SamplingOptions.resolved`).
         The one place a call's options are validated and completed."""
-        call = options or SamplingOptions()
+        call = SamplingOptions.coerce(options)
         picked = {k: v for k, v in chosen.items() if v is not None}
         if picked:
-            call = dataclasses.replace(call, **picked)
+            call = SamplingOptions.from_mapping({**call.to_dict(), **picked}, where="the call's options")
         return call.with_defaults(self.defaults).resolved(len(self.schedule))
 
     # -- the steps of a call ---------------------------------------------------------------------
     def stage1_outputs(self, x01: torch.Tensor, size: Optional[int] = None, precision: str = "fp32") -> Stage1Output:
         """Stage 1 on a (1, 3, H, W) [0, 1] image as the pipeline runs it: the full
-        :class:`Stage1Output` (J, coarse, T, A, I; float32, [0, 1], at H x W).
+        :class:`Stage1Output` (J, coarse, T, A, I; float32, [0, 1], at H x W). The one stage-1
+        entry point.
 
         size: None or 0 runs the net on the image as given; otherwise on a copy with that shorter
         side (:func:`~dehazeddpm.inference.working_size.stage1_at_size`), e.g.
@@ -235,27 +288,20 @@ class DehazePipeline:
         with torch.inference_mode(), autocast(precision, self.device):
             return net(x) if not size else stage1_at_size(net, x, size)
 
-    def run_stage1(self, x01: torch.Tensor, size: Optional[int] = None, precision: str = "fp32"
-                   ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(J, T, A, I) of :meth:`stage1_outputs`, float32 at H x W, in [0, 1]."""
-        out = self.stage1_outputs(x01, size, precision)
-        return out.J, out.T, out.A, out.I
-
-    def _stage1_padded(self, x: torch.Tensor, size: int, precision: str):
-        """Stage 1's J, T, A, I padded to the networks' multiple (the denoiser's input size)."""
+    def _padded_stage1(self, x: torch.Tensor, size: int, precision: str) -> Stage1Output:
+        """Stage 1's outputs padded to the networks' multiple (the denoiser's input size)."""
         padded, (h, w) = pad_to_multiple(x.to(self.device), self.size_multiple)
         if size and working_shape(h, w, size) != (h, w):
-            J, T, A, I = self.run_stage1(x, size, precision)
-            # J and T come back at h x w; the denoiser needs them padded like the input
-            J, T, I = (pad_to_multiple(t, self.size_multiple)[0] for t in (J, T, I))
-            return J, T, A, I
+            out = self.stage1_outputs(x, size, precision)
+            # J, T, I come back at h x w; the denoiser needs them padded like the input
+            return out._replace(**{k: pad_to_multiple(getattr(out, k), self.size_multiple)[0]
+                                   for k in ("J", "coarse", "T", "I")})
         # At full resolution stage 1 sees the padded image, so J and T are its own in the margin.
-        return self.run_stage1(padded, None, precision)
+        return self.stage1_outputs(padded, None, precision)
 
     def condition(self, J: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
         """The denoiser's condition in [-1, 1]: ``cat([J, T])`` (4 channels), or J for a J-only model."""
-        n_cond = int(self.denoiser.config.in_channel - self.denoiser.config.out_channel)
-        return to_signed(torch.cat([J, T], 1) if n_cond == 4 else J)
+        return denoiser_condition(J, T, int(self.denoiser.config.in_channel - self.denoiser.config.out_channel))
 
     def _denoiser(self, opts: SamplingOptions, tile: Optional[int], precision: str
                   ) -> Tuple[nn.Module, Optional[TiledDenoiser]]:
@@ -274,21 +320,39 @@ class DehazePipeline:
             ph, pw, self.device, int(self.denoiser.config.inner_channel))
         return None if tile is not None and tile >= ph and tile >= pw else tile
 
+    def _sample(self, opts: SamplingOptions, stage1: Stage1Output, seed: Optional[int], hw: Tuple[int, int],
+                trajectory_every: Optional[int], callback: Optional[Callback], progress: bool
+                ) -> Tuple[torch.Tensor, StepRecorder, Optional[int]]:
+        """Steps 4-6 of a call: the condition, the denoiser's wrappers (tiles, precision), and the
+        sampling run with its recorder. Returns (x0 in [-1, 1] padded, the recorder, the tile)."""
+        condition = self.condition(stage1.J, stage1.T)
+        run = sampling_schedule(self.schedule, opts.steps, opts.start_strength)
+        tile = self._tile(opts, *stage1.J.shape[-2:])
+        model, tiled = self._denoiser(opts, tile, opts.precision)
+        units = len(tiled.tiles(*stage1.J.shape[-2:])) if tiled is not None else 1
+        generator = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
+        desc = f"{opts.sampler} {hw[1]}x{hw[0]}"
+        with StepRecorder(len(run), units, hw, trajectory_every, callback, progress, desc) as recorder, \
+                set_attention_window(self.denoiser, opts.attention_window):
+            if tiled is not None:
+                tiled.on_tiles = recorder.on_tiles
+            out = sample(model, condition, self.schedule, opts.sampler, opts.steps, generator=generator,
+                         callback=recorder, zero_mean_noise=opts.zero_mean_noise,
+                         start_strength=opts.start_strength, start_image=to_signed(stage1.J),
+                         **opts.sampler_keywords())
+        return out, recorder, tile
+
     @torch.inference_mode()
-    def __call__(self, image: ImageSource, sampler: Optional[str] = None, steps: Optional[int] = None,
-                 eta: Optional[float] = None, seed: Optional[int] = None, tile_size: Optional[int] = None,
-                 tile_overlap: Optional[int] = None, start_strength: Optional[float] = None,
-                 trajectory_every: Optional[int] = None, progress: bool = True,
-                 fusion: Optional[str] = None, zero_mean_noise: Optional[bool] = None,
-                 stage1_size: Optional[int] = None, precision: Optional[str] = None,
-                 attention_window: Optional[int] = None, callback: Optional[Callback] = None, *,
-                 options: Optional[SamplingOptions] = None) -> DehazeResult:
+    def __call__(self, image: ImageSource, *, seed: Optional[int] = None, progress: bool = True,
+                 trajectory_every: Optional[int] = None, callback: Optional[Callback] = None,
+                 options: Union[SamplingOptions, Mapping[str, Any], None] = None, **chosen: Any) -> DehazeResult:
         """Dehaze one image (path, PIL, numpy or tensor; any mode, any size >= 1x1).
 
-        The sampling keywords are the fields of :class:`~dehazeddpm.options.SamplingOptions`
-        (which says what each means); None leaves one to ``options``, then to the weights'
-        defaults. ``steps=0`` returns stage 1's J; ``sampler="ddpm", steps=None`` is the reference
-        test path (2000 ancestral steps).
+        chosen: sampling options by name, the fields of :class:`~dehazeddpm.options.SamplingOptions`
+            (``sampler``, ``steps``, ``eta``, ``start_strength``, ``tile_size`` ...; its field
+            declarations say what each means); None leaves one to ``options``, then to the
+            weights' defaults. ``steps=0`` returns stage 1's J; ``sampler="ddpm", steps=None`` is
+            the reference test path (2000 ancestral steps).
         seed: draws from a ``torch.Generator`` on the pipeline device (deterministic per device);
             None uses the global RNG.
         progress: a bar over this image's UNet evaluations (steps x tiles).
@@ -297,66 +361,46 @@ class DehazePipeline:
         callback: extra ``callback(step, t, x_t, x0)`` on padded diffusion-space tensors.
         """
         seed = check_seed(seed)
-        opts = self.resolve_options(options, sampler=sampler, steps=steps, eta=eta, start_strength=start_strength,
-                                    zero_mean_noise=zero_mean_noise, stage1_size=stage1_size, tile_size=tile_size,
-                                    tile_overlap=tile_overlap, attention_window=attention_window, fusion=fusion,
-                                    precision=precision)
-        prec = resolve_precision(opts.precision, self.device)
+        # 1. resolve the options (the call's, over the weights' defaults) and the precision
+        opts = self.resolve_options(options, **chosen)
+        opts = dataclasses.replace(opts, precision=resolve_precision(opts.precision, self.device))
         timings: Dict[str, float] = {}
         t_start = time.perf_counter()
+        # 2. load
         x = load_image(image).float()
         h, w = x.shape[-2:]
         timings["load"] = time.perf_counter() - t_start
-
+        # 3. stage 1, padded to the networks' multiple
         t0 = time.perf_counter()
-        J, T, A, I = self._stage1_padded(x, opts.stage1_size, stage1_precision(prec))
-        for name, t in (("J", J), ("T", T), ("A", A)):
-            _check_output(f"stage 1's {name}", t)
+        stage1 = self._padded_stage1(x, opts.stage1_size, stage1_precision(opts.precision))
+        for name in ("J", "T", "A"):
+            check_output(f"stage 1's {name}", getattr(stage1, name))
         sync(self.device)
         timings["stage1"] = time.perf_counter() - t0
-
-        def crop(t: torch.Tensor) -> torch.Tensor:
-            return t[..., :h, :w].detach().float().cpu()
-
-        Jc, Tc, Ac, Ic = crop(J), crop(T), A.detach().float().cpu(), crop(I)
         if opts.steps == 0:
-            timings["total"] = time.perf_counter() - t_start
-            return DehazeResult(image=to_pil(Jc), J=Jc, T=Tc, A=Ac, I=Ic, trajectory=[] if trajectory_every else None,
-                                timings=timings, steps=0, options=dataclasses.replace(opts, precision=prec))
-
+            return self._pack(x, stage1, stage1.J, opts, timings, t_start, [] if trajectory_every else None, 0, None)
+        # 4-6. condition, denoiser wrappers, sample
         t0 = time.perf_counter()
-        run = sampling_schedule(self.schedule, opts.steps, opts.start_strength)
-        tile = self._tile(opts, *J.shape[-2:])
-        model, tiled = self._denoiser(opts, tile, prec)
-        frames: Optional[List[TrajectoryFrame]] = [] if trajectory_every else None
-        every = max(int(trajectory_every), math.ceil(len(run) / (TRAJECTORY_MAX_FRAMES - 1))) if trajectory_every else 0
-
-        def on_step(step: int, t: int, x_t: torch.Tensor, x0: torch.Tensor) -> None:
-            if tiled is None:  # tiled, the bar counts tiles
-                bar.update(1)
-            if callback is not None:
-                callback(step, t, x_t, x0)
-            if frames is not None and (step % every == 0 or step == len(run) - 1):
-                frames.append(TrajectoryFrame(step, t, _thumb(to_unit(x_t[..., :h, :w])),
-                                              _thumb(to_unit(x0[..., :h, :w]).clamp(0, 1))))
-
-        generator = torch.Generator(device=self.device).manual_seed(int(seed)) if seed is not None else None
-        units = len(tiled.tiles(*J.shape[-2:])) if tiled is not None else 1
-        with tqdm(total=len(run) * units, unit="tile" if tiled else "step", leave=False, disable=not progress,
-                  desc=f"{opts.sampler} {w}x{h}") as bar, set_attention_window(self.denoiser, opts.attention_window):
-            if tiled is not None:
-                tiled.on_tiles = bar.update
-            out = sample(model, self.condition(J, T), self.schedule, opts.sampler, opts.steps, opts.eta, generator,
-                         on_step, zero_mean_noise=opts.zero_mean_noise, start_strength=opts.start_strength,
-                         start_image=to_signed(J))
-        _check_output("the denoiser", out)
-        result = crop(to_unit(out).clamp(0, 1))
-        _check_output("the denoiser", result, x)
+        out, recorder, tile = self._sample(opts, stage1, seed, (h, w), trajectory_every, callback, progress)
+        # 7. check: finite, and not constant where the input is not
+        check_output("the denoiser", out)
+        result = to_unit(out[..., :h, :w]).clamp(0, 1).float().cpu()
+        check_output("the denoiser", result, x)
         sync(self.device)
         timings["denoise"] = time.perf_counter() - t0
-        if opts.fusion == "transmission":
-            result = fuse_transmission(Jc, Tc, result)
+        # 8-9. fuse and pack
+        return self._pack(x, stage1, result, dataclasses.replace(opts, tile_size=tile), timings, t_start,
+                          recorder.frames, recorder.steps, tile)
+
+    def _pack(self, x: torch.Tensor, stage1: Stage1Output, result: torch.Tensor, opts: SamplingOptions,
+              timings: Dict[str, float], t_start: float, frames: Optional[List[TrajectoryFrame]],
+              evaluations: int, tile: Optional[int]) -> DehazeResult:
+        """Steps 8-9: crop stage 1's outputs to the input, fuse J back in if asked, and the result."""
+        h, w = x.shape[-2:]
+        J, T, I = (t[..., :h, :w].detach().float().cpu() for t in (stage1.J, stage1.T, stage1.I))
+        result = result[..., :h, :w].detach().float().cpu()
+        if evaluations and opts.fusion == "transmission":
+            result = fuse_transmission(J, T, result)
         timings["total"] = time.perf_counter() - t_start
-        return DehazeResult(image=to_pil(result), J=Jc, T=Tc, A=Ac, I=Ic, trajectory=frames, timings=timings,
-                            steps=len(run), tile_size=tile,
-                            options=dataclasses.replace(opts, precision=prec, tile_size=tile))
+        return DehazeResult(image=to_pil(result), J=J, T=T, A=stage1.A.detach().float().cpu(), I=I, options=opts,
+                            trajectory=frames, timings=timings, evaluations=evaluations, tile_size=tile)

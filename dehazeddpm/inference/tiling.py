@@ -17,6 +17,7 @@ from torch import nn
 
 from ..utils import ramp_window, tile_starts
 
+
 class TiledDenoiser(nn.Module):
     """Evaluate ``unet`` tile by tile and blend the predictions (see module docstring).
 

@@ -41,6 +41,7 @@ __all__ = [
     "save_image_atomic",
     "to_pil",
     "to_signed",
+    "denoiser_condition",
     "to_unit",
 ]
 
@@ -108,6 +109,17 @@ def to_signed(x01: _T) -> _T:
 def to_unit(x_m11: _T) -> _T:
     """Diffusion space ``[-1, 1]`` -> image space ``[0, 1]``: ``(x + 1) / 2``; no clamping."""
     return (x_m11 + 1) / 2
+
+
+def denoiser_condition(J: torch.Tensor, T: torch.Tensor, channels: int = 4) -> torch.Tensor:
+    """The denoiser's condition (paper Sec. 3.3; reference ``SR`` input of netG): ``cat([J, T])``
+    in [-1, 1], (B, 4, H, W), from stage 1's J (B, 3, H, W) and T (B, 1, H, W) in [0, 1];
+    ``channels=3`` gives J alone, for a J-only model. Stage 1's outputs are clamped to [0, 1]
+    first (a no-op on what :class:`~dehazeddpm.models.Stage1Net` returns)."""
+    if channels not in (3, 4):
+        raise ValueError(f"a denoiser condition has 3 (J) or 4 (J, T) channels, not {channels}")
+    J = J.clamp(0, 1)
+    return to_signed(torch.cat([J, T.clamp(0, 1)], 1) if channels == 4 else J)
 
 
 # --------------------------------------------------------------------------------------------

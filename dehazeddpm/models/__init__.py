@@ -9,7 +9,7 @@ from .attention import ATTENTION_IMPLS, SelfAttention, set_attention_window
 from .encodings import FeatureWiseAffine, NoiseLevelEncoding
 from .stage1 import SIZE_MULTIPLE as STAGE1_SIZE_MULTIPLE
 from .stage1 import Stage1Net, Stage1Output
-from .unet import UNet, UNetConfig
+from .unet import DEMO_UNET, RELEASED_UNET, UNet, UNetConfig
 
-__all__ = ["ATTENTION_IMPLS", "FeatureWiseAffine", "NoiseLevelEncoding", "STAGE1_SIZE_MULTIPLE", "SelfAttention",
+__all__ = ["ATTENTION_IMPLS", "DEMO_UNET", "FeatureWiseAffine", "NoiseLevelEncoding", "RELEASED_UNET", "STAGE1_SIZE_MULTIPLE", "SelfAttention",
            "Stage1Net", "Stage1Output", "UNet", "UNetConfig", "set_attention_window"]

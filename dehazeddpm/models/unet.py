@@ -12,13 +12,14 @@ H and W must be multiples of ``2 ** (len(channel_mults) - 1)``.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..utils import from_dict
 from .attention import ATTENTION_IMPLS, SelfAttention
 from .encodings import FeatureWiseAffine, NoiseLevelEncoding
 
@@ -48,15 +49,9 @@ class UNetConfig:
 
     @classmethod
     def from_dict(cls, cfg: Dict[str, Any]) -> "UNetConfig":
-        """Build from a dict with reference or package keys; unknown keys are an error."""
-        cfg = dict(cfg)
-        if "channel_multiplier" in cfg:
-            cfg["channel_mults"] = cfg.pop("channel_multiplier")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(cfg) - known)
-        if unknown:
-            raise ValueError(f"unknown UNet config keys {unknown}; known: {sorted(known)}")
-        return cls(**cfg)
+        """Build from a dict with reference (``channel_multiplier``) or package keys; unknown keys
+        are an error."""
+        return from_dict(cls, cfg, "UNet config", channel_multiplier="channel_mults")
 
     def to_dict(self) -> Dict[str, Any]:
         d = asdict(self)
@@ -76,6 +71,14 @@ class UNetConfig:
     def condition(self) -> str:
         """What the condition channels hold: ``"J+T"`` (7-channel input) or ``"J"`` (6)."""
         return CONDITION_NAMES.get(self.in_channel - self.out_channel, f"{self.in_channel - self.out_channel} channels")
+
+
+# The two UNets of this package, one constant each (the registry's entries hold the same values,
+# checked by tests/test_weights.py): the released DehazeDDPM denoiser (reference JSON
+# ``model.unet``), and the small demo denoiser that trains on a CPU.
+RELEASED_UNET = UNetConfig(dropout=0.2)
+DEMO_UNET = UNetConfig(inner_channel=32, norm_groups=16, channel_mults=(1, 2, 2), attn_res=(16,), res_blocks=1,
+                       image_size=64)
 
 
 class Swish(nn.Module):

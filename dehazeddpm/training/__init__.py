@@ -10,7 +10,7 @@ from .data import ConditionPool, SceneConditionPool, StepShardedData, build_data
 from .distributed import Dist, barrier, setup_distributed, wrap
 from .objectives import denoiser_loss, learning_rate, stage1_condition, stage1_loss
 from .state import EMA, provenance, resume_path, rng_state, set_rng_state
-from .trainer import TrainResult, Trainer, train, train_denoiser, train_stage1
+from .trainer import Trainer, TrainResult, train, train_denoiser, train_stage1
 
 __all__ = ["ConditionPool", "SceneConditionPool", "DEFAULT_LOSS_WEIGHTS", "DEFAULT_UNET", "Dist", "EMA", "STAGES", "StepShardedData",
            "TrainConfig", "TrainResult", "Trainer", "barrier", "build_datasets", "denoiser_loss", "learning_rate",

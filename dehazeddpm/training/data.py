@@ -16,7 +16,7 @@ from ..data.haze import depth_prior, synthesize_haze
 from ..data.nonhomogeneous import synthesize_nonhomogeneous
 from ..data.photos import builtin_photos
 from ..inference.working_size import stage1_at_size
-from ..io.images import to_signed
+from ..io.images import denoiser_condition
 from ..models.stage1 import Stage1Net
 from ..utils import resize, scaled_shape
 from .config import TrainConfig
@@ -156,7 +156,7 @@ class SceneConditionPool(ConditionPool):
             with torch.no_grad():
                 hazy = sample.hazy[None].to(device)
                 out = stage1_at_size(stage1, hazy, working_size) if working_size else stage1(hazy)
-                cond = torch.cat([to_signed(out.J.clamp(0, 1)), to_signed(out.T.clamp(0, 1))], 1)[0].cpu()
+                cond = denoiser_condition(out.J, out.T)[0].cpu()
             h, w = shape
             for _ in range(crops_per_scene):
                 top = int(torch.randint(h - crop + 1, (1,), generator=g))

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from ..diffusion.loss import FREQUENCY_WEIGHT, diffusion_loss
 from ..diffusion.schedule import NoiseSchedule
-from ..io.images import to_signed
+from ..io.images import denoiser_condition, to_signed
 from ..models.stage1 import Stage1Net
 from .config import DEFAULT_LOSS_WEIGHTS, TrainConfig
 
@@ -35,7 +35,7 @@ def stage1_loss(net: torch.nn.Module, batch: Dict[str, Any], weights: Dict[str, 
 def stage1_condition(stage1: Stage1Net, hazy01: torch.Tensor) -> torch.Tensor:
     """The denoiser condition cat([to_signed(J), to_signed(T)]): (B, 4, H, W) in [-1, 1]."""
     o = stage1(hazy01)
-    return torch.cat([to_signed(o.J.clamp(0, 1)), to_signed(o.T.clamp(0, 1))], 1)
+    return denoiser_condition(o.J, o.T)
 
 
 def denoiser_loss(unet: torch.nn.Module, stage1: Stage1Net, batch: Dict[str, Any], schedule: NoiseSchedule,

@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
+from ..data.photos import builtin_photos
 from ..diffusion.samplers import sample
 from ..diffusion.schedule import NoiseSchedule
 from ..io.checkpoints import load_denoiser, load_stage1, save_checkpoint, save_denoiser, save_stage1
@@ -27,7 +28,6 @@ from ..metrics import psnr
 from ..models.stage1 import Stage1Net
 from ..models.unet import UNet, UNetConfig
 from .config import TrainConfig
-from ..data.photos import builtin_photos
 from .data import ConditionPool, SceneConditionPool, build_datasets, make_loader
 from .distributed import RankStopped, barrier, on_termination, setup_distributed, wrap
 from .objectives import denoiser_loss, learning_rate, stage1_condition, stage1_loss

@@ -4,5 +4,6 @@ Layer: viz. May import ``models`` (output types), ``io`` and the foundation (and
 nothing below imports it. Only API common to ipywidgets 7.7 (Colab) and 8 is used.
 """
 from . import plotting, widgets
+from .session import NotebookSession, notebook_session
 
-__all__ = ["plotting", "widgets"]
+__all__ = ["NotebookSession", "notebook_session", "plotting", "widgets"]

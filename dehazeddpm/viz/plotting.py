@@ -98,7 +98,8 @@ def figure_to_png(fig: Figure, dpi: int = DPI, tight: bool = True) -> bytes:
 def show(fig: Figure, dpi: int = DPI) -> None:
     """Display a figure in a notebook as a PNG at its pixel size (works without pyplot's inline
     backend)."""
-    from IPython.display import Image as _IPImage, display
+    from IPython.display import Image as _IPImage
+    from IPython.display import display
 
     display(_IPImage(data=figure_to_png(fig, dpi=dpi), format="png"))
 

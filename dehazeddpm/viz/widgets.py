@@ -126,7 +126,8 @@ class _UI:
     def show(self) -> None:
         """Display the controls (in a live kernel) and, below them, the picture as a PNG output
         that the controls update in place."""
-        from IPython.display import Image as _IPImage, display
+        from IPython.display import Image as _IPImage
+        from IPython.display import display
 
         if widgets_available():
             display(self.widget)
@@ -165,7 +166,7 @@ class BeforeAfterSlider(_UI):
 
 def _as_stage1_output(out: Any) -> Stage1Output:
     """A Stage1Output from a stage-1 result: a Stage1Output, or ``(J, T, A, I)`` as returned by
-    :meth:`DehazePipeline.run_stage1` (no coarse image then)."""
+    a plain stage-1 function may return (no coarse image then)."""
     if isinstance(out, Stage1Output):
         return out
     J, T, A, I = out
@@ -178,7 +179,7 @@ class Stage1Inspector(_UI):
 
     ``images``: ``{name: hazy}`` (any image-like in [0, 1]); ``stage1``: a callable mapping a
     ``1x3xHxW`` tensor in [0, 1] to a ``Stage1Output`` or to ``(J, T, A, I)``, e.g.
-    ``lambda x: pipe.run_stage1(x, size=pipe.defaults.stage1_size)``, the way the pipeline runs it.
+    ``lambda x: pipe.stage1_outputs(x, size=pipe.defaults.stage1_size)``, the way the pipeline runs it.
     Images larger than ``max_side`` (longer side) are downscaled first. Outputs are cached per image.
     """
 

@@ -1,6 +1,6 @@
 """Does stage 1 do better at a fixed working size than at the image's own size? (Findings 10.)
 
-Usage: ``python scripts/stage1_working_size.py [STAGE1.pth] [--size 128] [--sizes 64,96,192,256,original]``
+Usage: ``python experiments/stage1_working_size/stage1_working_size.py [STAGE1.pth] [--size 128] [--sizes 64,96,192,256,original]``
 (no file: the bundled ``demo`` stage 1).
 
 Every *training* photo is resized (shorter side from ``--sizes``; ``original`` keeps it) and
@@ -27,14 +27,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[2]
 
-from dehazeddpm import data as haze  # noqa: E402
-from dehazeddpm.io import load_stage1  # noqa: E402
-from dehazeddpm.metrics import psnr  # noqa: E402
-from dehazeddpm.hub import resolve  # noqa: E402
-from dehazeddpm.inference import stage1_at_size, working_shape  # noqa: E402
+from dehazeddpm import data as haze
+from dehazeddpm.hub import resolve
+from dehazeddpm.inference import stage1_at_size, working_shape
+from dehazeddpm.io import load_stage1
+from dehazeddpm.metrics import psnr
 
 HAZE_SEED = 20261125
 

@@ -1,6 +1,6 @@
 """How much a stage-1 net relies on the haze following the depth prior's layout.
 
-Usage: ``python scripts/depth_shift.py STAGE1.pth [STAGE1.pth ...] [--n 48] [--crop 64]``
+Usage: ``python experiments/depth_shift/depth_shift.py STAGE1.pth [STAGE1.pth ...] [--n 48] [--crop 64]``
 (no file: the bundled ``demo`` stage 1).
 
 Every training photo without real depth is hazed over :func:`haze.depth_prior`, whose layout
@@ -21,14 +21,13 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[2]
 
-from dehazeddpm import data as haze  # noqa: E402
-from dehazeddpm.io import load_stage1  # noqa: E402
-from dehazeddpm.data import SyntheticHazeDataset  # noqa: E402
-from dehazeddpm.metrics import psnr  # noqa: E402
-from dehazeddpm.hub import resolve  # noqa: E402
+from dehazeddpm import data as haze
+from dehazeddpm.data import SyntheticHazeDataset
+from dehazeddpm.hub import resolve
+from dehazeddpm.io import load_stage1
+from dehazeddpm.metrics import psnr
 
 DEPTHS = ("prior", "flipped prior", "smooth random", "constant")
 

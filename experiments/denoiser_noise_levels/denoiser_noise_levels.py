@@ -1,6 +1,6 @@
 """Where a denoiser is good and where it is not: its errors per noise level against "x0 = J".
 
-Usage: ``python scripts/denoiser_noise_levels.py [--stage1 P] [--denoiser P] [--photos train|eval]``
+Usage: ``python experiments/denoiser_noise_levels/denoiser_noise_levels.py [--stage1 P] [--denoiser P] [--photos train|eval]``
 (default: the bundled ``demo`` weights on 8 fixed synthetic-haze crops of the training photos).
 
 For each noise level gamma (the signal scale: x_t = gamma * x0 + sqrt(1 - gamma^2) * eps) it
@@ -21,15 +21,13 @@ from typing import List, Optional
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[2]
 
-from dehazeddpm.io import images as imageio  # noqa: E402
-from dehazeddpm.data import SyntheticHazeDataset  # noqa: E402
-from dehazeddpm.data import builtin_photos  # noqa: E402
-from dehazeddpm.inference import DehazePipeline  # noqa: E402
-from dehazeddpm.diffusion import q_sample  # noqa: E402
-from dehazeddpm.training import stage1_condition  # noqa: E402
+from dehazeddpm.data import SyntheticHazeDataset, builtin_photos
+from dehazeddpm.diffusion import q_sample
+from dehazeddpm.inference import DehazePipeline
+from dehazeddpm.io import images as imageio
+from dehazeddpm.training import stage1_condition
 
 GAMMAS = (0.01, 0.05, 0.2, 0.5, 0.8, 0.95, 0.99)
 

@@ -6,7 +6,7 @@ Each training photo is hazed over its depth prior with the name-seeded beta/airl
 default call under each candidate policy; the table gives mean PSNR/SSIM against the clear photo
 and seconds per image.
 
-    python scripts/attention_policy.py --sizes 128,256,384 --seeds 0,1 --json benchmarks/results/attention_policy.json
+    python experiments/attention_policy/attention_policy.py --sizes 128,256,384 --seeds 0,1 --json benchmarks/results/attention_policy.json
 """
 from __future__ import annotations
 
@@ -19,14 +19,13 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[2]
 
-from dehazeddpm.data import builtin_photos, eval_haze_params, resize_photo, synthesize_haze  # noqa: E402
-from dehazeddpm.inference import DehazePipeline  # noqa: E402
-from dehazeddpm.io import load_image, to_pil  # noqa: E402
-from dehazeddpm.metrics import psnr, ssim  # noqa: E402
-from dehazeddpm.utils import write_json  # noqa: E402
+from dehazeddpm.data import builtin_photos, eval_haze_params, resize_photo, synthesize_haze
+from dehazeddpm.inference import DehazePipeline
+from dehazeddpm.io import load_image, to_pil
+from dehazeddpm.metrics import psnr, ssim
+from dehazeddpm.utils import write_json
 
 CANDIDATES: Dict[str, Dict] = {
     "whole map": {"attention_window": 0},

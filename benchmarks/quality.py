@@ -1,17 +1,18 @@
-"""What stage 2 adds: stage 1's J against the default call, per size and kind of haze.
+"""Quality per size and kind of haze: stage 1's J against the default call (what stage 2 adds).
 
 Usage::
 
-    python scripts/eval_stages.py [--sizes 64,128,256,original] [--haze depth,nh] [--seeds 0,1,2]
-                                  [--noise-size 128] [--stage1 F --denoiser F] [--json out.json]
-    python scripts/eval_stages.py --split train --names ... --candidates   # Rule R6 (docs/benchmarks.md)
+    python benchmarks/quality.py [--sizes 64,128,256,original] [--haze depth,nh] [--seeds 0,1,2]
+                                 [--noise-size 128] [--stage1 F --denoiser F] [--json out.json]
+    python benchmarks/quality.py --split train --names ... --candidates   # Rule R6 (docs/benchmarks.md)
 
 For each haze kind and size: mean PSNR / SSIM of J and of the weights' default call (``demo``
 unless files are given) over the eval photos (``make_eval_set``; held out from training), the
 default call averaged over ``--seeds``; from pure noise (DDIM 20, eta 0, ``start_strength=1``) at
 ``--noise-size``; and the colour cast: |mean a*| and |mean b*| (CIE Lab) of the output minus the
 ground truth's, per image. ``--candidates`` also scores the start strengths and etas of Rule R6.
-Prints a markdown table and writes JSON.
+Scored by the package's harness (:func:`dehazeddpm.evaluation.evaluate`). Prints a markdown table
+and writes JSON. (Before 0.4 this was ``scripts/eval_stages.py``.)
 """
 from __future__ import annotations
 
@@ -22,40 +23,29 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-import numpy as np
 import torch
 
+from dehazeddpm.data import EVAL_HAZE, EVAL_PHOTOS, TRAIN_PHOTOS, make_eval_set
+from dehazeddpm.evaluation import DEFAULT_CALL, STAGE1, Pair, evaluate, summarize
+from dehazeddpm.inference import DehazePipeline
+from dehazeddpm.utils import write_json
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from dehazeddpm.data import EVAL_HAZE, EVAL_PHOTOS, TRAIN_PHOTOS, make_eval_set  # noqa: E402
-from dehazeddpm.inference import DehazePipeline  # noqa: E402
-from dehazeddpm.io import load_image  # noqa: E402
-from dehazeddpm.metrics import mean_ab, psnr, ssim  # noqa: E402
-from dehazeddpm.utils import write_json  # noqa: E402
-
 # Rule R6's candidates: (start_strength, eta) of DDIM 20
 CANDIDATES = [(s, e) for s in (0.2, 0.3, 0.4) for e in (0.0, 1.0)]
 
 
-def score(pipe: DehazePipeline, images: List[tuple], runs: Dict[str, Optional[dict]], seeds: List[int]
+def score(pipe: DehazePipeline, pairs: List[Pair], runs: Dict[str, Dict[str, Any]], seeds: List[int]
           ) -> Dict[str, Dict[str, Any]]:
-    """Mean PSNR, SSIM and colour-cast numbers of each run ({name: pipeline keywords}; None: J)."""
+    """Per run ({name: pipeline options}): mean PSNR and SSIM, the colour cast (mean and max over
+    images of |a* - a*gt| and |b* - b*gt|) and the seconds, over the pairs and seeds."""
+    rows = evaluate(pipe, pairs, runs, seeds)
     out: Dict[str, Dict[str, Any]] = {}
-    for name, kw in runs.items():
-        ps, ss, da, db, t0 = [], [], [], [], time.time()
-        for seed in (seeds if kw is not None else seeds[:1]):
-            for _stem, hazy, gt in images:
-                res = pipe(hazy, seed=seed, progress=False, **(kw if kw is not None else {"steps": 0}))
-                img = load_image(res.image)  # the 8-bit image a user gets
-                ps.append(psnr(img, gt))
-                ss.append(ssim(img, gt))
-                (a, b), (ga, gb) = mean_ab(img), mean_ab(gt)
-                da.append(abs(a - ga))
-                db.append(abs(b - gb))
-        out[name] = {"psnr": float(np.mean(ps)), "ssim": float(np.mean(ss)), "max_abs_da": float(np.max(da)),
-                     "max_abs_db": float(np.max(db)), "mean_abs_da": float(np.mean(da)),
-                     "mean_abs_db": float(np.mean(db)), "seconds": time.time() - t0}
+    for s in summarize(rows):
+        mine = [r for r in rows if r["run"] == s["run"]]
+        out[s["run"]] = {"psnr": s["psnr"], "ssim": s["ssim"], "max_abs_da": max(r["abs_da"] for r in mine),
+                         "max_abs_db": max(r["abs_db"] for r in mine), "mean_abs_da": s["abs_da"],
+                         "mean_abs_db": s["abs_db"], "seconds": sum(r["seconds"] for r in mine)}
     return out
 
 
@@ -71,7 +61,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--stage1", default=None)
     ap.add_argument("--denoiser", default=None)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--json", default=str(ROOT / "runs" / "eval_stages.json"))
+    ap.add_argument("--json", default=str(ROOT / "runs" / "quality.json"))
     args = ap.parse_args(argv)
     # bad values get one line from argparse (exit 2) before any model loads
     kinds = args.haze.split(",")
@@ -91,7 +81,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     torch.set_num_threads(args.threads)
     pipe = DehazePipeline.from_pretrained("demo", device="cpu", stage1=args.stage1, denoiser=args.denoiser,
                                           download=False, progress=False)
-    runs: Dict[str, Optional[dict]] = {"stage 1 J": None, "default call": {}}
+    runs: Dict[str, Dict[str, Any]] = {"stage 1 J": dict(STAGE1), "default call": dict(DEFAULT_CALL)}
     if args.candidates:
         runs.update({f"ddim 20, start {s:g}, eta {e:g}": {"sampler": "ddim", "steps": 20, "start_strength": s, "eta": e}
                      for s, e in CANDIDATES})
@@ -101,13 +91,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         for side in sizes:
             size = "original" if side is None else str(side)
             with tempfile.TemporaryDirectory() as tmp:
-                pairs = make_eval_set(tmp, size=side, seed=0, kind=kind, split=args.split, names=names)
-                images = [(h.stem, load_image(h), load_image(g)) for h, g in pairs]
+                pairs = [Pair(h.stem, h, g) for h, g in make_eval_set(tmp, size=side, seed=0, kind=kind,
+                                                                       split=args.split, names=names)]
                 these = dict(runs)
                 if side == args.noise_size:
                     these["from pure noise (DDIM 20, eta 0)"] = {"sampler": "ddim", "steps": 20, "start_strength": 1.0,
                                                                  "eta": 0.0}
-                for name, r in score(pipe, images, these, seeds).items():
+                for name, r in score(pipe, pairs, these, seeds).items():
                     rows.append({"haze": kind, "size": size, "method": name, **r})
                     print(f"{kind:6s} {size:>8s} {name:36s} PSNR {r['psnr']:6.2f} SSIM {r['ssim']:.4f} "
                           f"|da| {r['max_abs_da']:.2f} |db| {r['max_abs_db']:.2f}", flush=True)
@@ -116,7 +106,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     table += [f"| {r['haze']} | {r['size']} | {r['method']} | {r['psnr']:.2f} | {r['ssim']:.4f} | "
               f"{r['max_abs_da']:.2f} | {r['max_abs_db']:.2f} |" for r in rows]
     print("\n".join(table))
-    result = {"command": "python scripts/eval_stages.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    result = {"command": "python benchmarks/quality.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "seeds": seeds, "split": args.split, "names": names, "threads": args.threads, "torch": torch.__version__,
               "weights": {"stage1": args.stage1 or "demo", "denoiser": args.denoiser or "demo"},
               "defaults": pipe.defaults.describe() if hasattr(pipe.defaults, "describe") else str(pipe.defaults),

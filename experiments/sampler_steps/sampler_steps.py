@@ -1,6 +1,6 @@
 """How DDIM's quality depends on steps, eta and start_strength: the measurement behind the defaults.
 
-Usage: ``python scripts/sampler_steps.py [--steps 10,20,25,50,100] [--etas 0,1]
+Usage: ``python experiments/sampler_steps/sampler_steps.py [--steps 10,20,25,50,100] [--etas 0,1]
 [--start-strengths 1] [--seeds 0,1,2] [--ddpm] [--photos train|eval] [--stage1 P] [--denoiser P]``
 (default: the bundled ``demo`` weights on 8 fixed 64 px synthetic-haze crops of the *training*
 photos, so choosing a default from it never looks at the eval photos).
@@ -22,14 +22,12 @@ from typing import List, Optional, Tuple
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[2]
 
-from dehazeddpm.io import images as imageio  # noqa: E402
-from dehazeddpm.data import SyntheticHazeDataset  # noqa: E402
-from dehazeddpm.data import builtin_photos  # noqa: E402
-from dehazeddpm.metrics import psnr  # noqa: E402
-from dehazeddpm.inference import DehazePipeline  # noqa: E402
+from dehazeddpm.data import SyntheticHazeDataset, builtin_photos
+from dehazeddpm.inference import DehazePipeline
+from dehazeddpm.io import images as imageio
+from dehazeddpm.metrics import psnr
 
 
 def _ints(text: str) -> List[int]:

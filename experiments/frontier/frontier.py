@@ -8,7 +8,7 @@ working size, auto precision). ``--check`` instead runs named settings at severa
 a reference setting (the check of Rule F in docs/benchmarks.md). Writes JSON, a markdown table and
 a plot.
 
-    python benchmarks/frontier.py --size 128 --seeds 0,1,2 --json benchmarks/results/frontier_128.json --plot docs/frontier.png
+    python experiments/frontier/frontier.py --size 128 --seeds 0,1,2 --json benchmarks/results/frontier_128.json --plot docs/frontier.png
 """
 from __future__ import annotations
 
@@ -23,14 +23,13 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[2]
 
-from dehazeddpm.data import make_eval_set  # noqa: E402
-from dehazeddpm.inference import DehazePipeline  # noqa: E402
-from dehazeddpm.io import load_image  # noqa: E402
-from dehazeddpm.metrics import psnr, ssim  # noqa: E402
-from dehazeddpm.utils import write_json  # noqa: E402
+from dehazeddpm.data import make_eval_set
+from dehazeddpm.inference import DehazePipeline
+from dehazeddpm.io import load_image
+from dehazeddpm.metrics import psnr, ssim
+from dehazeddpm.utils import write_json
 
 SAMPLERS = {"DDIM eta 0": {"sampler": "ddim", "eta": 0.0}, "DDIM eta 1": {"sampler": "ddim", "eta": 1.0},
             "DPM-Solver++(2M)": {"sampler": "dpmpp_2m"}, "DPM-Solver++(2M) SDE": {"sampler": "dpmpp_2m_sde"}}

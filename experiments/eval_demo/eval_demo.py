@@ -1,6 +1,6 @@
 """Evaluate the demo weights on the built-in eval photos (disjoint from the training photos).
 
-Usage: ``python scripts/eval_demo.py [--size 128] [--ddpm-size 64] [--seeds 0,1,2] [--json out.json]``;
+Usage: ``python experiments/eval_demo/eval_demo.py [--size 128] [--ddpm-size 64] [--seeds 0,1,2] [--json out.json]``;
 ``--size`` may list several sizes (``64,256,original``), ``--short`` keeps only the rows about
 stage 1 and the default call, and ``--tile N`` sets ``tile_size`` for the sampled rows.
 Rows: hazy input, stage-1 J alone, the pipeline's default call (DDIM-20 with the demo entry's
@@ -30,14 +30,13 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[2]
 
-from dehazeddpm.data import make_eval_set  # noqa: E402
-from dehazeddpm.io import load_image  # noqa: E402
-from dehazeddpm.metrics import psnr, ssim  # noqa: E402
-from dehazeddpm.inference import DehazePipeline  # noqa: E402
-from dehazeddpm.utils import write_json  # noqa: E402
+from dehazeddpm.data import make_eval_set
+from dehazeddpm.inference import DehazePipeline
+from dehazeddpm.io import load_image
+from dehazeddpm.metrics import psnr, ssim
+from dehazeddpm.utils import write_json
 
 
 def evaluate(pipe: DehazePipeline, size: Optional[int], runs: List[Dict[str, Any]], seeds: List[int]) -> List[Dict[str, Any]]:
@@ -145,7 +144,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         table.append(f"| {r['method']} | {r['size']} | {len(r['psnr_per_seed'])} | {r['psnr']:.2f} | {rng} | "
                      f"{r['ssim']:.4f} | {r['seconds_per_image']:.2f} |")
     print("\n".join(table))
-    out = {"command": "python scripts/eval_demo.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    out = {"command": "python experiments/eval_demo/eval_demo.py " + " ".join(argv if argv is not None else sys.argv[1:]),
            "seeds": seeds, "ddpm_seeds": ddpm_seeds, "threads": args.threads, "torch": torch.__version__,
            "seconds": round(time.time() - t0, 1), "rows": rows, "markdown": "\n".join(table)}
     write_json(args.json, out)

@@ -4,7 +4,7 @@ One run, one machine, the same weights, images and seeds for every precision. Ro
 (seed-free) with stage 1 in fp32 and in bf16, and the default call with the denoiser in each
 precision (stage 1 as the pipeline runs it). Rule P in docs/benchmarks.md reads this table.
 
-    python benchmarks/precision.py --sizes 64,128,256,original --seeds 0,1,2 --json benchmarks/results/precision_cpu.json
+    python experiments/precision/precision.py --sizes 64,128,256,original --seeds 0,1,2 --json benchmarks/results/precision_cpu.json
 """
 from __future__ import annotations
 
@@ -18,15 +18,14 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[2]
 
-from dehazeddpm.data import make_eval_set  # noqa: E402
-from dehazeddpm.inference import DehazePipeline  # noqa: E402
-from dehazeddpm.inference.device import cpu_has_fast_bf16  # noqa: E402
-from dehazeddpm.io import load_image, to_pil  # noqa: E402
-from dehazeddpm.metrics import psnr, ssim  # noqa: E402
-from dehazeddpm.utils import write_json  # noqa: E402
+from dehazeddpm.data import make_eval_set
+from dehazeddpm.inference import DehazePipeline
+from dehazeddpm.inference.device import cpu_has_fast_bf16
+from dehazeddpm.io import load_image, to_pil
+from dehazeddpm.metrics import psnr, ssim
+from dehazeddpm.utils import write_json
 
 
 def measure(pipe: DehazePipeline, size: Optional[int], precisions: List[str], seeds: List[int]) -> List[Dict]:
@@ -35,7 +34,7 @@ def measure(pipe: DehazePipeline, size: Optional[int], precisions: List[str], se
         images = [(load_image(h), load_image(g)) for h, g in make_eval_set(tmp, size=size)]
         for prec in precisions:
             q = [(psnr(j, gt), ssim(j, gt)) for j, gt in
-                 ((load_image(to_pil(pipe.run_stage1(x, pipe.defaults.stage1_size, prec)[0])), gt) for x, gt in images)]
+                 ((load_image(to_pil(pipe.stage1_outputs(x, pipe.defaults.stage1_size, prec).J)), gt) for x, gt in images)]
             rows.append({"what": f"stage 1 J, stage 1 in {prec}", "size": size or "original", "precision": prec,
                          "psnr": float(np.mean([p for p, _ in q])), "ssim": float(np.mean([s for _, s in q]))})
         for prec in precisions:
