@@ -45,7 +45,6 @@ if 'google.colab' in sys.modules:
 import tempfile
 import time
 
-
 import dehazeddpm as dd
 from dehazeddpm import metrics
 from dehazeddpm.data import make_eval_set

@@ -59,3 +59,22 @@ def test_bad_configs(tmp_path):
         dd.UNetConfig.from_dict({"inner_channels": 3})
     with pytest.raises(ValueError, match="schedule: unknown keys"):
         dd.NoiseSchedule.from_config({"schedule": "linear", "steps": 3})
+
+
+def test_train_config_is_split_into_the_parts_each_stage_reads(tmp_path):
+    from dataclasses import fields
+
+    from dehazeddpm.training import DenoiserSettings, RunSettings, Stage1Settings, TrainConfig
+
+    s1, den = TrainConfig.stage_fields("stage1"), TrainConfig.stage_fields("denoiser")
+    assert "loss_weights" in s1 and "loss_weights" not in den
+    assert {"unet", "condition_pool", "stage1_checkpoint"} <= set(den) - set(s1)
+    parts = [{f.name for f in fields(p)} for p in (RunSettings, Stage1Settings, DenoiserSettings)]
+    assert set.union(*parts) == {f.name for f in fields(TrainConfig)} and sum(map(len, parts)) == 38
+    # a flat JSON file of 0.3 (keys of both stages, // comments) still loads
+    path = tmp_path / "c.json"
+    path.write_text('{"stage": "stage1", "crop": 48, // a comment\n "loss_weights": {"A": 0.5}, "unet": {}}')
+    cfg = TrainConfig.from_json(path)
+    assert (cfg.crop, cfg.loss_weights["A"], cfg.loss_weights["J"]) == (48, 0.5, 1.0)
+    with pytest.raises(ValueError, match=r"training config: unknown keys \['crops'\]"):
+        TrainConfig.from_dict({"crops": 3})

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Dict, List, Optional
 
 from ..diffusion.loss import FREQUENCY_WEIGHT
@@ -11,7 +11,8 @@ from ..io.reference_config import load_json_with_comments
 from ..models.unet import DEMO_UNET, UNetConfig
 from ..utils import from_dict
 
-__all__ = ["DEFAULT_LOSS_WEIGHTS", "DEFAULT_UNET", "STAGES", "TrainConfig"]
+__all__ = ["DEFAULT_LOSS_WEIGHTS", "DEFAULT_UNET", "DenoiserSettings", "RunSettings", "STAGES", "Stage1Settings",
+           "TrainConfig"]
 
 STAGES = ("stage1", "denoiser")
 # A run's denoiser unless its config says otherwise: the demo's, small enough to train on a CPU.
@@ -20,32 +21,20 @@ DEFAULT_LOSS_WEIGHTS = {"J": 1.0, "coarse": 1.0, "I": 1.0, "T": 1.0, "A": 1.0}
 
 
 @dataclass
-class TrainConfig:
-    """Everything a training run needs; JSON keys equal the field names (``//`` comments allowed).
+class RunSettings:
+    """What both stages read: the data, the optimiser, the run's folder and its schedule of saves.
 
     ``data``: ``"synthetic"`` (hazy crops of ``photos.builtin_photos(photos)``) or ``"folder"``
     (``hazy_dir``/``gt_dir`` pairs). ``steps`` counts optimiser steps; ``val_every``/``save_every``
     of 0 mean "only at the end". ``max_minutes`` stops early (checkpoint written) when the wall
     time runs out. ``ema_decay`` None disables the EMA; with it the checkpoints hold EMA weights.
-    ``min_scale``: synthetic crops are taken at a random scale in [min_scale, 1] of the photo
-    (lower: more scene per crop, closer to whole downsized images). ``lr_schedule``: ``"constant"``
-    (the reference) or ``"cosine"`` (decays to ``lr / 20`` at ``steps``). ``condition_pool`` (denoiser
-    only): 0 runs the frozen stage 1 on every batch; N > 0 runs it once over N fixed training crops
-    and trains on those (with fresh flips and noise), which removes stage 1 from the step cost.
-    ``frequency_weight``: weight of the diffusion loss's FFT-amplitude term (0.01, the reference).
-    ``augment`` (synthetic data): random channel order and depth power per crop;
-    ``random_depth``: the fraction of crops hazed over a random smooth depth field (both
-    ``SyntheticHazeDataset``; validation crops keep the photo's depth). ``init_checkpoint``: start
-    from these weights (a stage-1 or denoiser checkpoint of the same architecture, loaded
-    strictly) instead of a random init, i.e. fine-tune; when resuming, the resume file's weights
-    replace them.
-    ``nonhomogeneous`` (synthetic data): the fraction of crops with non-homogeneous haze
-    (:mod:`dehazeddpm.data.nonhomogeneous`; 30% of those "dense"). Denoiser only:
-    ``noise_focus_share`` of the batches draw their noise level from the lowest ``noise_focus``
-    of the chain (the levels a call started from J at ``start_strength = noise_focus`` visits),
-    the rest from the whole chain. ``scene_sizes`` ``[lo, hi]`` (with ``condition_pool``) builds
-    the pool the way the pipeline builds a condition: a whole hazy scene at a shorter side in
-    [lo, hi], stage 1 at ``working_size`` (None: at the scene's size), then crops of it.
+    ``min_scale``: synthetic crops are taken at a random scale in [min_scale, 1] of the photo.
+    ``lr_schedule``: ``"constant"`` (the reference) or ``"cosine"`` (decays to ``lr / 20`` at
+    ``steps``). ``augment`` (synthetic data): random channel order and depth power per crop;
+    ``random_depth``: the fraction of crops hazed over a random smooth depth field;
+    ``nonhomogeneous``: the fraction with non-homogeneous haze (30% of those "dense").
+    ``init_checkpoint``: start from these weights (same architecture, loaded strictly), i.e.
+    fine-tune; when resuming, the resume file's weights replace them.
     """
 
     stage: str = "stage1"
@@ -65,66 +54,116 @@ class TrainConfig:
     save_every: int = 0
     log_every: int = 10
     out_dir: str = "runs/train"
-    unet: Dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_UNET))
-    schedule: Dict[str, Any] = field(default_factory=lambda: dict(RELEASED_SCHEDULE))
-    stage1_checkpoint: Optional[str] = None
-    loss_weights: Dict[str, float] = field(default_factory=lambda: dict(DEFAULT_LOSS_WEIGHTS))
     num_val: int = 4
     val_crop: Optional[int] = None
-    val_sampler_steps: int = 10
     num_workers: int = 0
     grad_clip: Optional[float] = None
-    frequency_weight: float = FREQUENCY_WEIGHT
-    condition_pool: int = 0
     augment: bool = False
     random_depth: float = 0.0
     init_checkpoint: Optional[str] = None
     nonhomogeneous: float = 0.0
-    noise_focus: float = 1.0
-    noise_focus_share: float = 0.0
-    scene_sizes: Optional[List[int]] = None
-    working_size: Optional[int] = None
     max_minutes: Optional[float] = None
     progress: bool = True
 
-    def __post_init__(self) -> None:
+    def check_run(self) -> None:
+        """Raise ValueError for a bad value of these settings."""
         if self.stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
         if self.data not in ("synthetic", "folder"):
             raise ValueError(f"data must be 'synthetic' or 'folder', got {self.data!r}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
-        if self.frequency_weight < 0:
-            raise ValueError(f"frequency_weight must be >= 0, got {self.frequency_weight}")
-        if not 0 <= self.random_depth <= 1:
-            raise ValueError(f"random_depth is a probability in [0, 1], got {self.random_depth}")
-        for name in ("nonhomogeneous", "noise_focus_share"):
+        for name in ("random_depth", "nonhomogeneous"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} is a probability in [0, 1], got {getattr(self, name)}")
-        if not 0 < self.noise_focus <= 1:
-            raise ValueError(f"noise_focus is a fraction of the chain in (0, 1], got {self.noise_focus}")
-        if self.scene_sizes is not None:
-            if (len(self.scene_sizes) != 2 or not 1 <= self.scene_sizes[0] <= self.scene_sizes[1]
-                    or self.scene_sizes[0] < self.crop):
-                raise ValueError(f"scene_sizes must be [lo, hi] with crop <= lo <= hi, got {self.scene_sizes}")
-            if self.stage != "denoiser" or not self.condition_pool:
-                raise ValueError("scene_sizes builds the denoiser's condition pool: it needs stage='denoiser' "
-                                 "and condition_pool > 0")
-        if self.working_size is not None and self.working_size < 1:
-            raise ValueError(f"working_size must be a positive shorter side, got {self.working_size}")
-        if self.condition_pool < 0:
-            raise ValueError(f"condition_pool must be >= 0, got {self.condition_pool}")
         if self.data == "folder" and not (self.hazy_dir and self.gt_dir):
             raise ValueError("data='folder' needs hazy_dir and gt_dir")
-        if self.stage == "denoiser" and not self.stage1_checkpoint:
-            raise ValueError("the denoiser stage needs stage1_checkpoint (a trained stage 1)")
+
+
+@dataclass
+class Stage1Settings:
+    """What only stage 1 reads: the weights of its loss terms (J, coarse, I, T, A)."""
+
+    loss_weights: Dict[str, float] = field(default_factory=lambda: dict(DEFAULT_LOSS_WEIGHTS))
+
+    def check_stage1(self) -> None:
+        """Complete the loss weights from the defaults; unknown terms are a ValueError."""
         weights = dict(DEFAULT_LOSS_WEIGHTS)
         weights.update(self.loss_weights or {})
         unknown = sorted(set(weights) - set(DEFAULT_LOSS_WEIGHTS))
         if unknown:
             raise ValueError(f"unknown loss weights {unknown}; known: {sorted(DEFAULT_LOSS_WEIGHTS)}")
         self.loss_weights = weights
+
+
+@dataclass
+class DenoiserSettings:
+    """What only the denoiser reads: its UNet and schedule, the frozen stage 1, the loss and the
+    noise levels it trains on, and how its condition pool is built.
+
+    ``frequency_weight``: weight of the diffusion loss's FFT-amplitude term (0.01, the reference).
+    ``condition_pool``: 0 runs the frozen stage 1 on every batch; N > 0 runs it once over N fixed
+    training crops and trains on those (with fresh flips and noise). ``noise_focus_share`` of the
+    batches draw their noise level from the lowest ``noise_focus`` of the chain (the levels a call
+    started from J at ``start_strength = noise_focus`` visits), the rest from the whole chain.
+    ``scene_sizes`` ``[lo, hi]`` (with ``condition_pool``) builds the pool the way the pipeline
+    builds a condition: a whole hazy scene at a shorter side in [lo, hi], stage 1 at
+    ``working_size`` (None: at the scene's size), then crops of it.
+    """
+
+    unet: Dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_UNET))
+    schedule: Dict[str, Any] = field(default_factory=lambda: dict(RELEASED_SCHEDULE))
+    stage1_checkpoint: Optional[str] = None
+    val_sampler_steps: int = 10
+    frequency_weight: float = FREQUENCY_WEIGHT
+    condition_pool: int = 0
+    noise_focus: float = 1.0
+    noise_focus_share: float = 0.0
+    scene_sizes: Optional[List[int]] = None
+    working_size: Optional[int] = None
+
+    def check_denoiser(self, stage: str, crop: int) -> None:
+        """Raise ValueError for a bad value of these settings (``stage`` and ``crop``: the run's)."""
+        if self.frequency_weight < 0:
+            raise ValueError(f"frequency_weight must be >= 0, got {self.frequency_weight}")
+        if not 0 <= self.noise_focus_share <= 1:
+            raise ValueError(f"noise_focus_share is a probability in [0, 1], got {self.noise_focus_share}")
+        if not 0 < self.noise_focus <= 1:
+            raise ValueError(f"noise_focus is a fraction of the chain in (0, 1], got {self.noise_focus}")
+        if self.scene_sizes is not None:
+            if (len(self.scene_sizes) != 2 or not 1 <= self.scene_sizes[0] <= self.scene_sizes[1]
+                    or self.scene_sizes[0] < crop):
+                raise ValueError(f"scene_sizes must be [lo, hi] with crop <= lo <= hi, got {self.scene_sizes}")
+            if stage != "denoiser" or not self.condition_pool:
+                raise ValueError("scene_sizes builds the denoiser's condition pool: it needs stage='denoiser' "
+                                 "and condition_pool > 0")
+        if self.working_size is not None and self.working_size < 1:
+            raise ValueError(f"working_size must be a positive shorter side, got {self.working_size}")
+        if self.condition_pool < 0:
+            raise ValueError(f"condition_pool must be >= 0, got {self.condition_pool}")
+        if stage == "denoiser" and not self.stage1_checkpoint:
+            raise ValueError("the denoiser stage needs stage1_checkpoint (a trained stage 1)")
         UNetConfig.from_dict(self.unet)  # fail early on a bad UNet config
+
+
+@dataclass
+class TrainConfig(DenoiserSettings, Stage1Settings, RunSettings):
+    """Every setting of a training run: the settings both stages read (:class:`RunSettings`), and
+    those only stage 1 (:class:`Stage1Settings`) or only the denoiser (:class:`DenoiserSettings`)
+    reads, as one flat object whose JSON keys are the field names (``//`` comments allowed), so a
+    config file is one object whatever the stage. :meth:`stage_fields` lists what a stage reads.
+    """
+
+    def __post_init__(self) -> None:
+        self.check_run()
+        self.check_stage1()
+        self.check_denoiser(self.stage, self.crop)
+
+    @staticmethod
+    def stage_fields(stage: str) -> List[str]:
+        """The field names a run of ``stage`` reads: the run's and that stage's own."""
+        own = Stage1Settings if stage == "stage1" else DenoiserSettings
+        return [f.name for f in (*fields(RunSettings), *fields(own))]
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "TrainConfig":
