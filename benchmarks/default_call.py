@@ -90,8 +90,9 @@ def child(root: Path, image: Path, mode: str, threads: int) -> Dict[str, Any]:
         # freed large blocks go back to the OS at once, so the peak RSS is the peak of live
         # tensors rather than of heap fragmentation; never for timings (every allocation an mmap)
         env["MALLOC_MMAP_THRESHOLD_"] = "131072"
-    r = subprocess.run([sys.executable, "-c", CHILD, str(root), str(image), mode, str(threads)],
-                       capture_output=True, text=True, env=env, check=True)
+    # run from the checkout too: `python -c` puts the working folder first on sys.path
+    r = subprocess.run([sys.executable, "-c", CHILD, str(root), str(Path(image).resolve()), mode, str(threads)],
+                       capture_output=True, text=True, env=env, check=True, cwd=str(root))
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 

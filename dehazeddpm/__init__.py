@@ -22,11 +22,11 @@ from .diffusion import (
     sample,
 )
 from .hub.download import download_file
+from .hub.resolve import load_denoiser  # io's loader, recognising the registry's files by sha256
 from .io import (
     CheckpointError,
     DehazeConfig,
     infer_unet_config,
-    load_denoiser,
     load_json_with_comments,
     load_schedule,
     load_stage1,

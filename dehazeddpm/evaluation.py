@@ -155,8 +155,9 @@ def _score_run(pipe: Optional[DehazePipeline], pair: Pair, inp: torch.Tensor, gt
     return rows
 
 
-def _finite_mean(values: Iterable[float]) -> Optional[float]:
-    vals = list(values)
+def _finite_mean(values: Iterable[Optional[float]]) -> Optional[float]:
+    """The mean of the finite values (an identical pair's infinite PSNR has no place in a mean)."""
+    vals = [v for v in values if v is not None and math.isfinite(v)]
     return sum(vals) / len(vals) if vals else None
 
 
@@ -198,25 +199,29 @@ def mean_of(rows: Sequence[Mapping[str, Any]], name: str = "mean") -> Dict[str, 
 
 def format_report(rows: Sequence[Mapping[str, Any]], fmt: str, run: Optional[str] = None) -> str:
     """The rows of one run (default: the first) and their mean, as ``csv`` or ``json``:
-    ``name, psnr, ssim`` per image, then the mean."""
+    ``name, psnr, ssim`` per image, then the mean. An identical pair's PSNR is infinite: ``inf`` in
+    CSV, null with ``"identical": true`` in JSON (a failed row has ``"error"`` instead), and left
+    out of the mean PSNR (its SSIM of 1 stays in)."""
     run = run if run is not None else (rows[0]["run"] if rows else None)
     mine = [r for r in rows if r["run"] == run]
     good = [r for r in mine if "error" not in r]
     mean = {"name": "mean", "psnr": _finite_mean(r["psnr"] for r in good),
             "ssim": _finite_mean(r["ssim"] for r in good)}
     images = [{"name": r["name"], "psnr": r.get("psnr"), "ssim": r.get("ssim"),
-               **({"error": r["error"]} if "error" in r else {})} for r in mine]
+               **({"error": r["error"]} if "error" in r else {}),
+               **({"identical": True} if r.get("psnr") == math.inf else {})} for r in mine]
     if fmt == "json":
         def finite(v: Any) -> Any:  # strict JSON: an infinite PSNR (identical images) is null
             return None if isinstance(v, float) and not math.isfinite(v) else v
 
         clean = [{k: finite(v) for k, v in r.items()} for r in images + [mean]]
-        return json.dumps({"images": clean[:-1], "mean": clean[-1], "count": len(good)}, indent=2,
-                          allow_nan=False) + "\n"
+        identical = sum(1 for r in images if r.get("identical"))
+        return json.dumps({"images": clean[:-1], "mean": clean[-1], "count": len(good), "identical": identical},
+                          indent=2, allow_nan=False) + "\n"
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["name", "psnr", "ssim"])
     for r in images + [mean]:
-        writer.writerow([r["name"], "" if r["psnr"] is None else f"{r['psnr']:.4f}",
+        writer.writerow([r["name"], "" if r["psnr"] is None else "inf" if r["psnr"] == math.inf else f"{r['psnr']:.4f}",
                          "" if r["ssim"] is None else f"{r['ssim']:.6f}"])
     return buf.getvalue()

@@ -240,7 +240,7 @@ class SamplingOptions:
             noun = "evaluation" if evaluations == 1 else "evaluations"
             parts = [f"{self.sampler}, {evaluations} {noun} of a {self.steps}-step chain"]
         else:
-            parts = [f"{self.sampler} {self.steps} steps"]
+            parts = [f"{self.sampler} {self.steps} step{'' if self.steps == 1 else 's'}"]
         for name, spec in option_specs().items():
             value = getattr(self, name)
             if spec.describe and value is not None and value not in spec.quiet:

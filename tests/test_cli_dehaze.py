@@ -355,3 +355,101 @@ def test_bad_torchrun_variables_are_one_line(tmp_path, inputs):
     r = subprocess.run([sys.executable, "-m", "dehazeddpm", "dehaze", str(inputs / "odd.png"), "-o", str(tmp_path / "o")],
                        cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr and "RANK='seven' is not an integer" in r.stderr
+
+
+def _one_input(tmp_path) -> Path:
+    d = tmp_path / "in1"
+    d.mkdir()
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (16, 20, 3), dtype=np.uint8)).save(d / "a.png")
+    return d
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_outputs_made_otherwise_are_refused_not_counted_as_done(tmp_path, ckpts, capsys, quiet):
+    """Each output records what made it: a rerun with other settings or weights refuses with a line
+    that says how to choose (even with --quiet), and --overwrite redoes the image."""
+    src, out = _one_input(tmp_path), tmp_path / "o"
+    flags = [a for a in ckpts if a != "--quiet"] + (["--quiet"] if quiet else [])
+    assert main(["dehaze", str(src), "-o", str(out), *flags]) == 0  # --steps 2
+    first = (out / "a.png").read_bytes()
+    capsys.readouterr()
+    again = [*flags, "--steps", "0"]
+    assert main(["dehaze", str(src), "-o", str(out), *again]) == 2
+    _one_error_line(capsys.readouterr().err, "made with other weights or settings", "--overwrite")
+    assert (out / "a.png").read_bytes() == first
+    assert main(["dehaze", str(src), "-o", str(out), *again, "--seed", "1"]) == 2  # the seed is part of it too
+    assert main(["dehaze", str(src), "-o", str(out), *again, "--overwrite"]) == 0
+    redone = (out / "a.png").read_bytes()
+    assert redone != first
+    assert main(["dehaze", str(src), "-o", str(out), *again]) == 0  # now made with these settings: done
+    assert (out / "a.png").read_bytes() == redone
+
+
+def test_broken_outputs_are_redone_and_missing_weights_are_errors(tmp_path, ckpts, capsys):
+    src, out = _one_input(tmp_path), tmp_path / "o"
+    assert main(["dehaze", str(src), "-o", str(out), *ckpts]) == 0
+    good = (out / "a.png").read_bytes()
+    for broken in (b"", good[: len(good) // 2]):  # a zero-byte and a truncated output
+        (out / "a.png").write_bytes(broken)
+        assert main(["dehaze", str(src), "-o", str(out), *ckpts]) == 0
+        assert (out / "a.png").read_bytes() == good
+    gone = [tmp_path / "no_s1.pth" if a.endswith("s1.pth") else a for a in ckpts]
+    capsys.readouterr()
+    assert main(["dehaze", str(src), "-o", str(out), *map(str, gone)]) == 2  # outputs exist, weights do not
+    _one_error_line(capsys.readouterr().err, "checkpoint not found")
+
+
+def test_an_empty_output_folder_name_is_refused(tmp_path, ckpts, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    src = _one_input(tmp_path)
+    assert main(["dehaze", str(src), "-o", "", *ckpts]) == 2
+    _one_error_line(capsys.readouterr().err, "-o is empty")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in1"]
+
+
+@pytest.mark.parametrize("flags,needle", [
+    (["--weights", "demo", "--unet-config", '{"norm_groups": 8}'], "--unet-config describes a --denoiser"),
+    (["--device", "meta"], "runs on cpu, cuda or mps"),
+    (["--device", "xpu"], "runs on cpu, cuda or mps"),
+    (["--sampler", "ddpm", "--eta", "0.5"], "eta does not apply to the ddpm sampler"),
+    (["--sampler", "dpmpp_2m", "--eta", "0.5"], "eta does not apply to the dpmpp_2m sampler"),
+])
+def test_options_that_would_be_dropped_are_refused(tmp_path, capsys, flags, needle):
+    src = _one_input(tmp_path)
+    try:  # usage errors leave through argparse (SystemExit 2), the others as one error line and code 2
+        rc = main(["dehaze", str(src), "-o", str(tmp_path / "o"), "--quiet", *flags])
+    except SystemExit as exc:
+        rc = exc.code
+    assert rc == 2
+    _one_error_line(capsys.readouterr().err, needle)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("config", ['{"norm_groups": 0}', '{"norm_groups": "16"}', '{"norm_groups": 16.0}',
+                                    '{"norm_groups": true}', '{"norm_groups": -16}', '{"channel_mults": 5}',
+                                    '{"norm_groups": 7}'])
+def test_bad_unet_configs_are_one_line(tmp_path, ckpts, capsys, config):
+    src = _one_input(tmp_path)
+    flags = [a for a in ckpts]
+    flags[flags.index("--unet-config") + 1] = config
+    assert main(["dehaze", str(src), "-o", str(tmp_path / "o"), *flags]) in (1, 2)
+    _one_error_line(capsys.readouterr().err, "UNet config")
+
+
+@pytest.mark.parametrize("content", ['[1, 2]', '{"files": {"demo/x.pth": "abc"}}', '{"files": 3}'])
+def test_recorded_hashes_of_the_wrong_structure_are_one_line(tmp_path, monkeypatch, capsys, content):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "recorded_hashes.json").write_text(content)
+    monkeypatch.setenv("DEHAZEDDPM_CACHE", str(cache))
+    for argv in (["info"], ["download", "nh-haze"], ["dehaze", str(_one_input(tmp_path)), "-o", str(tmp_path / "o"),
+                                                       "--weights", "nh-haze", "--quiet"]):
+        assert main(argv) != 0
+        _one_error_line(capsys.readouterr().err, "recorded hashes", "Delete it")
+
+
+def test_a_cache_variable_that_names_a_file_says_so(tmp_path, monkeypatch, capsys):
+    (tmp_path / "f").write_text("x")
+    monkeypatch.setenv("DEHAZEDDPM_CACHE", str(tmp_path / "f"))
+    assert main(["info"]) != 0
+    _one_error_line(capsys.readouterr().err, "DEHAZEDDPM_CACHE", "is a file")

@@ -117,3 +117,21 @@ def test_the_cli_and_notebook_05_give_the_same_numbers(eval_folder, demo, tmp_pa
     # notebook 05's cell: the same harness over pairs_in(DATA_DIR) with seed 0
     rows = by_image(evaluate(demo, pairs_in(eval_folder)[0], {"dehazed": DEFAULT_CALL}, seeds=[0]))
     assert {r["name"]: r["psnr_dehazed"] for r in rows} == pytest.approx(cli)
+
+
+def test_an_identical_pair_neither_poisons_the_mean_nor_looks_failed(tmp_path):
+    a, g = tmp_path / "pred", tmp_path / "gt"
+    a.mkdir()
+    g.mkdir()
+    _img(a / "same.png", 0)
+    _img(g / "same.png", 0)
+    _img(a / "other.png", 1)
+    _img(g / "other.png", 2)
+    rows = evaluate(None, pair_folders(a, g)[0], {"scored": HAZY})
+    report = json.loads(format_report(rows, "json"))
+    same = next(r for r in report["images"] if r["name"] == "same")
+    assert same["psnr"] is None and same["identical"] is True and "error" not in same
+    other = next(r for r in report["images"] if r["name"] == "other")
+    assert report["mean"]["psnr"] == pytest.approx(other["psnr"]) and report["identical"] == 1
+    csv_text = format_report(rows, "csv")
+    assert "same,inf," in csv_text and "mean,inf" not in csv_text

@@ -49,3 +49,25 @@ def test_default_call_on_the_demo_weights(tmp_path, demo, precision):
     # 8-bit values: one rounding step of slack for arithmetic that differs in the last float bit
     np.testing.assert_allclose(out[20:23, 30:33], expected_slice, atol=1)
     np.testing.assert_allclose(out.mean(axis=(0, 1)), expected_mean, atol=0.05)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3])
+def test_short_chains_on_the_demo_weights_refine_j(demo, steps):
+    """--steps 1 with the demo's start 0.3 once wrote saturated noise (one step from t = 1999);
+    now every short chain starts from J at 0.3 and stays close to it."""
+    from dehazeddpm.io import load_image
+    from dehazeddpm.metrics import psnr
+
+    hazy = make_eval_set_image()
+    res = demo(hazy, steps=steps, seed=0, progress=False)
+    assert psnr(load_image(res.image), res.J) > 22, res.describe()
+    assert "from J at 0.3" in res.describe() and 1 <= res.evaluations <= steps
+
+
+def make_eval_set_image():
+    import tempfile
+
+    from dehazeddpm.io import load_image
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return load_image(make_eval_set(tmp, size=48)[0][0])

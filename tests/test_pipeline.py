@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from dehazeddpm import NoiseSchedule, UNet, UNetConfig, save_denoiser, save_stage1
+from dehazeddpm import CheckpointError, NoiseSchedule, UNet, UNetConfig, load_denoiser, save_denoiser, save_stage1
 from dehazeddpm.diffusion import RELEASED_SCHEDULE, sample
 from dehazeddpm.diffusion import CountingDenoiser as Counting
 from dehazeddpm.inference.device import choose_tile
@@ -276,7 +276,24 @@ def test_from_files_recognises_the_bundled_weights_by_hash(tmp_path):
                           np.asarray(named(x, seed=0, progress=False).image))
 
 
-def test_from_files_uses_the_saved_config_and_warns_when_it_must_guess(tmp_path, pipe):
+def test_the_demo_denoiser_is_recognised_alone(tmp_path):
+    """With the demo's stage-1 weights re-saved in fp32 (another file, another hash), the demo
+    denoiser file is still recognised by its own sha256: same config, defaults and output."""
+    import dehazeddpm as dd
+    from dehazeddpm import hub
+    res = hub.resolve("demo")
+    save_stage1(dd.load_stage1(res.stage1).float(), tmp_path / "s1_fp32.pth")
+    assert hub.entry_for_files(tmp_path / "s1_fp32.pth", res.denoiser) is None  # the pair is not the entry's
+    by_files = DehazePipeline.from_files(tmp_path / "s1_fp32.pth", res.denoiser, device="cpu")
+    named = DehazePipeline.from_pretrained("demo", device="cpu", progress=False)
+    assert by_files.denoiser.config == named.denoiser.config and by_files.defaults == named.defaults
+    x = _rand_image(24, 40)
+    assert np.array_equal(np.asarray(by_files(x, seed=0, progress=False).image),
+                          np.asarray(named(x, seed=0, progress=False).image))
+    assert dd.load_denoiser(res.denoiser).config.norm_groups == 16  # the public loader knows it too
+
+
+def test_from_files_uses_the_saved_config_and_refuses_to_guess(tmp_path, pipe):
     import warnings
     torch.manual_seed(0)
     unet = UNet(in_channel=7, out_channel=3, inner_channel=32, norm_groups=8, channel_mults=(1, 2), attn_res=(8,),
@@ -288,12 +305,41 @@ def test_from_files_uses_the_saved_config_and_warns_when_it_must_guess(tmp_path,
         p = DehazePipeline.from_files(tmp_path / "s1.pth", tmp_path / "den.pth", device="cpu")
     assert p.denoiser.config.norm_groups == 8 and p.defaults == SamplingOptions(eta=0.7)
     assert "saved in the file" in p.config_source
-    # the same tensors without the metadata: shapes allow 32 groups, and the pipeline says it assumed them
+    # the same tensors without the metadata: shapes allow 32 groups, but a guess would be a wrong model
     bare = {k: v for k, v in torch.load(tmp_path / "den.pth", weights_only=True).items() if k != "dehazeddpm"}
     torch.save(bare, tmp_path / "bare.pth")
-    with pytest.warns(UserWarning, match="norm_groups=32 .*assumed"):
-        guessed = DehazePipeline.from_files(tmp_path / "s1.pth", tmp_path / "bare.pth", device="cpu")
-    assert guessed.denoiser.config.norm_groups == 32
+    with pytest.raises(CheckpointError, match="norm_groups cannot be read off its tensors.*--unet-config"):
+        DehazePipeline.from_files(tmp_path / "s1.pth", tmp_path / "bare.pth", device="cpu")
+    with pytest.warns(UserWarning, match="norm_groups=32 .*assumed"):  # the low-level loader says so too
+        load_denoiser(tmp_path / "bare.pth")
     ok = DehazePipeline.from_files(tmp_path / "s1.pth", tmp_path / "bare.pth", device="cpu",
                                    unet_config={"norm_groups": 8})
     assert ok.denoiser.config.norm_groups == 8
+
+
+def test_broken_weights_are_errors_at_both_stages(tmp_path):
+    """All-zero stage-1 weights (a black J), an overflowing denoiser (saturated noise) and an integer
+    tensor in a checkpoint are errors, not pictures."""
+    import dehazeddpm as dd
+    from dehazeddpm import hub
+    from dehazeddpm.inference.pipeline import BrokenModelError
+    res = hub.resolve("demo")
+    named = DehazePipeline.from_pretrained("demo", device="cpu", progress=False)
+    x = _rand_image(32, 48)
+    zero = dd.load_stage1(res.stage1)
+    with torch.no_grad():
+        for p in zero.parameters():
+            p.zero_()
+    with pytest.raises(BrokenModelError, match="stage 1's J produced a constant image"):
+        DehazePipeline(zero, named.denoiser, named.schedule, "cpu", defaults=named.defaults)(x, progress=False)
+    huge = dd.load_denoiser(res.denoiser)
+    with torch.no_grad():
+        for p in huge.parameters():
+            p.mul_(1e38)
+    with pytest.raises(BrokenModelError, match="saturated|NaN or inf"):
+        DehazePipeline(named.stage1, huge, named.schedule, "cpu", defaults=named.defaults)(x, seed=0, progress=False)
+    sd = named.stage1.state_dict()
+    key = next(k for k, v in sd.items() if v.is_floating_point())
+    torch.save({"params": {**sd, key: sd[key].long()}}, tmp_path / "int.pth")
+    with pytest.raises(CheckpointError, match=f"{key}: checkpoint torch.int64 vs model torch.float32"):
+        dd.load_stage1(tmp_path / "int.pth")

@@ -219,3 +219,18 @@ def test_zero_mean_noise_is_used_for_eta_noise():
                   callback=lambda step, t, x, x0: means[zm].append(float(x.mean(dim=(-2, -1)).abs().max())))
     # float32 rounding (x0 = 150 x_t - 149.99 eps at the top) leaves ~1e-4; plain noise ~1/16
     assert len(means[True]) == 6 and max(means[True]) < 1e-3 < 1e-2 < min(means[False][1:])
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 4, 5, 6, 10, 20, 50])
+def test_a_short_chain_starts_at_the_asked_noise_level(steps):
+    """start_strength 0.3 on any chain: the run begins within one chain step below 0.3 of the
+    training grid (t = 599), never from pure noise (t = 1999) nor at the clean end (t = 0)."""
+    run = dd.diffusion.sampling_schedule(dd.NoiseSchedule.from_config(SCHED), steps, 0.3)
+    top = int(run.timesteps[-1])
+    assert 599 - 2000 / steps <= top <= 599 and top > 0, [int(t) for t in run.timesteps]
+    assert 1 <= len(run) <= steps
+
+
+def test_the_default_chain_is_unchanged_by_the_short_chain_rule():
+    run = dd.diffusion.sampling_schedule(dd.NoiseSchedule.from_config(SCHED), 20, 0.3)
+    assert [int(t) for t in run.timesteps] == [0, 105, 210, 316, 421, 526]

@@ -2,6 +2,7 @@
 load strictly, match weights.json, and reproduce the reference's lenient-load failure."""
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -344,3 +345,72 @@ def test_noise_focus_and_scene_options_are_checked(tmp_path, stage1_file):
     assert len(tr.focus_schedule) == round(0.3 * len(tr.schedule))
     assert torch.equal(tr.focus_schedule.noise_levels, tr.schedule.noise_levels[:len(tr.focus_schedule)])
     assert train_denoiser(cfg).step == 4
+
+
+def _train_cli(tmp_path, config: dict, *extra: str):
+    from dehazeddpm.cli import main
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(config))
+    stage = config.get("stage", "stage1") if isinstance(config, dict) else "stage1"
+    return main(["train", stage, "--config", str(path), *extra])
+
+
+def _one_line(err: str, *needles: str) -> None:
+    lines = [ln for ln in err.strip().splitlines() if "error:" in ln]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert all(n in lines[0] for n in needles), (needles, err)
+
+
+def test_a_rerun_never_destroys_a_finished_run(tmp_path, capsys):
+    cfg = dict(stage="stage1", out_dir=str(tmp_path / "run"), crop=32, batch_size=1, steps=1, num_val=1,
+               progress=False)
+    assert _train_cli(tmp_path, cfg) == 0
+    final = tmp_path / "run" / "stage1_final.pth"
+    before = final.read_bytes()
+    capsys.readouterr()
+    assert _train_cli(tmp_path, {**cfg, "seed": 5}) == 2  # the same folder, no --resume
+    _one_line(capsys.readouterr().err, "already holds a stage1 run", "--resume", "--overwrite")
+    assert final.read_bytes() == before
+    assert _train_cli(tmp_path, {**cfg, "seed": 5}, "--overwrite") == 0
+    assert final.read_bytes() != before
+
+
+@pytest.mark.parametrize("config,needle", [
+    ([1, 2], "expected a mapping"), ({"batch_size": "four"}, "batch_size must be int"),
+    ({"batch_size": 0}, "batch_size must be in"), ({"crop": 0}, "crop must be in"), ({"num_val": 0}, "num_val"),
+    ({"lr": "nan"}, "lr must be a finite number"), ({"lr": -1}, "lr must be in"), ({"steps": -5}, "steps must be in"),
+    ({"photos": "holiday"}, "holiday"), ({"data": "folder", "hazy_dir": "/no/such", "gt_dir": "/no/such"}, "/no/such"),
+    ({"stage": "denoiser", "stage1_checkpoint": "/no/such.pth"}, "/no/such.pth"),
+    ({"init_checkpoint": "/no/such.pth"}, "/no/such.pth"),
+])
+def test_bad_training_configs_are_one_line(tmp_path, capsys, config, needle):
+    base = dict(stage="stage1", out_dir=str(tmp_path / "run"), crop=32, batch_size=1, steps=1, num_val=1,
+                progress=False)
+    cfg = config if isinstance(config, list) else {**base, **config}
+    if isinstance(cfg, dict) and cfg.get("lr") == "nan":
+        cfg["lr"] = float("nan")
+    assert _train_cli(tmp_path, cfg) == 2
+    _one_line(capsys.readouterr().err, needle)
+    assert not (tmp_path / "run" / "stage1_final.pth").exists()
+
+
+def test_an_out_dir_that_is_a_file_and_bad_resume_files_are_one_line(tmp_path, capsys):
+    base = dict(stage="stage1", crop=32, batch_size=1, steps=1, num_val=1, progress=False)
+    (tmp_path / "afile").write_text("x")
+    assert _train_cli(tmp_path, {**base, "out_dir": str(tmp_path / "afile")}) == 2
+    _one_line(capsys.readouterr().err, "is a file")
+    run = tmp_path / "run"
+    assert _train_cli(tmp_path, {**base, "out_dir": str(run)}) == 0
+    good = (run / "resume_stage1.pt").read_bytes()
+    capsys.readouterr()
+    for bad in (b"garbage", good[: len(good) // 2]):
+        (run / "resume_stage1.pt").write_bytes(bad)
+        assert _train_cli(tmp_path, {**base, "out_dir": str(run), "steps": 2}, "--resume") == 2
+        _one_line(capsys.readouterr().err, "resume_stage1.pt")
+    st = torch.load(io.BytesIO(good), weights_only=True)
+    torch.save({**st, "stage": "denoiser"}, run / "resume_stage1.pt")
+    assert _train_cli(tmp_path, {**base, "out_dir": str(run), "steps": 2}, "--resume") == 2
+    _one_line(capsys.readouterr().err, "not a stage1 resume file")
+    torch.save({k: v for k, v in st.items() if k != "optimizer"}, run / "resume_stage1.pt")
+    assert _train_cli(tmp_path, {**base, "out_dir": str(run), "steps": 2}, "--resume") == 2
+    _one_line(capsys.readouterr().err, "not a resume file of this run", "optimizer")

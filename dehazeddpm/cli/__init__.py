@@ -44,6 +44,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         except CommandError as exc:
             say_error(args.command, str(exc))
             return exc.code
+        except (ValueError, OSError, RuntimeError) as exc:  # the package's expected errors: weights,
+            # checkpoints, images, broken models, files; each says what went wrong in its message
+            say_error(args.command, f"{exc}")
+            return 1
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130

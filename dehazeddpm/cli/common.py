@@ -6,12 +6,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 from ..io.images import DEFAULT_MAX_PIXELS
 from ..options import SamplingOptions, check_seed, option_specs
 
-__all__ = ["CommandError", "add_model_args", "add_sampling_args", "build_pipeline", "integer", "number", "say_error", "sampling_options"]
+__all__ = ["CommandError", "add_model_args", "add_sampling_args", "build_pipeline", "integer", "number", "say_error", "sampling_options", "weights_files"]
 
 
 class CommandError(Exception):
@@ -104,6 +104,34 @@ def _unet_overrides(text: Optional[str]) -> Dict[str, Any]:
     return data
 
 
+def _check_weight_args(args: argparse.Namespace) -> None:
+    if bool(args.stage1) != bool(args.denoiser) and not args.weights:
+        raise CommandError("give both --stage1 and --denoiser, or --weights NAME")
+    if args.unet_config and (args.weights or not args.denoiser):
+        raise CommandError("--unet-config describes a --denoiser file of your own; the registry's weights "
+                           f"({args.weights or 'demo'}) carry their own UNet settings")
+
+
+def weights_files(args: argparse.Namespace) -> Tuple[Path, Path]:
+    """The stage-1 and denoiser files the flags name (a registry entry's are resolved, downloaded if
+    needed); a CommandError when one cannot be had."""
+    from ..hub import resolve
+
+    _check_weight_args(args)
+    if args.stage1 and args.denoiser and not args.weights:
+        files = (Path(args.stage1), Path(args.denoiser))
+        for f in files:
+            if not f.is_file():
+                raise CommandError(f"checkpoint not found: {f}")
+        return files
+    try:
+        res = resolve(args.weights or "demo", stage1=args.stage1, denoiser=args.denoiser,
+                      progress=not getattr(args, "quiet", False))
+    except (OSError, ValueError, RuntimeError) as exc:  # WeightsError and the like
+        raise CommandError(str(exc)) from exc
+    return Path(res.stage1), Path(res.denoiser)
+
+
 def build_pipeline(args: argparse.Namespace, device: Optional[str], options: SamplingOptions):
     """The pipeline named by --weights, or by --stage1 and --denoiser, checked to run ``options``
     on its device; a CommandError for anything that cannot be loaded (missing, corrupt or
@@ -113,16 +141,19 @@ def build_pipeline(args: argparse.Namespace, device: Optional[str], options: Sam
     from ..inference.device import resolve_precision
     from ..inference.pipeline import DehazePipeline
 
-    if bool(args.stage1) != bool(args.denoiser) and not args.weights:
-        raise CommandError("give both --stage1 and --denoiser, or --weights NAME")
+    _check_weight_args(args)
     if device is not None:
         try:
             dev = torch.device(device)
         except RuntimeError:
             raise CommandError(f"unknown device {device!r} (cpu, cuda, cuda:1, mps)") from None
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise CommandError(f"--device {device}: CUDA is not available here (torch {torch.__version__}); "
-                               "leave --device out to use the CPU") from None
+        if dev.type not in ("cpu", "cuda", "mps"):
+            raise CommandError(f"--device {device}: this package runs on cpu, cuda or mps") from None
+        available = {"cpu": True, "cuda": torch.cuda.is_available(),
+                     "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()}
+        if not available[dev.type]:
+            raise CommandError(f"--device {device}: {dev.type.upper()} is not available here (torch "
+                               f"{torch.__version__}); leave --device out to use the CPU") from None
     try:
         if args.stage1 and args.denoiser and not args.weights:
             pipe = DehazePipeline.from_files(args.stage1, args.denoiser, device,

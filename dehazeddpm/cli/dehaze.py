@@ -1,23 +1,28 @@
 """``dehazeddpm dehaze``: dehaze files, folders and globs into an output folder.
 
-One ``<stem>.png`` per input, written atomically; outputs that exist are skipped, so an
-interrupted run resumes. Unreadable inputs are reported by name and the exit code is 1 at the
-end. Under ``torchrun`` the sorted inputs are split across ranks (rank r takes r::world).
+One ``<stem>.png`` per input, written atomically. Each output carries a record of what made it
+(the weights' sha256, the options chosen, the seed) in a PNG text chunk: a rerun skips the outputs
+made exactly so (an interrupted run resumes), redoes missing or broken ones, and refuses outputs
+made otherwise unless ``--overwrite``. Unreadable inputs are reported by name and the exit code
+is 1 at the end. Under ``torchrun`` the sorted inputs are split across ranks (rank r takes r::world).
 """
 from __future__ import annotations
 
 import argparse
 import errno
 import glob
+import json
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, TypeVar
 
-from ..io.images import ImageReadError, is_image_file, load_image, save_image_atomic, to_pil
+from ..hub import sha256_file
+from ..io.images import ImageReadError, is_image_file, load_image, read_png_text, save_image_atomic, to_pil
 from ..utils import remove_stale_temporaries, temporary_name, torchrun_env
-from .common import CommandError, add_model_args, build_pipeline, sampling_options, say_error
+from .common import CommandError, add_model_args, build_pipeline, sampling_options, say_error, weights_files
 
-__all__ = ["INTERMEDIATES", "collect_inputs", "outputs_for", "prepare_output_folder", "register", "shard"]
+__all__ = ["INTERMEDIATES", "RECORD_KEY", "collect_inputs", "output_state", "outputs_for", "prepare_output_folder",
+           "register", "run_record", "shard"]
 
 _T = TypeVar("_T")
 
@@ -132,13 +137,35 @@ def _unique_stems(inputs: List[Path]) -> Tuple[List[Path], int]:
 _FATAL_WRITE_ERRORS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM)
 
 
-def _save(res, outs: Dict[str, Path]) -> None:
+# The PNG text chunk of an output that holds its record.
+RECORD_KEY = "dehazeddpm"
+
+
+def run_record(args: argparse.Namespace, options: Any) -> str:
+    """What makes an output, as JSON: the weights' sha256, UNet settings given, the options chosen,
+    the seed and whether stage 1's files were asked for. A CommandError when the weights cannot be had."""
+    stage1, denoiser = weights_files(args)
+    return json.dumps({"stage1": sha256_file(stage1), "denoiser": sha256_file(denoiser),
+                       "unet_config": args.unet_config or None, "options": options.to_dict(), "seed": args.seed,
+                       "intermediates": bool(args.save_intermediates)}, sort_keys=True)
+
+
+def output_state(outs: Dict[str, Path], record: str) -> str:
+    """``"done"`` (whole, made by ``record``), ``"other"`` (whole, made otherwise or by a version
+    that kept no record) or ``"todo"`` (missing or broken)."""
+    text = read_png_text(outs["image"])
+    if text is None or not all(q.is_file() for q in outs.values()):
+        return "todo"
+    return "done" if text.get(RECORD_KEY) == record else "other"
+
+
+def _save(res, outs: Dict[str, Path], record: str) -> None:
     if "J" in outs:
         save_image_atomic(to_pil(res.J), outs["J"])
         save_image_atomic(to_pil(res.T), outs["T"])
         save_image_atomic(to_pil(res.A.expand(1, 3, *res.J.shape[-2:])), outs["A"])
-    # The main output goes last: its presence marks the input as done for a resumed run.
-    save_image_atomic(res.image, outs["image"])
+    # The main output goes last, with the record: it marks the input as done for a resumed run.
+    save_image_atomic(res.image, outs["image"], text={RECORD_KEY: record})
 
 
 def run(args: argparse.Namespace) -> int:
@@ -151,6 +178,8 @@ def run(args: argparse.Namespace) -> int:
         rank, world, local_rank = torchrun_env()
     except ValueError as exc:
         raise CommandError(str(exc)) from None
+    if not args.output.strip():
+        raise CommandError("-o is empty: give the output folder")
     out_dir = Path(args.output)
     prepare_output_folder(out_dir, args.inputs)
     inputs, missing = collect_inputs(args.inputs, exclude=out_dir)
@@ -161,7 +190,13 @@ def run(args: argparse.Namespace) -> int:
     unique, clashes = _unique_stems(inputs)
     failed = len(missing) + clashes
     mine = shard(unique, rank, world)
-    todo = [p for p in mine if not all(q.is_file() for q in outputs_for(out_dir, p.stem, args.save_intermediates).values())]
+    record = run_record(args, options)
+    states = {p: output_state(outputs_for(out_dir, p.stem, args.save_intermediates), record) for p in mine}
+    other = [p for p in mine if states[p] == "other"]
+    if other and not args.overwrite:
+        raise CommandError(f"{len(other)} output(s) in {out_dir} were made with other weights or settings "
+                           f"(e.g. {other[0].stem}.png): pass --overwrite to redo them, or choose another -o")
+    todo = [p for p in mine if states[p] != "done"]
     skipped = len(mine) - len(todo)
     pipe = build_pipeline(args, _device_for(args.device, world, local_rank), options) if todo else None
     written = 0
@@ -169,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
                      unit="img", disable=args.quiet or rank != 0):
         try:
             res = pipe(load_image(path, max_pixels=args.max_pixels), options=options, seed=args.seed, progress=not args.quiet and rank == 0)
-            _save(res, outputs_for(out_dir, path.stem, args.save_intermediates))
+            _save(res, outputs_for(out_dir, path.stem, args.save_intermediates), record)
         except (ImageReadError, ValueError) as exc:
             say_error("dehaze", f"skipped '{path}': {exc}")
             failed += 1
@@ -198,13 +233,16 @@ def register(subparsers: Any) -> None:
     """Add ``dehaze`` to the ``dehazeddpm`` parser."""
     d = subparsers.add_parser(
         "dehaze", help="dehaze images, folders or globs into an output folder",
-        description="Dehaze every input (files, folders, globs) to OUT/<stem>.png. Existing outputs "
-                    "are skipped (resume); unreadable inputs are reported and the exit code is 1. "
+        description="Dehaze every input (files, folders, globs) to OUT/<stem>.png. Outputs made with "
+                    "the same weights and settings are skipped (resume), broken ones redone, others refused "
+                    "without --overwrite; unreadable inputs are reported and the exit code is 1. "
                     "Under torchrun the sorted inputs are split across ranks.")
     d.add_argument("inputs", nargs="+", metavar="INPUTS", help="image files, folders or glob patterns")
     d.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder")
     add_model_args(d)
     d.add_argument("--save-intermediates", action="store_true",
                    help="also write stage 1's J, T and A as OUT/stage1/<stem>_J.png, _T.png and _A.png")
+    d.add_argument("--overwrite", action="store_true",
+                   help="redo outputs that were made with other weights or settings (default: refuse)")
     d.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     d.set_defaults(func=run, parser=d)

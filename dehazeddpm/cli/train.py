@@ -21,9 +21,11 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         raise CommandError(str(exc)) from None
     try:
-        res = train(cfg, resume=args.resume)
+        res = train(cfg, resume=args.resume, overwrite=args.overwrite)
     except RankStopped as exc:
         raise CommandError(str(exc), code=1) from None
+    except (ValueError, OSError, KeyError) as exc:  # bad data, checkpoints, folders or resume files
+        raise CommandError(str(exc)) from None
     if rank == 0:
         print(f"checkpoint: {res.checkpoint}\nsidecar: {res.sidecar}")
     return 0
@@ -35,6 +37,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("stage", choices=STAGES)
     p.add_argument("--config", required=True, help="JSON training config (TrainConfig fields; // comments allowed)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/resume_<stage>.pt")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start over in an out_dir that holds a finished or resumable run (default: refuse)")
     p.add_argument("--steps", type=integer, default=None, help="override the total number of steps")
     p.add_argument("--out", default=None, help="override out_dir")
     p.set_defaults(func=run, parser=p)

@@ -196,11 +196,26 @@ def sampling_schedule(schedule: NoiseSchedule, steps: Optional[int] = None,
                       start_strength: float = 1.0) -> NoiseSchedule:
     """The steps a sampling run visits: ``schedule`` respaced to ``min(steps, N)`` (None: all N),
     then truncated to the lowest ``start_strength`` of the chain. :func:`sample` runs exactly
-    these; callers use it to know the length of a run beforehand."""
+    these; callers use it to know the length of a run beforehand.
+
+    A chain too short to honour the start (its kept steps would all sit at the clean end, or the
+    rounding would keep only a step above the start) gets one step exactly at the start's noise
+    level instead, so a run "from J at 0.3" always begins at 0.3 of the chain, never from pure
+    noise nor from J itself.
+    """
     if not 0 < start_strength <= 1:
         raise ValueError(f"start_strength must be in (0, 1], got {start_strength}")
     sched = schedule if steps is None else schedule.respace(min(int(steps), len(schedule)))
-    return sched.truncate(start_strength) if start_strength < 1 else sched
+    if start_strength == 1:
+        return sched
+    run = sched.truncate(start_strength)
+    grid = [int(t) for t in schedule.timesteps]
+    asked = round(start_strength * (max(grid) + 1)) - 1  # the start on the training grid
+    start = max((t for t in grid if t <= asked), default=min(grid))
+    top = int(run.timesteps[-1])
+    if top <= start and (top > 0 or start == 0):
+        return run
+    return schedule.subset([t for t in (int(t) for t in sched.timesteps) if t < start] + [start])
 
 
 SAMPLERS: Dict[str, Callable[..., torch.Tensor]] = {"ddpm": ddpm_sample, "ddim": ddim_sample,

@@ -175,6 +175,11 @@ class NoiseSchedule:
         n_keep = max(1, int(round(strength * len(self))))
         return self if n_keep == len(self) else self._subset(np.arange(n_keep))
 
+    def subset(self, timesteps: Sequence[int]) -> "NoiseSchedule":
+        """The schedule over these original-grid ``timesteps`` of this one (each must be one of
+        its steps), visiting exactly their noise levels."""
+        return self._subset(np.array(sorted({self.index_of(t) for t in timesteps}), dtype=np.int64))
+
     def _subset(self, keep: np.ndarray) -> "NoiseSchedule":
         # The least noisy kept step leads straight to the clean image (alpha_bar_prev = 1).
         ac = self._alphas_cumprod64[keep]

@@ -39,12 +39,12 @@ from .registry import (
     load_registry,
     registry_names,
 )
-from .resolve import ResolvedWeights, entry_for_files, resolve, weights_status
+from .resolve import ResolvedWeights, entry_for_file, entry_for_files, load_denoiser, resolve, weights_status
 
 __all__ = ["BundledWeightsMissingError", "DownloadError", "FileSpec", "HashMismatchError", "RECORDED_HASHES_FILE",
            "REGISTRY_PATH", "RELEASE_DRIVE_FOLDER_ID", "ROLES", "ResolvedWeights", "SOURCES", "UnknownWeightsError",
            "WeightsEntry", "WeightsError", "WeightsMissingError", "cache_dir", "cache_path", "download_file",
-           "entry_for_files",
+           "entry_for_file", "entry_for_files", "load_denoiser",
            "download_gdrive", "download_gdrive_folder", "forget_recorded_hash", "gdrive_file_id", "get_entry",
            "is_offline", "load_registry", "record_hash", "record_key", "recorded_hashes", "recorded_hashes_path",
            "registry_names", "resolve", "sha256_file", "translate_gdown_error", "weights_status"]

@@ -36,7 +36,10 @@ def cache_dir() -> Path:
     """
     env = os.environ.get(CACHE_ENV)
     if env:
-        return Path(env).expanduser()
+        path = Path(env).expanduser()
+        if path.exists() and not path.is_dir():
+            raise WeightsError(f"{CACHE_ENV}={env} is a file, not a folder: point it at a folder for the weights")
+        return path
     if COLAB_DRIVE.is_dir():
         return COLAB_DRIVE / "dehazeddpm_cache"
     xdg = os.environ.get("XDG_CACHE_HOME")
@@ -85,7 +88,13 @@ def recorded_hashes(cache: Optional[Path] = None) -> Dict[str, Dict[str, Any]]:
             f"cannot read the recorded hashes {path}: {exc}. Delete it to start afresh "
             "(the next use records the hashes again).") from None
     files = data.get("files") if isinstance(data, dict) else None
-    return dict(files) if isinstance(files, dict) else {}
+    good = isinstance(files, dict) and all(
+        isinstance(v, dict) and isinstance(v.get("sha256"), str) for v in files.values())
+    if not good:
+        raise WeightsError(f"the recorded hashes {path} do not have the structure this package writes "
+                           "({'files': {'<entry>/<file>': {'sha256': ...}}}). Delete it to start afresh "
+                           "(the next use records the hashes again).")
+    return dict(files)
 
 
 def _write_records(cache: Path, files: Dict[str, Any]) -> None:

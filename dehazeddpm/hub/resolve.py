@@ -30,7 +30,7 @@ from .errors import BundledWeightsMissingError, HashMismatchError, WeightsError,
 from .gdrive import fetch_gdrive, fetch_gdrive_folder
 from .registry import FileSpec, WeightsEntry, get_entry, load_registry, registry_names
 
-__all__ = ["ResolvedWeights", "entry_for_files", "remove_leftovers", "resolve", "verify_checkpoint", "weights_status"]
+__all__ = ["ResolvedWeights", "entry_for_file", "entry_for_files", "load_denoiser", "remove_leftovers", "resolve", "verify_checkpoint", "weights_status"]
 
 
 @dataclass(frozen=True)
@@ -264,16 +264,38 @@ def weights_status(registry: Optional[Mapping[str, WeightsEntry]] = None, *,
             for entry in registry.values() for role, spec in entry.files.items()]
 
 
-def entry_for_files(stage1: Union[str, os.PathLike], denoiser: Union[str, os.PathLike],
-                    registry: Optional[Mapping[str, WeightsEntry]] = None) -> Optional[WeightsEntry]:
-    """The registry entry whose two files these are, by sha256 (the registry's, or the one recorded
-    when they were first downloaded), or None."""
+def _known_digest(entry: WeightsEntry, spec: FileSpec, records: Mapping[str, Any]) -> Optional[str]:
+    return spec.sha256 or (records.get(record_key(entry.name, spec.filename)) or {}).get("sha256")
+
+
+def entry_for_file(path: Union[str, os.PathLike], role: str,
+                   registry: Optional[Mapping[str, WeightsEntry]] = None) -> Optional[WeightsEntry]:
+    """The registry entry whose ``role`` file (``"stage1"`` or ``"denoiser"``) this one file is, by
+    its own sha256 (the registry's, or the one recorded when it was first downloaded), or None."""
     registry = load_registry() if registry is None else registry
     records = recorded_hashes()
-    digests = (sha256_file(stage1), sha256_file(denoiser))
+    digest = sha256_file(path)
     for entry in registry.values():
-        known = tuple(spec.sha256 or (records.get(record_key(entry.name, spec.filename)) or {}).get("sha256")
-                      for spec in (entry.stage1, entry.denoiser))
-        if known == digests:
+        if _known_digest(entry, getattr(entry, role), records) == digest:
             return entry
     return None
+
+
+def entry_for_files(stage1: Union[str, os.PathLike], denoiser: Union[str, os.PathLike],
+                    registry: Optional[Mapping[str, WeightsEntry]] = None) -> Optional[WeightsEntry]:
+    """The registry entry whose two files these are, each recognised by its own sha256, or None."""
+    entry = entry_for_file(denoiser, "denoiser", registry)
+    return entry if entry is not None and entry_for_file(stage1, "stage1", registry) is entry else None
+
+
+def load_denoiser(src: Union[str, os.PathLike], *, device: Any = None, **config: Any):
+    """:func:`dehazeddpm.io.load_denoiser`, with the UNet settings of a registry file (the bundled
+    demo, or released files downloaded before) taken from its entry when the file is recognised by
+    its sha256; ``config`` keywords still win."""
+    from ..io.checkpoints import load_denoiser as load
+
+    if isinstance(src, (str, os.PathLike)) and Path(src).is_file():
+        entry = entry_for_file(src, "denoiser")
+        if entry is not None:
+            config = {**entry.unet_config, **config}
+    return load(src, device=device, **config)

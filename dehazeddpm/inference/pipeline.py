@@ -56,13 +56,31 @@ class BrokenModelError(RuntimeError):
     """The networks produced NaN, inf or a constant image: broken weights or schedule, not a bad input."""
 
 
-def check_output(what: str, x: torch.Tensor, hazy: Optional[torch.Tensor] = None) -> None:
-    """Raise :class:`BrokenModelError` when ``x`` holds NaN or inf, or is constant while ``hazy``
-    (the input, when given) is not."""
+def _spread(x: torch.Tensor) -> float:
+    """The largest per-channel range over the pixels: 0 for an image without spatial variation."""
+    return float((x.amax(dim=(-2, -1)) - x.amin(dim=(-2, -1))).max())
+
+
+def _saturated(x: torch.Tensor) -> float:
+    """The fraction of values of an image in [0, 1] that sit at 0 or 1 (clipped)."""
+    return float(((x <= 0) | (x >= 1)).float().mean())
+
+
+def check_output(what: str, x: torch.Tensor, reference: Optional[torch.Tensor] = None,
+                 saturation: bool = False) -> None:
+    """Raise :class:`BrokenModelError` when ``x`` holds NaN or inf; and, given the image it was made
+    from (``reference``, [0, 1]), when ``x`` is constant while that is not, or (``saturation``)
+    clipped to 0 or 1 almost everywhere (over 90% of its values) while that is not (a quarter at
+    most): what overflowing weights give."""
     if not bool(torch.isfinite(x).all()):
         raise BrokenModelError(f"{what} produced NaN or inf: the weights or the schedule are broken")
-    if hazy is not None and float(x.amax() - x.amin()) < 1e-6 < float(hazy.amax() - hazy.amin()) - 1 / 255:
+    if reference is None:
+        return
+    if _spread(x) < 1e-6 < _spread(reference) - 1 / 255:
         raise BrokenModelError(f"{what} produced a constant image from an input that is not: the weights are broken")
+    if saturation and _saturated(x) > 0.9 and _saturated(reference) <= 0.25:
+        raise BrokenModelError(f"{what} produced a saturated image ({_saturated(x):.0%} of its values clipped to 0 "
+                               "or 1) from an input that is not: the weights or the schedule are broken")
 
 
 class TrajectoryFrame(NamedTuple):
@@ -216,32 +234,30 @@ class DehazePipeline:
                    unet_config: Optional[Dict[str, Any]] = None,
                    defaults: Union[SamplingOptions, Mapping[str, Any], None] = None) -> "DehazePipeline":
         """From two checkpoint files, with the settings their tensors cannot show taken from, in
-        order: ``unet_config`` / ``defaults`` given here; the registry entry the files are (by
-        sha256: the bundled demo, or released files downloaded before); what a file saved by this
-        package carries; else the released values, with a warning saying what was assumed
-        (``config_source`` keeps that line). The schedule comes from the denoiser file's buffers
-        (else ``schedule``, else the released one)."""
-        import warnings
+        order: ``unet_config`` / ``defaults`` given here; the registry entry the denoiser file is
+        (by its own sha256: the bundled demo, or released files downloaded before), whatever the
+        stage-1 file; what a file saved by this package carries; the released architecture when
+        the shapes are exactly it. A GroupNorm count none of these gives is a CheckpointError that
+        names ``norm_groups``, not a guess (``config_source`` says where the settings came from).
+        The schedule comes from the denoiser file's buffers (else ``schedule``, else the released one)."""
+        from ..hub import entry_for_file
+        from ..io.checkpoints import CheckpointError, checkpoint_metadata, config_unknown_message, denoiser_config
 
-        from ..hub import entry_for_files
-        from ..io.checkpoints import checkpoint_metadata, denoiser_config
-
-        entry = entry_for_files(stage1, denoiser)
+        # the denoiser alone says which weights these are: its entry's settings and defaults
+        entry = entry_for_file(denoiser, "denoiser")
         if entry is not None:
             config = {**entry.unet_config, **(unet_config or {})}
             defaults = defaults if defaults is not None else entry.defaults
-            source = f"the registry's {entry.name!r} weights (recognised by sha256)"
+            source = f"the registry's {entry.name!r} denoiser (recognised by sha256)"
         else:
             config = dict(unet_config or {})
             saved = checkpoint_metadata(denoiser).get("defaults")
             if defaults is None and isinstance(saved, Mapping):
                 defaults = saved
-            _, source = denoiser_config(denoiser, **config)
-            source = f"UNet config {source}"
-            if "assumed" in source:
-                warnings.warn(f"{os.fspath(denoiser)}: {source}. A GroupNorm count the shapes allow but the file "
-                              "was not trained with gives a working but wrong model: pass unet_config "
-                              "(--unet-config '{\"norm_groups\": N}') if it was trained with another.", stacklevel=2)
+            _, how = denoiser_config(denoiser, **config)
+            if "assumed" in how:  # a guess would give a working but wrong model
+                raise CheckpointError(config_unknown_message(denoiser, how))
+            source = f"UNet config {how}"
         pipe = cls(load_stage1(stage1), load_denoiser(denoiser, **config),
                    schedule or load_schedule(denoiser) or NoiseSchedule.from_config(RELEASED_SCHEDULE), device,
                    defaults=defaults, compile=compile)
@@ -375,6 +391,7 @@ class DehazePipeline:
         stage1 = self._padded_stage1(x, opts.stage1_size, stage1_precision(opts.precision))
         for name in ("J", "T", "A"):
             check_output(f"stage 1's {name}", getattr(stage1, name))
+        check_output("stage 1's J", stage1.J[..., :h, :w], x)
         sync(self.device)
         timings["stage1"] = time.perf_counter() - t0
         if opts.steps == 0:
@@ -385,7 +402,7 @@ class DehazePipeline:
         # 7. check: finite, and not constant where the input is not
         check_output("the denoiser", out)
         result = to_unit(out[..., :h, :w]).clamp(0, 1).float().cpu()
-        check_output("the denoiser", result, x)
+        check_output("the denoiser", result, stage1.J[..., :h, :w].float().cpu(), saturation=True)
         sync(self.device)
         timings["denoise"] = time.perf_counter() - t0
         # 8-9. fuse and pack

@@ -27,6 +27,7 @@ from .images import (
     denoiser_condition,
     is_image_file,
     load_image,
+    read_png_text,
     save_image_atomic,
     to_pil,
     to_signed,
@@ -35,7 +36,7 @@ from .images import (
 from .reference_config import DehazeConfig, load_json_with_comments, strip_json_comments
 
 __all__ = ["CheckpointError", "DehazeConfig", "IMAGE_EXTENSIONS", "ImageReadError", "ImageSource", "check_state_dict",
-           "denoiser_condition", "denoiser_state_dict", "infer_unet_config", "is_image_file", "load_denoiser", "load_image",
+           "denoiser_condition", "denoiser_state_dict", "infer_unet_config", "is_image_file", "load_denoiser", "load_image", "read_png_text",
            "load_json_with_comments", "load_schedule", "load_stage1", "read_checkpoint", "save_checkpoint",
            "save_denoiser", "save_image_atomic", "save_stage1", "split_denoiser_state_dict", "stage1_state_dict",
            "strip_json_comments", "to_pil", "to_signed", "to_unit"]

@@ -19,8 +19,10 @@ below; saving writes the reference layout back, so files round-trip and load in 
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
+import warnings
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
@@ -31,7 +33,7 @@ from torch import nn
 
 from ..diffusion.schedule import BUFFER_NAMES, NoiseSchedule
 from ..models.stage1 import Stage1Net
-from ..models.unet import UNet, UNetConfig
+from ..models.unet import RELEASED_UNET, UNet, UNetConfig
 from ..utils import atomic_write
 
 StateDict = Dict[str, torch.Tensor]
@@ -116,6 +118,9 @@ def check_state_dict(model: nn.Module, sd: Mapping[str, torch.Tensor], what: str
     unexpected = [k for k in sd if k not in expected]
     mismatched = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(v.shape)}"
                   for k, v in expected.items() if k in sd and tuple(sd[k].shape) != tuple(v.shape)]
+    # an integer tensor where the model holds floats would be cast silently by load_state_dict
+    mismatched += [f"{k}: checkpoint {sd[k].dtype} vs model {v.dtype}" for k, v in expected.items()
+                   if k in sd and v.is_floating_point() != sd[k].is_floating_point()]
     if missing or unexpected or mismatched:
         lines = [f"{what} does not match the model exactly (strict loading; nothing was loaded):"]
         if missing:
@@ -123,7 +128,7 @@ def check_state_dict(model: nn.Module, sd: Mapping[str, torch.Tensor], what: str
         if unexpected:
             lines.append(f"  unexpected keys ({len(unexpected)}): {_fmt(unexpected)}")
         if mismatched:
-            lines.append(f"  wrong shapes ({len(mismatched)}): {_fmt(mismatched)}")
+            lines.append(f"  wrong shapes or types ({len(mismatched)}): {_fmt(mismatched)}")
         raise CheckpointError("\n".join(lines))
 
 
@@ -265,14 +270,28 @@ def denoiser_config(src: Source, **config: Any) -> Tuple[UNetConfig, str]:
         config["channel_mults"] = config.pop("channel_multiplier")
     saved = checkpoint_metadata(raw).get("unet_config")
     if isinstance(saved, Mapping):
-        return UNetConfig.from_dict({**saved, **config}), "the UNet config saved in the file"
+        try:
+            return UNetConfig.from_dict({**saved, **config}), "the UNet config saved in the file"
+        except ValueError as exc:
+            name = os.fspath(src) if isinstance(src, (str, os.PathLike)) else "the checkpoint"
+            raise CheckpointError(f"{name}: the UNet config saved in the file cannot be built ({exc})") from None
     if not weights:
         return UNetConfig.from_dict(config), "the given UNet config"
     # dropout is invisible too, but only training uses it
-    assumed = "" if "norm_groups" in config else (f", norm_groups={ASSUMED_UNSEEN['norm_groups']} assumed (the "
-                                                    "released value; shapes cannot show it)")
-    how = "read off the tensor shapes" + assumed
-    return infer_unet_config(weights, **config), how
+    cfg = infer_unet_config(weights, **config)
+    if "norm_groups" in config:
+        return cfg, "read off the tensor shapes"
+    if cfg == dataclasses.replace(RELEASED_UNET, dropout=cfg.dropout):
+        return cfg, "the released architecture, recognised by its tensor shapes"
+    return cfg, (f"read off the tensor shapes, norm_groups={ASSUMED_UNSEEN['norm_groups']} assumed (the released "
+                 "value; shapes cannot show it)")
+
+
+def config_unknown_message(src: Source, how: str) -> str:
+    """The one line that says a denoiser's GroupNorm count cannot be known and how to give it."""
+    name = f"{os.fspath(src)}: " if isinstance(src, (str, os.PathLike)) else ""
+    return (f"{name}the denoiser's norm_groups cannot be read off its tensors and the file does not say it "
+            f"({how}); give it: load_denoiser(..., norm_groups=N) or --unet-config '{{\"norm_groups\": N}}'")
 
 
 def load_denoiser(src: Source, *, device: "torch.device | str | None" = None, **config: Any) -> UNet:
@@ -287,7 +306,9 @@ def load_denoiser(src: Source, *, device: "torch.device | str | None" = None, **
     """
     raw = read_checkpoint(src)
     weights, _ = split_denoiser_state_dict(raw)
-    cfg, _ = denoiser_config(raw, **config)
+    cfg, how = denoiser_config(raw, **config)
+    if "assumed" in how:
+        warnings.warn(config_unknown_message(src, how), stacklevel=2)
     unet = UNet.from_config(cfg)
     check_state_dict(unet, weights, "denoiser checkpoint")
     unet.load_state_dict(weights, strict=True)

@@ -19,11 +19,11 @@ import contextlib
 import os
 import threading
 from pathlib import Path
-from typing import Iterator, Optional, TypeVar, Union
+from typing import Any, Dict, Iterator, Optional, TypeVar, Union
 
 import numpy as np
 import torch
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, PngImagePlugin
 
 from ..utils import atomic_write
 from .pixels import float_pixels, from_numpy, from_tensor, single_chw
@@ -42,6 +42,7 @@ __all__ = [
     "to_pil",
     "to_signed",
     "denoiser_condition",
+    "read_png_text",
     "to_unit",
 ]
 
@@ -268,13 +269,15 @@ def _format_for(path: Path) -> str:
 
 
 def save_image_atomic(
-    img_or_tensor: Union[Image.Image, torch.Tensor, np.ndarray], path: Union[str, os.PathLike]
+    img_or_tensor: Union[Image.Image, torch.Tensor, np.ndarray], path: Union[str, os.PathLike],
+    text: Optional[Dict[str, str]] = None,
 ) -> Path:
     """Write an image so that ``path`` is either the old file or the complete new one, never partial.
 
     ``img_or_tensor`` is a PIL image (saved as is), a tensor accepted by :func:`to_pil`
     (``[0, 1]``), or a numpy array accepted by :func:`load_image`; the last two are written as
-    8-bit images. The format comes from the suffix (no suffix: PNG). Written through
+    8-bit images. The format comes from the suffix (no suffix: PNG). ``text``: key/value text
+    chunks stored in a PNG (read back by :func:`read_png_text`). Written through
     :func:`dehazeddpm.utils.atomic_write`: on any error the old file (if any) is left as it was.
     Returns ``path``.
     """
@@ -292,8 +295,28 @@ def save_image_atomic(
         img = img.convert("RGB")  # JPEG has no alpha/palette
 
 
+    extra: Dict[str, Any] = {}
+    if text and fmt == "PNG":
+        info = PngImagePlugin.PngInfo()
+        for key, value in text.items():
+            info.add_itxt(key, value)
+        extra["pnginfo"] = info
+
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
-            img.save(f, format=fmt)
+            img.save(f, format=fmt, **extra)
 
     return atomic_write(path, write)
+
+
+def read_png_text(path: Union[str, os.PathLike]) -> Optional[Dict[str, str]]:
+    """The text chunks of a PNG that decodes whole, or None when the file is missing, truncated,
+    corrupt or not a PNG (a broken output is as good as none)."""
+    try:
+        with _strict_truncation(), Image.open(path) as im:
+            if im.format != "PNG":
+                return None
+            im.load()  # decodes every pixel: a truncated file fails here
+            return {k: v for k, v in getattr(im, "text", {}).items() if isinstance(v, str)}
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None

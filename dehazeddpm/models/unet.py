@@ -42,10 +42,29 @@ class UNetConfig:
     use_affine_level: bool = False
 
     def __post_init__(self) -> None:
-        self.channel_mults = tuple(int(m) for m in self.channel_mults)
+        def positive_int(name: str, v: Any) -> int:
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"UNet config: {name} must be a positive integer, got {v!r}")
+            return v
+
         if isinstance(self.attn_res, int):
             self.attn_res = (self.attn_res,)
-        self.attn_res = tuple(int(r) for r in self.attn_res)
+        for name in ("channel_mults", "attn_res"):
+            if not isinstance(getattr(self, name), (list, tuple)):
+                raise ValueError(f"UNet config: {name} must be a list of integers, got {getattr(self, name)!r}")
+        self.channel_mults = tuple(positive_int("channel_mults", m) for m in self.channel_mults)
+        self.attn_res = tuple(positive_int("attn_res", r) for r in self.attn_res)
+        for name in ("in_channel", "out_channel", "inner_channel", "norm_groups", "res_blocks", "image_size"):
+            positive_int(name, getattr(self, name))
+        if not self.channel_mults:
+            raise ValueError("UNet config: channel_mults must not be empty")
+        bad = sorted({self.inner_channel * m for m in self.channel_mults if (self.inner_channel * m) % self.norm_groups})
+        if bad:
+            raise ValueError(f"UNet config: norm_groups {self.norm_groups} does not divide the channel counts {bad}")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+            raise ValueError(f"UNet config: dropout must be in [0, 1), got {self.dropout!r}")
+        if not isinstance(self.use_affine_level, bool):
+            raise ValueError(f"UNet config: use_affine_level must be true or false, got {self.use_affine_level!r}")
 
     @classmethod
     def from_dict(cls, cfg: Dict[str, Any]) -> "UNetConfig":

@@ -18,10 +18,10 @@ from .data import ConditionPool, SceneConditionPool, StepShardedData, build_data
 from .distributed import Dist, barrier, setup_distributed, wrap
 from .objectives import denoiser_loss, learning_rate, stage1_condition, stage1_loss
 from .state import EMA, provenance, resume_path, rng_state, set_rng_state
-from .trainer import Trainer, TrainResult, train, train_denoiser, train_stage1
+from .trainer import RunExistsError, Trainer, TrainResult, check_run_folder, train, train_denoiser, train_stage1
 
 __all__ = ["ConditionPool", "SceneConditionPool", "DEFAULT_LOSS_WEIGHTS", "DEFAULT_UNET", "DenoiserSettings", "Dist", "EMA", "RunSettings",
            "STAGES", "Stage1Settings", "StepShardedData",
-           "TrainConfig", "TrainResult", "Trainer", "barrier", "build_datasets", "denoiser_loss", "learning_rate",
+           "RunExistsError", "TrainConfig", "TrainResult", "Trainer", "check_run_folder", "barrier", "build_datasets", "denoiser_loss", "learning_rate",
            "make_loader", "positions", "provenance", "resume_path", "rng_state", "set_rng_state",
            "setup_distributed", "stage1_condition", "stage1_loss", "train", "train_denoiser", "train_stage1", "wrap"]

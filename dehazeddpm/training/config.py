@@ -1,6 +1,7 @@
 """The training configuration: every setting of a run, as one dataclass that reads JSON."""
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Dict, List, Optional
@@ -9,7 +10,7 @@ from ..diffusion.loss import FREQUENCY_WEIGHT
 from ..diffusion.schedule import RELEASED_SCHEDULE
 from ..io.reference_config import load_json_with_comments
 from ..models.unet import DEMO_UNET, UNetConfig
-from ..utils import from_dict
+from ..utils import check_keys, from_dict
 
 __all__ = ["DEFAULT_LOSS_WEIGHTS", "DEFAULT_UNET", "DenoiserSettings", "RunSettings", "STAGES", "Stage1Settings",
            "TrainConfig"]
@@ -18,6 +19,51 @@ STAGES = ("stage1", "denoiser")
 # A run's denoiser unless its config says otherwise: the demo's, small enough to train on a CPU.
 DEFAULT_UNET = DEMO_UNET.to_dict()
 DEFAULT_LOSS_WEIGHTS = {"J": 1.0, "coarse": 1.0, "I": 1.0, "T": 1.0, "A": 1.0}
+
+
+# Ranges of the numeric settings: (least, greatest, least excluded); None: unbounded.
+_RANGES = {"crop": (16, None, False), "batch_size": (1, None, False), "steps": (1, None, False),
+           "lr": (0, None, False), "seed": (0, None, False), "val_every": (0, None, False),
+           "save_every": (0, None, False), "log_every": (0, None, False), "num_val": (1, None, False),
+           "val_crop": (16, None, False), "num_workers": (0, None, False), "grad_clip": (0, None, True),
+           "min_scale": (0, 1, True), "ema_decay": (0, 1, False), "max_minutes": (0, None, True),
+           "val_sampler_steps": (1, None, False), "condition_pool": (0, None, False)}
+
+
+def _type_error(name: str, value: Any, kind: str) -> Optional[str]:
+    """Why ``value`` is not of the annotated ``kind`` (a string: ``"int"``, ``"Optional[float]"`` ...)."""
+    if kind.startswith("Optional["):
+        return None if value is None else _type_error(name, value, kind[len("Optional["):-1])
+    if kind == "bool":
+        ok = isinstance(value, bool)
+    elif kind == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind == "float":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    elif kind == "str":
+        ok = isinstance(value, str)
+    elif kind.startswith("Dict["):
+        ok = isinstance(value, dict)
+    elif kind.startswith("List[int]"):
+        ok = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    else:
+        ok = True
+    return None if ok else f"{name} must be {'a finite number' if kind == 'float' else kind.lower()}, got {value!r}"
+
+
+def check_values(cfg: Any) -> None:
+    """Every field of a training config against its annotated type and its range: a ValueError
+    with one line per problem, before anything runs."""
+    problems = [p for f in fields(cfg) if (p := _type_error(f.name, getattr(cfg, f.name), str(f.type)))]
+    for name, (low, high, open_low) in _RANGES.items():
+        value = getattr(cfg, name, None)
+        if value is None or any(p.startswith(f"{name} ") for p in problems):
+            continue
+        if (value <= low if open_low else value < low) or (high is not None and value > high):
+            rng = f"{'(' if open_low else '['}{low}, {high if high is not None else 'inf'}{']' if high is not None else ')'}"
+            problems.append(f"{name} must be in {rng}, got {value!r}")
+    if problems:
+        raise ValueError("bad training config: " + "; ".join(problems))
 
 
 @dataclass
@@ -155,6 +201,7 @@ class TrainConfig(DenoiserSettings, Stage1Settings, RunSettings):
     """
 
     def __post_init__(self) -> None:
+        check_values(self)
         self.check_run()
         self.check_stage1()
         self.check_denoiser(self.stage, self.crop)
@@ -172,9 +219,10 @@ class TrainConfig(DenoiserSettings, Stage1Settings, RunSettings):
 
     @classmethod
     def from_json(cls, path: "str | os.PathLike", **overrides: Any) -> "TrainConfig":
+        """Read a JSON config file (``//`` comments allowed); ``overrides`` that are not None win."""
         d = load_json_with_comments(path)
-        d.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.from_dict(d)
+        check_keys(d, [f.name for f in fields(cls)], f"training config {os.fspath(path)}")
+        return cls.from_dict({**d, **{k: v for k, v in overrides.items() if v is not None}})
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)

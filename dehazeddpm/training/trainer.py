@@ -22,7 +22,7 @@ import torch
 from ..data.photos import builtin_photos
 from ..diffusion.samplers import sample
 from ..diffusion.schedule import NoiseSchedule
-from ..io.checkpoints import load_denoiser, load_stage1, save_checkpoint, save_denoiser, save_stage1
+from ..io.checkpoints import load_denoiser, load_stage1, read_checkpoint, save_checkpoint, save_denoiser, save_stage1
 from ..io.images import save_image_atomic, to_unit
 from ..metrics import psnr
 from ..models.stage1 import Stage1Net
@@ -33,7 +33,7 @@ from .distributed import RankStopped, barrier, on_termination, setup_distributed
 from .objectives import denoiser_loss, learning_rate, stage1_condition, stage1_loss
 from .state import EMA, provenance, resume_path, rng_state, set_rng_state, write_json
 
-__all__ = ["TrainResult", "Trainer", "train", "train_denoiser", "train_stage1"]
+__all__ = ["RunExistsError", "TrainResult", "Trainer", "check_run_folder", "train", "train_denoiser", "train_stage1"]
 
 
 @dataclass
@@ -53,10 +53,11 @@ class Trainer:
     optimiser, the resume state, the data) in a fixed order, so that the random streams of a
     resumed run line up with the uninterrupted one; :meth:`run` trains."""
 
-    def __init__(self, cfg: TrainConfig, resume: bool = False):
+    def __init__(self, cfg: TrainConfig, resume: bool = False, overwrite: bool = False):
         self.cfg = cfg
-        self.d = d = setup_distributed()
         self.out = Path(cfg.out_dir)
+        check_run_folder(cfg, resume, overwrite)
+        self.d = d = setup_distributed()
         if d.main:
             self.out.mkdir(parents=True, exist_ok=True)
         barrier(d)
@@ -111,15 +112,19 @@ class Trainer:
             if self.d.main:
                 print(f"no resume file at {rp}; starting from step 0")
             return 0
-        st = torch.load(rp, map_location="cpu", weights_only=True)
-        if st["stage"] != self.cfg.stage:
-            raise ValueError(f"{rp} is a {st['stage']} resume file, not {self.cfg.stage}")
-        self.model.load_state_dict(st["model"], strict=True)
-        self.opt.load_state_dict(st["optimizer"])
-        if self.ema is not None and st.get("ema") is not None:
-            self.ema.shadow = {k: v.to(self.d.device) for k, v in st["ema"].items()}
-        set_rng_state(st["rng"], self.loss_gen)
-        return int(st["step"])
+        st = read_checkpoint(rp)  # weights_only; a damaged file is a CheckpointError
+        if st.get("stage") != self.cfg.stage:
+            raise ValueError(f"{rp} is not a {self.cfg.stage} resume file (it says stage {st.get('stage')!r})")
+        try:
+            self.model.load_state_dict(st["model"], strict=True)
+            self.opt.load_state_dict(st["optimizer"])
+            if self.ema is not None and st.get("ema") is not None:
+                self.ema.shadow = {k: v.to(self.d.device) for k, v in st["ema"].items()}
+            set_rng_state(st["rng"], self.loss_gen)
+            return int(st["step"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise ValueError(f"{rp} is not a resume file of this run: {type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
 
     # -- one step ----------------------------------------------------------------------------------
     def loss(self, batch: Dict[str, Any]) -> torch.Tensor:
@@ -270,20 +275,40 @@ class Trainer:
         return TrainResult(ck, side, self.step, time.time() - self.t0, self.losses, self.val_hist)
 
 
-def train_stage1(cfg: TrainConfig, resume: bool = False) -> TrainResult:
+class RunExistsError(ValueError):
+    """The run folder holds a finished or resumable run, and neither resume nor overwrite was asked."""
+
+
+def check_run_folder(cfg: TrainConfig, resume: bool, overwrite: bool) -> None:
+    """Refuse, before anything is written, a folder that cannot hold this run: a file, or one that
+    holds a finished or resumable run of this stage when neither ``resume`` nor ``overwrite`` is set
+    (a rerun must never destroy a finished run)."""
+    out = Path(cfg.out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out_dir {out} is a file, not a folder")
+    if resume or overwrite:
+        return
+    found = [p.name for p in (out / f"{cfg.stage}_final.pth", resume_path(cfg)) if p.is_file()]
+    if found:
+        raise RunExistsError(f"{out} already holds a {cfg.stage} run ({', '.join(found)}): --resume continues it, "
+                             "--overwrite starts again over it, or choose another out_dir")
+
+
+def train_stage1(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> TrainResult:
     """Train ``Stage1Net``: L1(J, gt) + L1(coarse, gt) + L1(I, hazy) (+ L1 on T and A when known)."""
     if cfg.stage != "stage1":
         raise ValueError(f"train_stage1 got a config for stage {cfg.stage!r}")
-    return Trainer(cfg, resume).run()
+    return Trainer(cfg, resume, overwrite).run()
 
 
-def train_denoiser(cfg: TrainConfig, resume: bool = False) -> TrainResult:
+def train_denoiser(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> TrainResult:
     """Train the SR3 ``UNet`` with ``diffusion_loss`` on the condition of a frozen stage 1."""
     if cfg.stage != "denoiser":
         raise ValueError(f"train_denoiser got a config for stage {cfg.stage!r}")
-    return Trainer(cfg, resume).run()
+    return Trainer(cfg, resume, overwrite).run()
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
-    """Dispatch on ``cfg.stage``."""
-    return (train_stage1 if cfg.stage == "stage1" else train_denoiser)(cfg, resume)
+def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> TrainResult:
+    """Dispatch on ``cfg.stage``. A folder holding a finished or resumable run of the stage is a
+    :class:`RunExistsError` unless ``resume`` (continue it) or ``overwrite`` (start over it)."""
+    return (train_stage1 if cfg.stage == "stage1" else train_denoiser)(cfg, resume, overwrite)
