@@ -49,6 +49,8 @@ class OptionSpec:
     describe: how :meth:`SamplingOptions.describe` words a value (``str.format`` with ``v``), or
         None when the description leaves it out; ``quiet``: values it does not word (the default).
     sampler_specific: the weights' default for it applies only to the sampler it was set for.
+    follows: another field; when a call chooses that one, the weights' default for this one is not
+        taken (it was set for the weights' own value of the other).
     refused_by: samplers that refuse the option (not expressible by their signature).
     """
 
@@ -65,6 +67,7 @@ class OptionSpec:
     describe: Optional[str] = None
     quiet: Tuple[Any, ...] = ()
     sampler_specific: bool = False
+    follows: Optional[str] = None
     refused_by: Tuple[str, ...] = ()
 
 
@@ -113,7 +116,8 @@ class SamplingOptions:
         "denoiser tile size in pixels (default: automatic)", "int", low=1, metavar="N", aliases=("--tile",),
         describe="tiles {v} px")
     tile_overlap: Optional[int] = option(
-        "pixels neighbouring tiles share (default: a quarter of the tile)", "int", low=0, metavar="N")
+        "pixels neighbouring tiles share (default: a quarter of the tile)", "int", low=0, metavar="N",
+        follows="tile_size")
     attention_window: Optional[int] = option(
         "attend within overlapping windows of N feature positions per side (0 = the whole map, the "
         "reference)", "int", low=0, note=" (0: the whole map)", metavar="N",
@@ -205,8 +209,12 @@ class SamplingOptions:
         sampler = self.sampler if self.sampler is not None else defaults.sampler
         same = (defaults.sampler or "ddim") == (sampler or "ddim")
         specs = option_specs()
-        filled = {name: getattr(defaults, name) if mine is None and (same or not specs[name].sampler_specific)
-                  else mine for name, mine in self.items()}
+        def takes_default(name: str) -> bool:
+            spec = specs[name]
+            return (same or not spec.sampler_specific) and (spec.follows is None or getattr(self, spec.follows) is None)
+
+        filled = {name: getattr(defaults, name) if mine is None and takes_default(name) else mine
+                  for name, mine in self.items()}
         filled["sampler"] = sampler
         return SamplingOptions(**filled)
 

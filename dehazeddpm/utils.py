@@ -7,6 +7,7 @@ the package may import it.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import os
 import secrets
@@ -84,10 +85,21 @@ def torchrun_env(env: Optional[Mapping[str, str]] = None) -> Tuple[int, int, int
     return rank, world, local
 
 
+# Longest file name most file systems accept, in bytes.
+MAX_NAME_BYTES = 255
+
+
 def temporary_name(path: PathLike) -> Path:
-    """A hidden sibling of ``path`` for a write in progress: ``.NAME.tmp-PID-TOKEN``."""
+    """A hidden sibling of ``path`` for a write in progress: ``.NAME.tmp-PID-TOKEN``; a NAME too
+    long for that to fit the file system's 255 bytes is shortened to its start and a digest."""
     path = Path(path)
-    return path.with_name(f".{path.name}{TEMP_MARKER}{os.getpid()}-{secrets.token_hex(4)}")
+    tail = f"{TEMP_MARKER}{os.getpid()}-{secrets.token_hex(4)}"
+    name = path.name
+    if len(f".{name}{tail}".encode()) > MAX_NAME_BYTES:
+        digest = hashlib.sha1(name.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+        room = MAX_NAME_BYTES - len(f".-{digest}{tail}".encode())
+        name = name.encode("utf-8", "surrogateescape")[:room].decode("utf-8", "ignore") + "-" + digest
+    return path.with_name(f".{name}{tail}")
 
 
 def atomic_write(path: PathLike, write: Callable[[Path], None], *, fsync: bool = True) -> Path:

@@ -23,9 +23,10 @@
 #
 # # Evaluate: PSNR and SSIM over a folder
 #
-# Dehaze every image of a folder with `hazy/` and `gt/` subfolders (matching file names) and score
-# the results against the ground truth. By default the folder is the bundled synthetic evaluation set;
-# set `DATA_DIR` to your own (e.g. NH-HAZE or Dense-Haze on Google Drive) to evaluate on it.
+# Dehaze every image of a folder with `hazy/` and `gt/` subfolders (names paired by the package's
+# one rule, e.g. `01_hazy.png` with `01_GT.png`) and score the results against the ground truth. By
+# default the folder is the bundled synthetic evaluation set; set `DATA_DIR` to your own (e.g.
+# NH-HAZE or Dense-Haze on Google Drive) to evaluate on it.
 
 # %%
 # NBVAL_SKIP

@@ -53,3 +53,15 @@ def test_named_weights_and_user_files_win(monkeypatch, tmp_path):
     assert choice.name == "demo" and "the nh-haze weights you named could not be had" in choice.reason
     monkeypatch.setenv("DEHAZEDDPM_WEIGHTS", "auto")
     assert choose_weights(device="cpu").name == "demo"  # "auto" names nothing: the rule decides
+
+
+def test_a_typo_is_an_error_and_the_environment_is_read_under_auto(monkeypatch):
+    from dehazeddpm.hub import UnknownWeightsError
+    with pytest.raises(UnknownWeightsError, match="unknown weights 'nh_hze'; known names: .*nh-haze"):
+        choose_weights("nh_hze", device="cpu")
+    monkeypatch.setenv("DEHAZEDDPM_WEIGHTS", "bogus")
+    with pytest.raises(UnknownWeightsError, match="'bogus'"):
+        choose_weights("auto", device="cpu")  # a notebook's form left at auto defers to the variable
+    monkeypatch.setenv("DEHAZEDDPM_WEIGHTS", "demo")
+    assert choose_weights("auto", device="cpu").name == "demo"
+    assert "the weights you named" in choose_weights("auto", device="cpu").reason

@@ -140,7 +140,34 @@ def test_collect_inputs(inputs):
     names = [p.name for p in paths]
     assert names == sorted(names) and "notes.txt" not in names and names.count("odd.png") == 1
     assert "corrupt.png" in names  # found by extension; decoding fails later and is reported
-    assert problems == [str(inputs / "*.txt"), "nope/*.png"]
+    assert problems == [f"no image found for '{inputs / '*.txt'}'", "no image found for 'nope/*.png'"]
+
+
+def test_inputs_that_give_nothing_say_why(tmp_path, ckpts, capsys):
+    gifs = tmp_path / "gifs"
+    gifs.mkdir()
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(gifs / "a.gif")
+    _, problems = collect_inputs([str(gifs)])
+    assert len(problems) == 1 and ".gif" in problems[0] and ".png" in problems[0]
+    out = tmp_path / "o"
+    out.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(out / "done.png")
+    _, problems = collect_inputs([str(out / "*.png")], exclude=out)
+    assert problems == [f"'{out / '*.png'}' matches only files in the output folder {out} (outputs are never inputs)"]
+    assert main(["dehaze", str(gifs), "-o", str(tmp_path / "o2"), *ckpts]) == 1
+    _one_error_line(capsys.readouterr().err, "no readable image", ".gif")
+
+
+def test_a_bad_pixel_limit_is_one_line_before_any_model_loads(tmp_path, ckpts, capsys, monkeypatch):
+    monkeypatch.setenv("DEHAZEDDPM_MAX_PIXELS", "abc")
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(3):
+        Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(src / f"{i}.png")
+    assert main(["dehaze", str(src), "-o", str(tmp_path / "o"), *ckpts]) == 2
+    err = capsys.readouterr().err
+    _one_error_line(err, "DEHAZEDDPM_MAX_PIXELS='abc'")
+    assert err.count("DEHAZEDDPM_MAX_PIXELS") == 1
 
 
 @pytest.mark.parametrize("world", [1, 2, 3])

@@ -76,14 +76,19 @@ def test_setup_reports_unknown_weights_and_ignores_mount(monkeypatch, network_wa
     assert network_watch == []
 
 
-def test_setup_uses_cached_weights(monkeypatch, tmp_path):
+def test_setup_uses_cached_weights(monkeypatch, tmp_path, released_cache):
     monkeypatch.setenv("DEHAZEDDPM_OFFLINE", "1")
-    for name in ("NH_net_g_80000.pth", "NH_I230000_E4600_gen.pth"):
-        p = tmp_path / "cache" / "nh-haze" / name
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(b"PK" + name.encode())
+    folder = tmp_path / "cache" / "nh-haze"
+    folder.mkdir(parents=True)
+    for name in ("NH_net_g_80000.pth", "NH_I230000_E4600_gen.pth"):  # what a hand-placed web page looks like
+        (folder / name).write_bytes(b"<html>" + name.encode())
+    bad = colab_setup.setup(weights="nh-haze", install=False, quiet=True)["weights"]
+    assert bad["ok"] is False and "not a stage1 checkpoint" in bad["error"]
+    for name in ("NH_net_g_80000.pth", "NH_I230000_E4600_gen.pth"):  # the real files, placed by hand
+        (folder / name).unlink()
+        (folder / name).symlink_to(released_cache / "nh-haze" / name)
     info = colab_setup.setup(weights="nh-haze", install=False, quiet=True)
     w = info["weights"]
     assert w["ok"] is True and w["missing"] is False
-    assert w["stage1"] == str(tmp_path / "cache" / "nh-haze" / "NH_net_g_80000.pth")
+    assert w["stage1"] == str(folder / "NH_net_g_80000.pth")
     assert "recorded on first download" in w["notes"]["denoiser"]

@@ -127,3 +127,19 @@ def test_a_rank_that_dies_fails_the_run_with_a_clear_line(tmp_path):
     assert "rank 0 of 2 stopped" in line and "--resume continues" in line
     # what was saved is whole: the run resumes from it
     assert torch.load(tmp_path / "long" / "resume_stage1.pt", weights_only=True)["step"] >= 1
+
+
+def test_a_rank_without_rank_0_says_so_within_its_timeout(tmp_path):
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"stage": "stage1", "out_dir": str(tmp_path / "run"), "crop": 32, "batch_size": 1,
+                               "steps": 1, "num_val": 1, "progress": False}))
+    env = {**os.environ, "RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(port), "DEHAZEDDPM_RENDEZVOUS_TIMEOUT": "2"}
+    r = subprocess.run([sys.executable, "-m", "dehazeddpm", "train", "stage1", "--config", str(cfg)], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "frame #" not in r.stderr, r.stderr
+    assert "waiting up to 2 s for rank 0" in r.stderr and "no rank 0 answered" in r.stderr

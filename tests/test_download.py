@@ -28,10 +28,28 @@ def _checkpoint_bytes(n: int) -> bytes:
     return buf.getvalue()
 
 
-# Real torch checkpoints, since weights without a published sha256 must be one to be kept.
+# The loopback entry's denoiser: a tiny UNet in the released *_gen.pth layout.
+LOOP_UNET = {"in_channel": 7, "out_channel": 3, "inner_channel": 8, "norm_groups": 4, "channel_mults": [1, 2],
+             "attn_res": [8], "res_blocks": 1, "dropout": 0.0, "image_size": 16}
+
+
+def _denoiser_bytes() -> bytes:
+    from dehazeddpm.diffusion import RELEASED_SCHEDULE, NoiseSchedule
+    from dehazeddpm.io import denoiser_state_dict
+    from dehazeddpm.models import UNet, UNetConfig
+
+    torch.manual_seed(0)
+    buf = io.BytesIO()
+    torch.save(denoiser_state_dict(UNet.from_config(UNetConfig.from_dict(LOOP_UNET)),
+                                   NoiseSchedule.from_config(RELEASED_SCHEDULE)), buf)
+    return buf.getvalue()
+
+
+# Real torch checkpoints, since weights without a published sha256 must be one (of the right role,
+# for the entry's files) to be kept.
 GOOD = _checkpoint_bytes(16384)  # 64 KiB: several reads, small enough to be instant
 GOOD_SHA = hashlib.sha256(GOOD).hexdigest()
-OTHER = _checkpoint_bytes(1000)
+OTHER = _denoiser_bytes()
 OTHER_SHA = hashlib.sha256(OTHER).hexdigest()
 FOLDER_URL = "https://drive.google.com/drive/folders/1I7sH6vb9oWOZeIVu6-xh9Xm5lnwdzHa7"
 
@@ -313,7 +331,7 @@ def _entry(server, name="loop", stage1_sha=None) -> W.WeightsEntry:
         name=name, description="loopback test entry",
         stage1=W.FileSpec(filename="s1.pth", source="url", url=server.url("/good"), sha256=stage1_sha),
         denoiser=W.FileSpec(filename="den.pth", source="url", url=server.url("/other")),
-        unet_config=reg.unet_config, schedule=reg.schedule, dataset="test", citation=reg.citation)
+        unet_config=dict(LOOP_UNET), schedule=reg.schedule, dataset="test", citation=reg.citation)
 
 
 def test_resolve_downloads_records_hashes_then_hits_cache(server, tmp_path):
@@ -341,7 +359,7 @@ def test_resolve_downloads_records_hashes_then_hits_cache(server, tmp_path):
 
 
 def test_redownload_must_match_recorded_hash(server, tmp_path):
-    entry = _entry(server)
+    entry = _entry(server, stage1_sha=GOOD_SHA)
     first = W.resolve(entry, progress=False)
     first.denoiser.unlink()
     server.httpd.other_body = b"PK\x03\x04 replaced upstream"
@@ -576,5 +594,14 @@ def test_a_bad_cached_checkpoint_says_how_to_download_it_again(tmp_path, monkeyp
         p = tmp_path / "cache" / "nh-haze" / name
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(b"<html>not a checkpoint</html>")
-    with pytest.raises(Exception, match="--force --forget-hash"):
+    with pytest.raises(W.WeightsError, match="not a stage1 checkpoint.*`dehazeddpm download nh-haze --force`"):
         DehazePipeline.from_pretrained("nh-haze", device="cpu", progress=False)
+    assert W.recorded_hashes() == {}  # a file placed by hand is checked before its hash is trusted
+
+
+def test_a_full_disk_during_a_drive_download_says_so(tmp_path):
+    import errno
+    err = W.translate_gdown_error(OSError(errno.ENOSPC, "No space left on device"), filename="den.pth",
+                                  dest=tmp_path / "den.pth")
+    assert "No space left on device" in str(err) and "DEHAZEDDPM_CACHE" in str(err)
+    assert "connection" not in str(err)

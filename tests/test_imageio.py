@@ -380,3 +380,18 @@ def test_pixel_limit_refuses_before_decoding(tmp_path, monkeypatch):
     monkeypatch.setenv("DEHAZEDDPM_MAX_PIXELS", "0")  # 0: Pillow's own guard only
     assert load_image(tmp_path / "big.png").shape == (1, 3, 200, 300)
     assert load_image(tmp_path / "big.png", max_pixels=60_000).shape == (1, 3, 200, 300)
+
+
+def test_a_corrupt_exif_warning_names_the_file(tmp_path):
+    import io as _io
+    import warnings
+
+    buf = _io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(
+        buf, "JPEG", exif=b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x05\x01\x12\x00\x03\x00\x00\x00\x01\xff\xff")
+    path = tmp_path / "bad_exif.jpg"
+    path.write_bytes(buf.getvalue())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert load_image(path).shape == (1, 3, 8, 8)
+    assert caught and all(str(path) in str(w.message) for w in caught)

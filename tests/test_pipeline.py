@@ -27,7 +27,7 @@ class Pointwise(nn.Module):
         super().__init__()
         torch.manual_seed(1)
         self.conv = nn.Conv2d(7, 3, 1)
-        self.config = UNetConfig(in_channel=7, out_channel=3, inner_channel=16, channel_mults=(1, 2))
+        self.config = UNetConfig(in_channel=7, out_channel=3, inner_channel=16, norm_groups=8, channel_mults=(1, 2))
 
     def forward(self, x, noise_level):
         return self.conv(x) * noise_level.reshape(-1, 1, 1, 1)

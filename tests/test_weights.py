@@ -227,22 +227,37 @@ def test_weights_status_verified_against_registry_hash(tmp_path):
     assert rows["nh-haze", "stage1"]["status"] == "hash mismatch"
 
 
-def test_resolve_offline_uses_cache_and_records_hash(tmp_path):
+def test_resolve_offline_uses_cache_and_records_hash(tmp_path, released_cache):
+    """Files placed in the cache by hand are checked (a loadable checkpoint of the right role for
+    the entry) before their sha256 is recorded; afterwards the recorded hash guards them."""
     s1 = _put(tmp_path, "nh-haze", "NH_net_g_80000.pth", b"s1")
     den = _put(tmp_path, "nh-haze", "NH_I230000_E4600_gen.pth", b"den")
+    with pytest.raises(W.WeightsError, match="not a stage1 checkpoint"):
+        W.resolve("nh-haze")
+    assert W.recorded_hashes() == {}
+    s1.unlink()
+    s1.symlink_to(released_cache / "nh-haze" / "NH_I230000_E4600_gen.pth")  # the denoiser, in stage 1's place
+    with pytest.raises(W.WeightsError, match="not a stage1 checkpoint.*stage-2"):
+        W.resolve("nh-haze")
+    for path in (s1, den):
+        path.unlink()
+        path.symlink_to(released_cache / "nh-haze" / path.name)
     res = W.resolve("nh-haze")
     assert (res.stage1, res.denoiser) == (s1, den)
     assert not res.verified
-    digest = hashlib.sha256(b"den").hexdigest()
+    digest = W.sha256_file(den)
     assert res.notes["denoiser"] == f"unverified (sha256 recorded on first download: {digest})"
-    assert W.recorded_hashes()["nh-haze/NH_I230000_E4600_gen.pth"]["sha256"] == digest
+    record = W.recorded_hashes()["nh-haze/NH_I230000_E4600_gen.pth"]
+    assert record["sha256"] == digest and "placed in the cache by hand" in str(record)
     assert UNetConfig.from_dict(res.unet_config) == RELEASED_UNET
 
+    den.unlink()
     den.write_bytes(b"DEN")  # damaged after the first use
-    with pytest.raises(W.HashMismatchError, match="corrupt"):
+    with pytest.raises(W.HashMismatchError, match="corrupt.*--force --forget-hash"):
         W.resolve("nh-haze")
     assert W.forget_recorded_hash("nh-haze", "denoiser") == ["nh-haze/NH_I230000_E4600_gen.pth"]
-    assert W.resolve("nh-haze").denoiser == den
+    with pytest.raises(W.WeightsError, match="not a denoiser checkpoint"):  # forgetting the hash trusts nothing
+        W.resolve("nh-haze")
 
 
 def test_resolve_missing_offline_and_without_download(tmp_path):

@@ -17,7 +17,16 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, TypeVar
 
 from ..hub import sha256_file
-from ..io.images import ImageReadError, is_image_file, load_image, read_png_text, save_image_atomic, to_pil
+from ..io.images import (
+    IMAGE_EXTENSIONS,
+    ImageReadError,
+    is_image_file,
+    load_image,
+    pixel_limit,
+    read_png_text,
+    save_image_atomic,
+    to_pil,
+)
 from ..utils import remove_stale_temporaries, temporary_name, torchrun_env
 from .common import CommandError, add_model_args, build_pipeline, sampling_options, say_error, weights_files
 
@@ -30,10 +39,11 @@ _T = TypeVar("_T")
 def collect_inputs(specs: Sequence[str], exclude: Optional[Path] = None) -> Tuple[List[Path], List[str]]:
     """Expand files, folders (their image files, non-recursive) and globs into a sorted list.
 
-    Returns ``(paths, problems)``: ``problems`` names specs that matched nothing. A file named
-    explicitly is kept even without an image extension (it is reported if it fails to decode);
-    files found through folders or globs must have an image extension. Files found inside
-    ``exclude`` (the output folder) are left out, so a run never dehazes its own outputs.
+    Returns ``(paths, problems)``: ``problems`` are one-line reasons for specs that gave no input
+    (nothing matched; only files of the output folder matched; a folder without readable
+    images). A file named explicitly is kept even without an image extension (it is reported if
+    it fails to decode); files found through folders or globs must have an image extension. Files
+    inside ``exclude`` (the output folder) are left out, so a run never dehazes its own outputs.
     """
     skip = exclude.resolve() if exclude is not None else None
 
@@ -41,25 +51,33 @@ def collect_inputs(specs: Sequence[str], exclude: Optional[Path] = None) -> Tupl
         return skip is None or skip not in q.resolve().parents
 
     def images_in(d: Path) -> List[Path]:
-        return [q for q in d.iterdir() if q.is_file() and is_image_file(q) and not q.name.startswith(".") and wanted(q)]
+        return [q for q in d.iterdir() if q.is_file() and is_image_file(q) and not q.name.startswith(".")]
 
     found: set = set()
     problems: List[str] = []
     for spec in specs:
         p = Path(spec)
-        if p.is_dir():
-            found.update(images_in(p))
-        elif p.is_file():
+        if p.is_file():
             found.add(p)
+            continue
+        if p.is_dir():
+            hits = images_in(p)
+            others = sorted({q.suffix.lower() or "(none)" for q in p.iterdir() if q.is_file() and not is_image_file(q)})
         else:
             matches = [Path(m) for m in glob.glob(spec)]
-            hits = [m for m in matches if m.is_file() and is_image_file(m) and wanted(m)]
-            for m in matches:
-                if m.is_dir():
-                    hits.extend(images_in(m))
-            if not hits:
-                problems.append(spec)
-            found.update(hits)
+            hits = [m for m in matches if m.is_file() and is_image_file(m)]
+            hits += [q for m in matches if m.is_dir() for q in images_in(m)]
+            others = []
+        kept = [q for q in hits if wanted(q)]
+        if kept:
+            found.update(kept)
+        elif hits:
+            problems.append(f"'{spec}' matches only files in the output folder {exclude} (outputs are never inputs)")
+        elif others:
+            problems.append(f"no readable image in '{spec}' (it holds {', '.join(others)} files; readable: "
+                            f"{' '.join(sorted(IMAGE_EXTENSIONS))})")
+        else:
+            problems.append(f"no image found for '{spec}'")
     return sorted(found), problems
 
 
@@ -176,6 +194,7 @@ def run(args: argparse.Namespace) -> int:
     options = sampling_options(args)
     try:
         rank, world, local_rank = torchrun_env()
+        pixel_limit()  # a bad DEHAZEDDPM_MAX_PIXELS is one line now, not one per image later
     except ValueError as exc:
         raise CommandError(str(exc)) from None
     if not args.output.strip():
@@ -183,8 +202,8 @@ def run(args: argparse.Namespace) -> int:
     out_dir = Path(args.output)
     prepare_output_folder(out_dir, args.inputs)
     inputs, missing = collect_inputs(args.inputs, exclude=out_dir)
-    for spec in missing:
-        say_error("dehaze", f"no image found for '{spec}'")
+    for problem in missing:
+        say_error("dehaze", problem)
     if not inputs and not missing:
         raise CommandError("no inputs")
     unique, clashes = _unique_stems(inputs)

@@ -7,6 +7,7 @@ the file by hand. Only gdown arguments present in both 5.x (Colab) and 6.x are u
 """
 from __future__ import annotations
 
+import errno
 import inspect
 import os
 from pathlib import Path, PurePosixPath
@@ -34,6 +35,9 @@ def translate_gdown_error(exc: Optional[BaseException], *, filename: str, dest: 
     what = f"{filename}" + (f" (Drive id {file_id})" if file_id else "")
     said = " ".join(str(exc).split())[:400] if exc is not None else ""
     names = {cls.__name__ for cls in type(exc).__mro__} if exc is not None else set()
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+        return DownloadError(f"cannot write {what} to {dest.parent}: {exc.strerror or said}. Free space (the file "
+                             f"is large) or point DEHAZEDDPM_CACHE at a folder with room, then try again.")
     if exc is None or "FileURLRetrievalError" in names or any(m in said.lower() for m in _QUOTA_MARKERS):
         reason = (f"gdown said: {said}" if said
                   else "gdown returned without a file")

@@ -61,23 +61,30 @@ class ResolvedWeights:
         return self.entry.defaults
 
 
-def verify_checkpoint(path: Path) -> None:
+def verify_checkpoint(path: Path, entry: Optional[WeightsEntry] = None, role: Optional[str] = None) -> None:
     """Raise ValueError unless ``path`` is a torch checkpoint that loads with ``weights_only=True``
-    into a dict: what a weights file without a published sha256 must be before it is kept and its
-    hash recorded."""
+    into a dict and, given the ``entry`` and ``role`` it is for, loads strictly into that role's
+    network (the entry's UNet for a denoiser): what a weights file without a published sha256
+    must be before it is kept and its hash recorded, whether downloaded or placed by hand."""
+    from ..io.checkpoints import load_denoiser, load_stage1
+
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as z:
             if not any(n == "data.pkl" or n.endswith("/data.pkl") for n in z.namelist()):
                 raise ValueError("a zip archive without the data.pkl of a torch checkpoint")
     try:
         read_checkpoint(path)
-    except CheckpointError as exc:
+        if role == "stage1":
+            load_stage1(path)
+        elif role == "denoiser" and entry is not None:
+            load_denoiser(path, **entry.unet_config)
+    except (CheckpointError, ValueError) as exc:
         raise ValueError(" ".join(str(exc).split())) from None
 
 
-def _fetch_spec(spec: FileSpec, dest: Path, expected: Optional[str], *, progress: bool,
-                force: bool) -> str:
-    verify = verify_checkpoint if expected is None else None
+def _fetch_spec(entry: WeightsEntry, role: str, spec: FileSpec, dest: Path, expected: Optional[str], *,
+                progress: bool, force: bool) -> str:
+    verify = (lambda path: verify_checkpoint(path, entry, role)) if expected is None else None
     if spec.source == "url":
         return fetch_url(str(spec.url), dest, expected, retries=3, timeout=60, progress=progress, backoff=0.5,
                          force=force, page=spec.page, verify=verify)
@@ -145,14 +152,24 @@ def _cached_file(entry: WeightsEntry, role: str, spec: FileSpec, *, download: bo
     expected = spec.sha256 or recorded
     expected_kind = "registry sha256" if spec.sha256 else "sha256 recorded on first download"
 
+    origin = spec.manual_page
     if dest.is_file() and not force:
         digest = sha256_file(dest)
         if expected and digest != expected:
+            again = f"dehazeddpm download {entry.name} --force" + ("" if spec.sha256 else " --forget-hash")
             raise HashMismatchError(
                 f"cached {entry.name} {role} file {dest} is corrupt: sha256 {digest} differs "
-                f"from the {expected_kind} {expected}. Delete it (rm '{dest}') and run "
-                f"`dehazeddpm download {entry.name}`, or run `dehazeddpm download "
-                f"{entry.name} --force`.")
+                f"from the {expected_kind} {expected}. Run `{again}` to fetch it again"
+                + ("" if spec.sha256 else " and record the new file's hash") + ".")
+        if not expected:  # placed in the cache by hand: check it before its hash is trusted
+            try:
+                verify_checkpoint(dest, entry, role)
+            except ValueError as exc:
+                raise WeightsError(
+                    f"the cached {entry.name} {role} file {dest} is not a {role} checkpoint of these weights "
+                    f"({exc}); nothing was recorded. Run `dehazeddpm download {entry.name} --force` to replace "
+                    f"it, or place the right file there (from {origin}).") from None
+            origin = "placed in the cache by hand, checked as a loadable checkpoint"
     else:
         if force and dest.is_file() and (not download or is_offline()):
             raise WeightsMissingError(
@@ -169,7 +186,7 @@ def _cached_file(entry: WeightsEntry, role: str, spec: FileSpec, *, download: bo
                 f"or pass {role}=<path of your copy>.")
         try:
             remove_leftovers(dest.parent)
-            digest = _fetch_spec(spec, dest, expected, progress=progress, force=force)
+            digest = _fetch_spec(entry, role, spec, dest, expected, progress=progress, force=force)
         except HashMismatchError as exc:
             if spec.sha256 or not recorded:
                 raise
@@ -183,7 +200,6 @@ def _cached_file(entry: WeightsEntry, role: str, spec: FileSpec, *, download: bo
     if spec.sha256:
         return dest, True, f"verified (sha256 {digest})"
     if not recorded:
-        origin = spec.manual_page
         record_hash(cache, key, digest, dest.stat().st_size, origin)
     return dest, False, f"unverified (sha256 recorded on first download: {digest})"
 

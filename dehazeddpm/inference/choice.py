@@ -18,7 +18,7 @@ from typing import List, Optional, Union
 
 import torch
 
-from ..hub import WeightsError, cache_path, get_entry, is_offline, resolve
+from ..hub import UnknownWeightsError, WeightsError, cache_path, get_entry, is_offline, registry_names, resolve
 from ..io.checkpoints import CheckpointError
 from ..utils import smoke_mode
 from .pipeline import DehazePipeline
@@ -61,8 +61,11 @@ def choose_weights(name: Optional[str] = None, *, stage1: Union[str, os.PathLike
     empty strings, as a notebook form leaves them, count as not given)."""
     stage1 = stage1 or os.environ.get("DEHAZEDDPM_STAGE1") or None
     denoiser = denoiser or os.environ.get("DEHAZEDDPM_DENOISER") or None
-    name = name or os.environ.get("DEHAZEDDPM_WEIGHTS") or None
+    if not name or name == "auto":  # a form left at "auto" defers to the environment
+        name = os.environ.get("DEHAZEDDPM_WEIGHTS") or None
     name = None if name == "auto" else name
+    if name is not None and name not in registry_names():  # a typo is an error, not the demo
+        raise UnknownWeightsError(f"unknown weights {name!r}; known names: {', '.join(registry_names())}")
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if bool(stage1) != bool(denoiser):
         raise ValueError("give both checkpoint files (stage1 and denoiser), or neither")

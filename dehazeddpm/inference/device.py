@@ -48,8 +48,8 @@ def resolve_precision(precision: Optional[str], device: torch.device) -> str:
     or "fp16".
 
     "auto" (or None): fp16 autocast on CUDA (the T4 Colab lends has no fast bf16); bf16 on a CPU
-    with native bf16 instructions, where it was measured faster at no cost in PSNR/SSIM (Rule P in
-    docs/benchmarks.md); fp32 elsewhere. fp16 on a CPU is refused: CPUs have no fast fp16 matrix
+    with native bf16 instructions, where it is faster at no cost in PSNR/SSIM
+    (experiments/precision); fp32 elsewhere. fp16 on a CPU is refused: CPUs have no fast fp16 matrix
     units, so it would only be slower and less accurate.
     """
     if precision in (None, "auto"):
@@ -62,8 +62,8 @@ def resolve_precision(precision: Optional[str], device: torch.device) -> str:
 
 
 def stage1_precision(denoiser_precision: str) -> str:
-    """Stage 1 follows the denoiser into fp16 (CUDA) only: in bf16 it cost the demo's J 0.05 dB
-    (Rule P), and it is a small part of a call's time on a CPU."""
+    """Stage 1 follows the denoiser into fp16 (CUDA) only: bf16 costs its J accuracy
+    (experiments/precision), and it is a small part of a call's time on a CPU."""
     return "fp16" if denoiser_precision == "fp16" else "fp32"
 
 

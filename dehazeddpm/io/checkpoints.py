@@ -68,7 +68,9 @@ def read_checkpoint(src: Source) -> Dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if not zipped:
+        with open(path, "rb") as f:
+            pickled = f.read(1) == b"\x80"  # torch's legacy format starts with a pickle protocol mark
+        if not zipped and not pickled:
             raise CheckpointError(f"cannot read checkpoint {path}: it is not a torch checkpoint (not the zip "
                                   "format torch.save writes: a web page, an error message or a damaged file?)") from exc
         raise CheckpointError(

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import warnings
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional, TypeVar, Union
 
@@ -174,6 +175,15 @@ def _pil_to_tensor(img: Image.Image) -> torch.Tensor:
 
 
 def _load_path(path: Path, limit: int) -> torch.Tensor:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = _decode_path(path, limit)
+    for w in caught:  # Pillow's warnings (corrupt EXIF, ...) name no file: say which one
+        warnings.warn(f"{path}: {w.message}", w.category, stacklevel=3)
+    return out
+
+
+def _decode_path(path: Path, limit: int) -> torch.Tensor:
     try:
         if not path.exists():
             raise _read_error(path, "no such file")

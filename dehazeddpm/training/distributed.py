@@ -5,9 +5,12 @@ One process (no ``WORLD_SIZE``, or 1) needs none of it and every helper is a no-
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import sys
 import threading
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Iterator
 
 import torch
@@ -31,16 +34,58 @@ class Dist:
         return self.rank == 0
 
 
+# How long a rank waits for the others to meet (torch's own default is 30 minutes of silence).
+RENDEZVOUS_TIMEOUT_ENV = "DEHAZEDDPM_RENDEZVOUS_TIMEOUT"
+DEFAULT_RENDEZVOUS_TIMEOUT = 300.0
+
+
+def _wait_for_rank0(addr: str, port: int, timeout: float, who: str) -> None:
+    """Return once rank 0's rendezvous port accepts connections; a RuntimeError after ``timeout``
+    seconds (before torch's own attempt, whose failure prints a C++ stack trace)."""
+    import socket
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((addr, port), timeout=min(1.0, max(timeout, 0.1))):
+                return
+        except OSError:
+            if time.monotonic() >= deadline:
+                raise RuntimeError(f"{who}: no rank 0 answered at {addr}:{port} within {timeout:g} s; start all "
+                                   "ranks with torchrun, or unset RANK and WORLD_SIZE to run one process") from None
+            time.sleep(0.2)
+
+
 def setup_distributed() -> Dist:
     """Init the process group when launched by torchrun with WORLD_SIZE > 1 (gloo on CPU,
-    nccl on CUDA, one GPU per local rank)."""
+    nccl on CUDA, one GPU per local rank). A rank says where it waits for the others, and gives up
+    after ``DEHAZEDDPM_RENDEZVOUS_TIMEOUT`` seconds (default 300) with a RuntimeError saying so."""
     rank, world, local = torchrun_env()
     cuda = torch.cuda.is_available()
     if world <= 1:
         return Dist(device=torch.device("cuda" if cuda else "cpu"))
     import torch.distributed as dist
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if cuda else "gloo")
+        text = os.environ.get(RENDEZVOUS_TIMEOUT_ENV, "").strip()
+        try:
+            timeout = float(text) if text else DEFAULT_RENDEZVOUS_TIMEOUT
+        except ValueError:
+            raise ValueError(f"{RENDEZVOUS_TIMEOUT_ENV}={text!r} is not a number of seconds") from None
+        addr, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")
+        if not addr or not (port or "").isdigit():
+            raise ValueError(f"RANK/WORLD_SIZE say rank {rank} of {world}, but MASTER_ADDR and MASTER_PORT are not "
+                             "set: start all ranks with torchrun, or unset RANK and WORLD_SIZE to run one process")
+        where = f"{addr}:{port}"
+        if rank != 0:
+            print(f"rank {rank} of {world}: waiting up to {timeout:g} s for rank 0 at {where}", file=sys.stderr)
+            _wait_for_rank0(addr, int(port), timeout, f"rank {rank} of {world}")
+        try:
+            dist.init_process_group(backend="nccl" if cuda else "gloo", timeout=timedelta(seconds=timeout))
+        except (RuntimeError, ValueError) as exc:  # no rank 0, a wrong address, or missing variables
+            raise RuntimeError(f"rank {rank} of {world} could not meet the other ranks at {where} within "
+                               f"{timeout:g} s ({' '.join(str(exc).split())[:200]}); start all ranks with "
+                               "torchrun, or unset RANK and WORLD_SIZE to run one process") from None
     if cuda:
         torch.cuda.set_device(local)
     return Dist(rank, world, local, torch.device(f"cuda:{local}" if cuda else "cpu"))
