@@ -221,3 +221,16 @@ def test_non_finite_tensors_are_errors_naming_them(gen_sd, stage1_ckpt, which):
     sd[key][0] = float("inf")
     with pytest.raises(dd.CheckpointError, match=f"NaN or inf.*{key.split('.')[-1]}"):
         dd.load_denoiser(sd) if which == "denoiser weight" else dd.load_schedule(sd)
+
+
+def test_a_saved_config_that_cannot_be_built_names_the_file_and_the_setting(tmp_path):
+    from dehazeddpm import UNet, save_denoiser
+    torch.manual_seed(0)
+    unet = UNet(in_channel=7, out_channel=3, inner_channel=16, norm_groups=8, channel_mults=(1, 2), attn_res=(8,),
+                res_blocks=1, image_size=16)
+    path = save_denoiser(unet, tmp_path / "den.pth")
+    sd = torch.load(path, weights_only=True)
+    sd["dehazeddpm"]["unet_config"]["norm_groups"] = 7
+    torch.save(sd, path)
+    with pytest.raises(dd.CheckpointError, match=r"den\.pth: the UNet config saved in the file cannot be built.*norm_groups 7"):
+        dd.load_denoiser(path)

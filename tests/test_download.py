@@ -605,3 +605,15 @@ def test_a_full_disk_during_a_drive_download_says_so(tmp_path):
                                   dest=tmp_path / "den.pth")
     assert "No space left on device" in str(err) and "DEHAZEDDPM_CACHE" in str(err)
     assert "connection" not in str(err)
+
+
+def test_a_loadable_checkpoint_of_the_wrong_role_is_not_kept(server, tmp_path):
+    """A download without a published sha256 must load as the entry's network: a checkpoint of
+    another role (the denoiser file served at stage 1's address) is refused and nothing recorded."""
+    entry = W.WeightsEntry(
+        name="swap", description="loopback", stage1=W.FileSpec(filename="s1.pth", source="url", url=server.url("/other")),
+        denoiser=W.FileSpec(filename="den.pth", source="url", url=server.url("/other")),
+        unet_config=dict(LOOP_UNET), schedule=W.load_registry()["nh-haze"].schedule, dataset="t", citation="t")
+    with pytest.raises(W.DownloadError, match="stage-2|stage1|denoiser"):
+        W.resolve(entry, progress=False)
+    assert not (tmp_path / "cache" / "swap" / "s1.pth").exists() and W.recorded_hashes() == {}

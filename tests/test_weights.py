@@ -134,7 +134,7 @@ def _write_registry(tmp_path, mutate) -> Path:
     (lambda e: e["stage1"].update(filename="../x.pth"), "plain file name"),
     (lambda e: e["stage1"].update(source="ftp"), "source"),
     (lambda e: e.pop("citation"), "missing fields"),
-    (lambda e: e.update(colour="blue"), "unknown fields"),
+    (lambda e: e.update(colour="blue"), "unknown keys"),
     (lambda e: e["denoiser"].pop("id"), "folder 'id'"),
 ])
 def test_invalid_registry_is_rejected(tmp_path, mutate, match):

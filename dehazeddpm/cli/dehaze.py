@@ -177,6 +177,17 @@ def output_state(outs: Dict[str, Path], record: str) -> str:
     return "done" if text.get(RECORD_KEY) == record else "other"
 
 
+def _still_to_do(mine: List[Path], out_dir: Path, record: str, args: argparse.Namespace) -> List[Path]:
+    """The inputs whose outputs are missing or broken (or made otherwise, with ``--overwrite``);
+    outputs made otherwise without it are a CommandError that says how to choose."""
+    states = {p: output_state(outputs_for(out_dir, p.stem, args.save_intermediates), record) for p in mine}
+    other = [p for p in mine if states[p] == "other"]
+    if other and not args.overwrite:
+        raise CommandError(f"{len(other)} output(s) in {out_dir} were made with other weights or settings "
+                           f"(e.g. {other[0].stem}.png): pass --overwrite to redo them, or choose another -o")
+    return [p for p in mine if states[p] != "done"]
+
+
 def _save(res, outs: Dict[str, Path], record: str) -> None:
     if "J" in outs:
         save_image_atomic(to_pil(res.J), outs["J"])
@@ -210,12 +221,7 @@ def run(args: argparse.Namespace) -> int:
     failed = len(missing) + clashes
     mine = shard(unique, rank, world)
     record = run_record(args, options)
-    states = {p: output_state(outputs_for(out_dir, p.stem, args.save_intermediates), record) for p in mine}
-    other = [p for p in mine if states[p] == "other"]
-    if other and not args.overwrite:
-        raise CommandError(f"{len(other)} output(s) in {out_dir} were made with other weights or settings "
-                           f"(e.g. {other[0].stem}.png): pass --overwrite to redo them, or choose another -o")
-    todo = [p for p in mine if states[p] != "done"]
+    todo = _still_to_do(mine, out_dir, record, args)
     skipped = len(mine) - len(todo)
     pipe = build_pipeline(args, _device_for(args.device, world, local_rank), options) if todo else None
     written = 0

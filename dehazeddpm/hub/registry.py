@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Union
 
 from ..options import SamplingOptions
+from ..utils import check_keys
 from .errors import UnknownWeightsError, WeightsError
 
 __all__ = ["REGISTRY_PATH", "RELEASE_DRIVE_FOLDER_ID", "ROLES", "SOURCES", "FileSpec", "WeightsEntry",
@@ -78,11 +79,7 @@ class FileSpec:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "file spec") -> "FileSpec":
         """Validate and build a spec from its JSON object."""
-        if not isinstance(data, Mapping):
-            raise WeightsError(f"{where}: expected an object, got {type(data).__name__}")
-        unknown = sorted(set(data) - _SPEC_KEYS)
-        if unknown:
-            raise WeightsError(f"{where}: unknown keys {unknown}; allowed: {sorted(_SPEC_KEYS)}")
+        check_keys(data, _SPEC_KEYS, where, WeightsError)
         filename = data.get("filename")
         # The filename becomes a path in the cache: it must not be able to leave it.
         if (not isinstance(filename, str) or not filename or filename in (".", "..")
@@ -154,14 +151,10 @@ class WeightsEntry:
     def from_dict(cls, name: str, data: Mapping[str, Any]) -> "WeightsEntry":
         """Validate and build an entry from its JSON object."""
         where = f"weights entry {name!r}"
-        if not isinstance(data, Mapping):
-            raise WeightsError(f"{where}: expected an object")
+        check_keys(data, (*_ENTRY_REQUIRED, *_ENTRY_OPTIONAL), where, WeightsError)
         missing = [k for k in _ENTRY_REQUIRED if k not in data]
         if missing:
             raise WeightsError(f"{where}: missing fields {missing}")
-        unknown = sorted(set(data) - set(_ENTRY_REQUIRED) - set(_ENTRY_OPTIONAL))
-        if unknown:
-            raise WeightsError(f"{where}: unknown fields {unknown}")
         for key in ("unet_config", "schedule"):
             if not isinstance(data[key], Mapping):
                 raise WeightsError(f"{where}: {key!r} must be an object")

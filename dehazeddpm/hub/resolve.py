@@ -142,6 +142,18 @@ def _bundled_file(entry: WeightsEntry, role: str, spec: FileSpec) -> Tuple[Path,
     return path, True, f"verified (sha256 {digest})"
 
 
+def _check_placed(entry: WeightsEntry, role: str, dest: Path, page: str) -> str:
+    """Check a file placed in the cache by hand (no hash known yet); returns the origin to record."""
+    try:
+        verify_checkpoint(dest, entry, role)
+    except ValueError as exc:
+        raise WeightsError(
+            f"the cached {entry.name} {role} file {dest} is not a {role} checkpoint of these weights ({exc}); "
+            f"nothing was recorded. Run `dehazeddpm download {entry.name} --force` to replace it, or place the "
+            f"right file there (from {page}).") from None
+    return "placed in the cache by hand, checked as a loadable checkpoint"
+
+
 def _cached_file(entry: WeightsEntry, role: str, spec: FileSpec, *, download: bool, progress: bool,
                  force: bool) -> Tuple[Path, bool, str]:
     """A file of the weights cache: checked if present, else downloaded (and its hash recorded)."""
@@ -162,14 +174,7 @@ def _cached_file(entry: WeightsEntry, role: str, spec: FileSpec, *, download: bo
                 f"from the {expected_kind} {expected}. Run `{again}` to fetch it again"
                 + ("" if spec.sha256 else " and record the new file's hash") + ".")
         if not expected:  # placed in the cache by hand: check it before its hash is trusted
-            try:
-                verify_checkpoint(dest, entry, role)
-            except ValueError as exc:
-                raise WeightsError(
-                    f"the cached {entry.name} {role} file {dest} is not a {role} checkpoint of these weights "
-                    f"({exc}); nothing was recorded. Run `dehazeddpm download {entry.name} --force` to replace "
-                    f"it, or place the right file there (from {origin}).") from None
-            origin = "placed in the cache by hand, checked as a loadable checkpoint"
+            origin = _check_placed(entry, role, dest, origin)
     else:
         if force and dest.is_file() and (not download or is_offline()):
             raise WeightsMissingError(

@@ -258,10 +258,11 @@ def infer_unet_config(sd: Mapping[str, torch.Tensor], **overrides: Any) -> UNetC
     return UNetConfig.from_dict(cfg)
 
 
-def denoiser_config(src: Source, **config: Any) -> Tuple[UNetConfig, str]:
+def denoiser_config(src: Source, *, name: Optional[str] = None, **config: Any) -> Tuple[UNetConfig, str]:
     """The UNet config for ``src`` and where it came from, one line for people.
 
-    Keywords win; then the config the file carries (files this package saved); then what the
+    Keywords win; then the config the file carries (files this package saved; ``name``: how an
+    error names the file when ``src`` is already a dict); then what the
     tensor shapes show, with the released ``norm_groups`` 32 and ``dropout`` 0 assumed: a
     GroupNorm count that the shapes allow but the file was not trained with cannot be told from
     the tensors, and gives a working but wrong model.
@@ -275,7 +276,7 @@ def denoiser_config(src: Source, **config: Any) -> Tuple[UNetConfig, str]:
         try:
             return UNetConfig.from_dict({**saved, **config}), "the UNet config saved in the file"
         except ValueError as exc:
-            name = os.fspath(src) if isinstance(src, (str, os.PathLike)) else "the checkpoint"
+            name = name or (os.fspath(src) if isinstance(src, (str, os.PathLike)) else "the checkpoint")
             raise CheckpointError(f"{name}: the UNet config saved in the file cannot be built ({exc})") from None
     if not weights:
         return UNetConfig.from_dict(config), "the given UNet config"
@@ -308,7 +309,7 @@ def load_denoiser(src: Source, *, device: "torch.device | str | None" = None, **
     """
     raw = read_checkpoint(src)
     weights, _ = split_denoiser_state_dict(raw)
-    cfg, how = denoiser_config(raw, **config)
+    cfg, how = denoiser_config(raw, name=os.fspath(src) if isinstance(src, (str, os.PathLike)) else None, **config)
     if "assumed" in how:
         warnings.warn(config_unknown_message(src, how), stacklevel=2)
     unet = UNet.from_config(cfg)
