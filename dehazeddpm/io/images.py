@@ -263,9 +263,10 @@ def to_pil(t: torch.Tensor) -> Image.Image:
         raise ValueError(f"expected 1x3xHxW, 3xHxW or 1xHxW, got shape {tuple(t.shape)}")
     x = torch.nan_to_num(x.float().cpu(), nan=0.0).clamp(0, 1)
     arr = (x * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    # uint8 (H, W) is "L" and (H, W, 3) is "RGB" to Pillow; naming the mode is deprecated there (11.3)
     if arr.shape[2] == 1:
-        return Image.fromarray(np.ascontiguousarray(arr[:, :, 0]), mode="L")
-    return Image.fromarray(np.ascontiguousarray(arr), mode="RGB")
+        return Image.fromarray(np.ascontiguousarray(arr[:, :, 0]))
+    return Image.fromarray(np.ascontiguousarray(arr))
 
 
 def _format_for(path: Path) -> str:
