@@ -65,3 +65,21 @@ def test_a_typo_is_an_error_and_the_environment_is_read_under_auto(monkeypatch):
     monkeypatch.setenv("DEHAZEDDPM_WEIGHTS", "demo")
     assert choose_weights("auto", device="cpu").name == "demo"
     assert "the weights you named" in choose_weights("auto", device="cpu").reason
+
+
+@pytest.mark.parametrize("env,smoke", [({"DEHAZEDDPM_SMOKE": "1"}, True), ({"DEHAZEDDPM_SMOKE": "0", "CI": "true"}, False),
+                                       ({"CI": "true"}, True), ({"CI": "false"}, False), ({}, False)])
+def test_the_notebook_session_and_its_one_smoke_flag(monkeypatch, capsys, env, smoke):
+    import torch
+
+    import dehazeddpm as dd
+    for name in ("DEHAZEDDPM_SMOKE", "CI"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    session = dd.notebook_session("auto", "", "", device="cpu")  # what a Colab form leaves
+    printed = capsys.readouterr().out
+    assert session.smoke is smoke and session.pipe is session.choice.pipe and session.device.type == "cpu"
+    assert printed.startswith("device: cpu") and "weights: demo" in printed and ("smoke mode" in printed) is smoke
+    assert not torch.is_grad_enabled()
+    torch.set_grad_enabled(True)
