@@ -45,8 +45,8 @@ def inputs(tmp_path) -> Path:
     d.mkdir()
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)).save(d / "odd.png")
-    Image.fromarray(rng.integers(0, 256, (9, 11), dtype=np.uint8), mode="L").save(d / "gray.png")
-    Image.fromarray(rng.integers(0, 256, (12, 10, 4), dtype=np.uint8), mode="RGBA").save(d / "rgba.png")
+    Image.fromarray(rng.integers(0, 256, (9, 11), dtype=np.uint8)).save(d / "gray.png")
+    Image.fromarray(rng.integers(0, 256, (12, 10, 4), dtype=np.uint8)).save(d / "rgba.png")
     Image.fromarray(rng.integers(0, 65536, (13, 6), dtype=np.uint16)).save(d / "deep.png")  # I;16
     Image.fromarray(np.full((1, 1, 3), 200, dtype=np.uint8)).save(d / "tiny.png")
     (d / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not really a png")
@@ -357,7 +357,7 @@ def test_a_full_disk_stops_the_batch_with_one_line(tmp_path, inputs, ckpts, caps
 def test_float_images_beyond_one_and_huge_images_are_skipped_by_name(tmp_path, ckpts, capsys):
     src = tmp_path / "in"
     src.mkdir()
-    Image.fromarray(np.linspace(0, 1.2, 400, dtype=np.float32).reshape(20, 20), mode="F").save(src / "hdr.tif")
+    Image.fromarray(np.linspace(0, 1.2, 400, dtype=np.float32).reshape(20, 20)).save(src / "hdr.tif")
     Image.fromarray(np.zeros((40, 50, 3), dtype=np.uint8)).save(src / "wide.png")
     Image.fromarray(np.zeros((10, 10, 3), dtype=np.uint8)).save(src / "small.png")
     assert main(["dehaze", str(src), "-o", str(tmp_path / "o"), "--max-pixels", "1000", *ckpts]) == 1

@@ -122,6 +122,31 @@ class _Handler(BaseHTTPRequestHandler):
                     time.sleep(0.1)
             except OSError:
                 pass
+        elif path == "/steady":  # GOOD (64 KiB) at a steady ~40 KiB/s: about 1.6 s in all
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(GOOD)))
+            self.end_headers()
+            for i in range(0, len(GOOD), 4096):
+                self.wfile.write(GOOD[i:i + 4096])
+                self.wfile.flush()
+                time.sleep(0.1)
+        elif path in ("/cut", "/cut-norange"):  # the first request stops at 60%; Range honoured by /cut
+            rng = self.headers.get("Range")
+            start = int(rng.split("=")[1].rstrip("-")) if rng and path == "/cut" else 0
+            body = GOOD[start:]
+            self.send_response(206 if start else 200)
+            self.send_header("Content-Length", str(len(body)))
+            if start:
+                self.send_header("Content-Range", f"bytes {start}-{len(GOOD) - 1}/{len(GOOD)}")
+            self.end_headers()
+            sent = body[: int(len(GOOD) * 0.6)] if n == 1 else body
+            self.wfile.write(sent)
+            self.wfile.flush()
+            with srv.lock:
+                srv.sent[path] += len(sent)
+            if n == 1:  # cut the connection mid-body
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.connection.close()
         elif path == "/404":
             self._send(404, b"not here")
         elif path == "/500":
@@ -141,6 +166,7 @@ class LoopbackServer:
     def __init__(self) -> None:
         self.httpd = _Server(("127.0.0.1", 0), _Handler)
         self.httpd.counts = collections.Counter()
+        self.httpd.sent = collections.Counter()  # body bytes sent, by path (the /cut endpoints)
         self.httpd.lock = threading.Lock()
         self.httpd.other_body = OTHER
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
@@ -617,3 +643,44 @@ def test_a_loadable_checkpoint_of_the_wrong_role_is_not_kept(server, tmp_path):
     with pytest.raises(W.DownloadError, match="stage-2|stage1|denoiser"):
         W.resolve(entry, progress=False)
     assert not (tmp_path / "cache" / "swap" / "s1.pth").exists() and W.recorded_hashes() == {}
+
+
+# --------------------------------------------------------------------------------------------
+# Stalls, not deadlines; retries that continue from the bytes received
+# --------------------------------------------------------------------------------------------
+
+def test_a_slow_but_steady_download_completes_past_any_fixed_deadline(server, tmp_path):
+    dest = tmp_path / "steady.pth"
+    t0 = time.monotonic()
+    W.download_file(server.url("/steady"), dest, GOOD_SHA, retries=0, timeout=5, progress=False, stall_bytes=1024,
+                    stall_window=0.5)
+    assert dest.read_bytes() == GOOD and time.monotonic() - t0 > 1.0  # longer than a 1 s cap would allow
+    with pytest.raises(W.DownloadError, match="deadline"):  # the cap stays for callers who want one
+        W.download_file(server.url("/steady"), tmp_path / "capped.pth", retries=0, timeout=5, deadline=0.5,
+                        progress=False)
+
+
+def test_a_stalled_server_fails_within_the_stall_window_and_retries(server, tmp_path):
+    t0 = time.monotonic()
+    with pytest.raises(W.DownloadError, match="stalled: under 1024 bytes in 0.5 s") as err:
+        W.download_file(server.url("/trickle"), tmp_path / "t.pth", retries=2, timeout=5, backoff=0,
+                        progress=False, stall_bytes=1024, stall_window=0.5)
+    assert time.monotonic() - t0 < 10 and "3 attempt(s)" in str(err.value)
+    assert not list(tmp_path.iterdir())  # nothing left behind
+
+
+@pytest.mark.parametrize("path,factor", [("/cut", 1.0), ("/cut-norange", 1.6)])
+def test_a_cut_connection_resumes_where_range_is_honoured(server, tmp_path, path, factor):
+    dest = tmp_path / "cut.pth"
+    W.download_file(server.url(path), dest, GOOD_SHA, retries=2, timeout=5, backoff=0, progress=False)
+    assert dest.read_bytes() == GOOD and server.count(path) == 2
+    # with Range the second request sent only the missing 40%; without it, the whole file again
+    assert server.httpd.sent[path] == pytest.approx(factor * len(GOOD), abs=2)
+    assert [p.name for p in tmp_path.iterdir()] == ["cut.pth"]
+
+
+def test_a_resumed_download_is_still_checked(server, tmp_path):
+    with pytest.raises(W.HashMismatchError):
+        W.download_file(server.url("/cut"), tmp_path / "bad.pth", OTHER_SHA, retries=2, timeout=5, backoff=0,
+                        progress=False)
+    assert not list(tmp_path.iterdir())

@@ -72,7 +72,7 @@ def test_rgb_png_roundtrip_is_exact(tmp_path):
 
 def test_grayscale_l_is_replicated(tmp_path):
     g = np.arange(20, dtype=np.uint8).reshape(4, 5) * 10
-    Image.fromarray(g, mode="L").save(tmp_path / "g.png")
+    Image.fromarray(g).save(tmp_path / "g.png")
     out = _as_hwc(load_image(tmp_path / "g.png"))
     for c in range(3):
         np.testing.assert_allclose(out[:, :, c], g / 255.0, atol=1e-7)
@@ -154,9 +154,9 @@ def test_16bit_rgba_png_alpha_composited(tmp_path):
 
 
 def test_int32_and_float_modes(tmp_path):
-    Image.fromarray(np.array([[1000, 65535]], dtype=np.int32), mode="I").save(tmp_path / "i.tif")
+    Image.fromarray(np.array([[1000, 65535]], dtype=np.int32)).save(tmp_path / "i.tif")
     np.testing.assert_allclose(_as_hwc(load_image(tmp_path / "i.tif"))[0, :, 0], [1000 / 65535, 1.0], atol=1e-7)
-    Image.fromarray(np.array([[0.25, 0.75]], dtype=np.float32), mode="F").save(tmp_path / "f.tif")
+    Image.fromarray(np.array([[0.25, 0.75]], dtype=np.float32)).save(tmp_path / "f.tif")
     np.testing.assert_allclose(_as_hwc(load_image(tmp_path / "f.tif"))[0, :, 1], [0.25, 0.75], atol=1e-7)
 
 
@@ -363,11 +363,11 @@ def test_float_files_follow_one_stated_rule(tmp_path):
     """Float TIFFs: [0, 1] as is; whole numbers up to 255 are 8-bit data; other values are refused
     (never divided by 255 blindly)."""
     ramp = np.linspace(0, 1, 48, dtype=np.float32).reshape(6, 8)
-    Image.fromarray(ramp, mode="F").save(tmp_path / "unit.tif")
+    Image.fromarray(ramp).save(tmp_path / "unit.tif")
     torch.testing.assert_close(load_image(tmp_path / "unit.tif")[0, 0], torch.from_numpy(ramp))
-    Image.fromarray(np.round(ramp * 255), mode="F").save(tmp_path / "eight.tif")
+    Image.fromarray(np.round(ramp * 255)).save(tmp_path / "eight.tif")
     torch.testing.assert_close(load_image(tmp_path / "eight.tif")[0, 0], torch.from_numpy(np.round(ramp * 255) / 255))
-    Image.fromarray(ramp * 1.2, mode="F").save(tmp_path / "hdr.tif")
+    Image.fromarray(ramp * 1.2).save(tmp_path / "hdr.tif")
     with pytest.raises(ImageReadError, match=r"hdr\.tif.*\[0, 1\.2\].*expected \[0, 1\]"):
         load_image(tmp_path / "hdr.tif")
 

@@ -62,8 +62,8 @@ def test_output_size_equals_input_size(pipe, hw):
 
 def test_input_modes(pipe):
     rng = np.random.default_rng(0)
-    gray = Image.fromarray(rng.integers(0, 256, (9, 11), dtype=np.uint8), mode="L")
-    rgba = Image.fromarray(rng.integers(0, 256, (10, 12, 4), dtype=np.uint8), mode="RGBA")
+    gray = Image.fromarray(rng.integers(0, 256, (9, 11), dtype=np.uint8))
+    rgba = Image.fromarray(rng.integers(0, 256, (10, 12, 4), dtype=np.uint8))
     deep = rng.integers(0, 65536, (13, 6, 3), dtype=np.uint16)
     for src, size in ((gray, (11, 9)), (rgba, (12, 10)), (deep, (6, 13))):
         res = pipe(src, steps=1, seed=0, progress=False)
