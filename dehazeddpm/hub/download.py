@@ -1,15 +1,17 @@
 """Fetching one file over HTTP(S) into the cache, through pooch, and the rules every download keeps.
 
-pooch streams the body to a temporary file and renames it; on top sits only what is ours: a
-private work folder beside the destination (so no half-written file ever shows in the cache),
-retries with backoff for transient failures, the offline switch, the checks that what arrived is
-the expected file, and errors that say what to do. :func:`publish` is the one way a finished
+pooch places the file; our downloader streams the body into a partial file that the retries share
+(resumed with ``Range`` where the server honours it) and fails an attempt on a stall, never on the
+total time. On top sits a private work folder beside the destination (so no half-written file ever
+shows in the cache), retries with backoff for transient failures, the offline switch, the checks
+that what arrived is the expected file, and errors that say what to do. :func:`publish` is the one way a finished
 download (HTTP or Google Drive) enters the cache.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import threading
 import time
@@ -195,6 +197,9 @@ class StallingDownloader:
             if resp.status_code != 206:  # Range not honoured: the whole body again
                 offset = 0
             self._stream(resp, offset, url)
+        if isinstance(output_file, (str, os.PathLike)):  # pooch's temporary, beside the partial: a rename
+            os.replace(self.partial, output_file)
+            return
         with _writable(output_file) as out, open(self.partial, "rb") as f:
             shutil.copyfileobj(f, out)
 
