@@ -149,10 +149,9 @@ class SamplingOptions:
     @staticmethod
     def check(name: str, value: Any) -> None:
         """Raise ValueError with a one-line message unless ``value`` is valid for field ``name``."""
-        specs = option_specs()
-        if name not in specs:
-            raise ValueError(f"unknown sampling option {name!r}; known: {', '.join(specs)}")
-        spec = specs[name]
+        if name not in _SPECS:
+            raise ValueError(f"unknown sampling option {name!r}; known: {', '.join(_SPECS)}")
+        spec = _SPECS[name]
         if spec.kind == "int" and not _is_int(value):
             raise ValueError(f"{name} must be an integer, got {value!r}")
         if spec.kind == "number" and not _is_number(value):
@@ -169,7 +168,7 @@ class SamplingOptions:
     def _check_applies(self, sampler: str) -> None:
         """Every chosen option must act on ``sampler``: refuse the rest with one line."""
         takes = sampler_parameters(sampler)
-        for name, spec in option_specs().items():
+        for name, spec in _SPECS.items():
             value = getattr(self, name)
             if value is None:
                 continue
@@ -208,9 +207,9 @@ class SamplingOptions:
         an ancestral run."""
         sampler = self.sampler if self.sampler is not None else defaults.sampler
         same = (defaults.sampler or "ddim") == (sampler or "ddim")
-        specs = option_specs()
+
         def takes_default(name: str) -> bool:
-            spec = specs[name]
+            spec = _SPECS[name]
             return (same or not spec.sampler_specific) and (spec.follows is None or getattr(self, spec.follows) is None)
 
         filled = {name: getattr(defaults, name) if mine is None and takes_default(name) else mine
@@ -232,7 +231,8 @@ class SamplingOptions:
             self, sampler=sampler, steps=min(steps, schedule_length),
             eta=(self.eta if self.eta is not None else 0.0) if takes_eta else None,
             start_strength=self.start_strength if self.start_strength is not None else 1.0,
-            zero_mean_noise=self.zero_mean_noise if self.zero_mean_noise is not None else sampler != "ddpm",
+            zero_mean_noise=(self.zero_mean_noise if self.zero_mean_noise is not None
+                             else sampler not in _SPECS["zero_mean_noise"].refused_by),
             stage1_size=self.stage1_size or 0, attention_window=self.attention_window or 0,
             precision=self.precision or "auto")
 
@@ -249,7 +249,7 @@ class SamplingOptions:
             parts = [f"{self.sampler}, {evaluations} {noun} of a {self.steps}-step chain"]
         else:
             parts = [f"{self.sampler} {self.steps} step{'' if self.steps == 1 else 's'}"]
-        for name, spec in option_specs().items():
+        for name, spec in _SPECS.items():
             value = getattr(self, name)
             if spec.describe and value is not None and value not in spec.quiet:
                 parts.append(spec.describe.format(v=value))

@@ -234,3 +234,21 @@ def test_a_short_chain_starts_at_the_asked_noise_level(steps):
 def test_the_default_chain_is_unchanged_by_the_short_chain_rule():
     run = dd.diffusion.sampling_schedule(dd.NoiseSchedule.from_config(SCHED), 20, 0.3)
     assert [int(t) for t in run.timesteps] == [0, 105, 210, 316, 421, 526]
+
+
+def test_a_sampler_option_reaches_the_sampler_by_its_signature(monkeypatch):
+    """A new sampler's own keyword needs no edit of sample(): it goes to the samplers whose
+    signature takes it and is refused by the rest."""
+    seen = {}
+
+    def scaled_sample(model, x, schedule, *, noise=None, callback=None, clip_denoised=True, progress=False, scale=1.0):
+        seen["scale"] = scale
+        return x * 0
+
+    monkeypatch.setitem(dd.diffusion.SAMPLERS, "scaled", scaled_sample)
+    sched = dd.NoiseSchedule.from_config(SCHED)
+    assert dd.diffusion.sampler_parameters("scaled") == {"scale"}
+    dd.sample(OracleDenoiser(torch.zeros(1, 3, 8, 8)), torch.zeros(1, 4, 8, 8), sched, "scaled", steps=2, scale=3.0)
+    assert seen == {"scale": 3.0}
+    with pytest.raises(ValueError, match="scale does not apply to the ddim sampler"):
+        dd.sample(OracleDenoiser(torch.zeros(1, 3, 8, 8)), torch.zeros(1, 4, 8, 8), sched, "ddim", steps=2, scale=3.0)

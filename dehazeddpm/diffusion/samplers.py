@@ -243,7 +243,7 @@ def sample(model: torch.nn.Module, condition: Optional[torch.Tensor], schedule: 
            generator: Optional[torch.Generator] = None, callback: Optional[Callback] = None, *,
            x_T: Optional[torch.Tensor] = None, clip_denoised: bool = True, progress: bool = False,
            zero_mean_noise: bool = False, start_strength: float = 1.0,
-           start_image: Optional[torch.Tensor] = None) -> torch.Tensor:
+           start_image: Optional[torch.Tensor] = None, **sampler_options: Any) -> torch.Tensor:
     """Draw x0 ([-1, 1], (B, 3, H, W)) given the condition ([-1, 1], (B, C, H, W)).
 
     model: the denoiser, called as ``model(cat([condition, x_t], 1), gamma)`` (condition None:
@@ -257,10 +257,10 @@ def sample(model: torch.nn.Module, condition: Optional[torch.Tensor], schedule: 
         noise without a colour cast. The ancestral sampler refuses it: it stays the reference.
     The start noise is one ``randn(B, 3, H, W)`` from ``generator`` (or the global RNG), unless
     ``x_T`` is given. ``sampler="ddpm"`` with ``steps=None`` is the reference test path.
-    eta (and any other sampler-specific keyword) goes to the samplers whose signature takes it
-    (:func:`sampler_parameters`); given to one that does not, it is a ValueError.
+    eta, and any other sampler-specific keyword (``sampler_options``), goes to the samplers whose
+    signature takes it (:func:`sampler_parameters`); given to one that does not, it is a ValueError.
     """
-    extras: Dict[str, Any] = {"eta": eta} if eta is not None else {}
+    extras: Dict[str, Any] = {**({"eta": eta} if eta is not None else {}), **sampler_options}
     unused = sorted(set(extras) - sampler_parameters(sampler))
     if unused:
         raise ValueError(f"{', '.join(unused)} does not apply to the {sampler} sampler")

@@ -114,7 +114,7 @@ def to_unit(x_m11: _T) -> _T:
 
 
 def denoiser_condition(J: torch.Tensor, T: torch.Tensor, channels: int = 4) -> torch.Tensor:
-    """The denoiser's condition (paper Sec. 3.3; reference ``SR`` input of netG): ``cat([J, T])``
+    """The denoiser's condition (the paper's condition on J and T; reference ``SR`` input of netG): ``cat([J, T])``
     in [-1, 1], (B, 4, H, W), from stage 1's J (B, 3, H, W) and T (B, 1, H, W) in [0, 1];
     ``channels=3`` gives J alone, for a J-only model. Stage 1's outputs are clamped to [0, 1]
     first (a no-op on what :class:`~dehazeddpm.models.Stage1Net` returns)."""
