@@ -1,4 +1,5 @@
-"""Full-reference image quality metrics: PSNR and SSIM on image-space data (``[0, 1]``).
+"""Image quality metrics on image-space data (``[0, 1]``): full-reference PSNR, SSIM and
+CIEDE2000, the colour cast, and a no-reference haze measure for photos without ground truth.
 
 Inputs may be torch tensors ``NxCxHxW`` / ``CxHxW`` or numpy arrays ``HxWxC`` (also ``CxHxW``
 tensors given as numpy and ``HxWxC`` tensors, recognised by which axis has 1 or 3 entries) or
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["mean_ab", "psnr", "rgb_to_lab", "ssim"]
+__all__ = ["ciede2000", "haze_density", "mean_ab", "psnr", "rgb_to_lab", "ssim"]
 
 ArrayLike = Union[torch.Tensor, np.ndarray]
 
@@ -136,3 +137,59 @@ def mean_ab(x: ArrayLike) -> tuple[float, float]:
     ground truth's: blue casts lower b*, green casts lower a*)."""
     lab = rgb_to_lab(x)
     return float(lab[:, 1].mean()), float(lab[:, 2].mean())
+
+
+def ciede2000(a: ArrayLike, b: ArrayLike) -> float:
+    """Mean CIEDE2000 colour difference (Sharma, Wu and Dalal 2005; kL = kC = kH = 1) between two
+    sRGB images in [0, 1], over all pixels: 0 for identical colours, about 2.3 a just noticeable
+    difference. The number dehazing papers report as CIEDE2000 (lower is better); per pixel it
+    equals ``skimage.color.deltaE_ciede2000(rgb2lab(a), rgb2lab(b))``."""
+    x, y = _pair(a, b)
+    (L1, a1, b1), (L2, a2, b2) = rgb_to_lab(x).unbind(1), rgb_to_lab(y).unbind(1)
+    c_bar = (torch.hypot(a1, b1) + torch.hypot(a2, b2)) / 2
+    g = 0.5 * (1 - torch.sqrt(c_bar**7 / (c_bar**7 + 25.0**7)))
+    a1, a2 = a1 * (1 + g), a2 * (1 + g)
+    c1, c2 = torch.hypot(a1, b1), torch.hypot(a2, b2)
+    h1, h2 = (torch.rad2deg(torch.atan2(bb, aa)) % 360 for aa, bb in ((a1, b1), (a2, b2)))
+    chroma = c1 * c2
+    dh = h2 - h1
+    dh = torch.where(dh > 180, dh - 360, torch.where(dh < -180, dh + 360, dh))
+    dh = torch.where(chroma == 0, torch.zeros_like(dh), dh)
+    d_hue = 2 * torch.sqrt(chroma) * torch.sin(torch.deg2rad(dh) / 2)
+    # the mean hue goes the short way round the circle; without chroma it is the plain sum
+    h_sum = h1 + h2
+    h_bar = torch.where((h1 - h2).abs() <= 180, h_sum / 2,
+                        torch.where(h_sum < 360, (h_sum + 360) / 2, (h_sum - 360) / 2))
+    h_bar = torch.where(chroma == 0, h_sum, h_bar)
+    rad = torch.deg2rad
+    t = (1 - 0.17 * torch.cos(rad(h_bar - 30)) + 0.24 * torch.cos(rad(2 * h_bar))
+         + 0.32 * torch.cos(rad(3 * h_bar + 6)) - 0.20 * torch.cos(rad(4 * h_bar - 63)))
+    l_bar, c_mean = (L1 + L2) / 2 - 50, (c1 + c2) / 2
+    s_l = 1 + 0.015 * l_bar**2 / torch.sqrt(20 + l_bar**2)
+    s_c = 1 + 0.045 * c_mean
+    s_h = 1 + 0.015 * c_mean * t
+    r_t = (-2 * torch.sqrt(c_mean**7 / (c_mean**7 + 25.0**7))
+           * torch.sin(rad(60 * torch.exp(-(((h_bar - 275) / 25) ** 2)))))
+    dl, dc, dhh = (L2 - L1) / s_l, (c2 - c1) / s_c, d_hue / s_h
+    return float(torch.sqrt(dl**2 + dc**2 + dhh**2 + r_t * dc * dhh).mean())
+
+
+HAZE_PATCH = 15  # the dark channel's window, as in He et al.
+
+
+def haze_density(x: ArrayLike, patch: int = HAZE_PATCH) -> float:
+    """A no-reference haze measure in [0, 1]: the mean dark channel (He, Sun and Tang 2009, the
+    minimum over the colour channels and a ``patch`` x ``patch`` window) of an sRGB image in
+    [0, 1]. Haze-free outdoor photos have a dark channel near 0 away from the sky; haze lifts it
+    towards the airlight, so the measure rises with haze density (higher: hazier). It needs no
+    ground truth and no download; it is not comparable across scenes with large sky or white
+    surfaces, which raise it too. The window is clipped to images smaller than it."""
+    img = _as_nchw(x, "image")
+    if img.shape[1] != 3:
+        raise ValueError(f"haze_density needs 3 channels, got {img.shape[1]}")
+    k = max(1, min(int(patch), *img.shape[-2:]))
+    if k % 2 == 0:
+        k -= 1 if k > 1 else 0
+    dark = img.clamp(0, 1).amin(dim=1, keepdim=True)
+    dark = -F.max_pool2d(-dark, k, stride=1, padding=k // 2)
+    return float(dark.mean())

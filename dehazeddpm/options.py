@@ -122,6 +122,10 @@ class SamplingOptions:
         "attend within overlapping windows of N feature positions per side (0 = the whole map, the "
         "reference)", "int", low=0, note=" (0: the whole map)", metavar="N",
         describe="attention in {v}-position windows", quiet=(0,))
+    samples: Optional[int] = option(
+        "draw K samples in one batch; the image is their mean (the posterior mean's estimate) and "
+        "res.spread their per-pixel standard deviation (default 1)", "int", low=1, metavar="K",
+        describe="mean of {v} samples", quiet=(1,))
     fusion: Optional[str] = option(
         "blend J back in where the haze is thin", "choice", choices=FUSIONS)
     precision: Optional[str] = option(
@@ -233,7 +237,7 @@ class SamplingOptions:
             start_strength=self.start_strength if self.start_strength is not None else 1.0,
             zero_mean_noise=(self.zero_mean_noise if self.zero_mean_noise is not None
                              else sampler not in _SPECS["zero_mean_noise"].refused_by),
-            stage1_size=self.stage1_size or 0, attention_window=self.attention_window or 0,
+            stage1_size=self.stage1_size or 0, attention_window=self.attention_window or 0, samples=self.samples or 1,
             precision=self.precision or "auto")
 
     def sampler_keywords(self) -> Dict[str, Any]:

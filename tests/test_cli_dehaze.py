@@ -212,13 +212,16 @@ def test_eval_pred_and_hazy(tmp_path, ckpts, capsys):
     data = json.loads(report.read_text())
     expect = [psnr(load_image(pred / f"{n}.png"), load_image(gt / f"{n}_GT.png")) for n in ("a", "b")]
     assert [r["psnr"] for r in data["images"]] == pytest.approx(expect)
-    assert data["mean"]["psnr"] == pytest.approx(sum(expect) / 2)
+    assert data["summary"]["scored"]["psnr"] == pytest.approx(sum(expect) / 2)
     assert data["images"][0]["ssim"] == pytest.approx(ssim(load_image(pred / "a.png"), load_image(gt / "a_GT.png")))
 
     capsys.readouterr()
     assert main(["eval", "--hazy", str(hazy), "--gt", str(gt), *ckpts]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0] == "name,psnr,ssim" and [ln.split(",")[0] for ln in lines[1:]] == ["a", "b", "mean"]
+    assert lines[0].startswith("name,run,seed,psnr,ssim,ciede2000,haze,")
+    # stage 1's J and the final image side by side, then their means
+    assert [ln.split(",")[:2] for ln in lines[1:]] == [["a", "stage1"], ["a", "dehazed"], ["b", "stage1"],
+                                                       ["b", "dehazed"], ["mean", "stage1"], ["mean", "dehazed"]]
 
 
 def test_help_subprocess():
@@ -298,10 +301,10 @@ def test_eval_json_is_strict_and_out_must_be_a_file(tmp_path, capsys):
     report = tmp_path / "r.json"
     assert main(["eval", "--pred", str(pred), "--gt", str(gt), "--format", "json", "--out", str(report), "--quiet"]) == 0
     data = json.loads(report.read_text(), parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
-    assert data["images"][0]["psnr"] is None and data["mean"]["psnr"] is None
+    assert data["images"][0]["psnr"] is None and data["summary"]["scored"]["psnr"] is None
     assert main(["eval", "--pred", str(pred), "--gt", str(gt), "--out", str(tmp_path), "--quiet"]) == 2
     _one_error_line(capsys.readouterr().err, "is a folder")
-    assert sorted(os.listdir(tmp_path)) == ["gt", "pred", "r.json"]
+    assert sorted(os.listdir(tmp_path)) == ["gt", "pred", "r.json", "r.json.rows.jsonl"]
 
 
 def test_non_finite_weights_are_a_clear_error(tmp_path, inputs, ckpts, capsys):

@@ -106,14 +106,14 @@ def test_a_broken_pair_is_one_row_with_its_reason(tmp_path, demo):
     errors = []
     rows = evaluate(demo, pair_folders(a, g)[0], {"dehazed": DEFAULT_CALL}, on_error=lambda p, why: errors.append(p.name))
     assert errors == ["x", "y"] and all("error" in r for r in rows)
-    assert json.loads(format_report(rows, "json"))["count"] == 0
+    assert json.loads(format_report(rows, "json"))["summary"]["dehazed"]["count"] == 0
 
 
 def test_the_cli_and_notebook_05_give_the_same_numbers(eval_folder, demo, tmp_path):
     report = tmp_path / "r.json"
     assert main(["eval", "--hazy", str(eval_folder / "hazy"), "--gt", str(eval_folder / "gt"), "--format", "json",
                  "--out", str(report), "--quiet"]) == 0
-    cli = {r["name"]: r["psnr"] for r in json.loads(report.read_text())["images"]}
+    cli = {r["name"]: r["psnr"] for r in json.loads(report.read_text())["images"] if r["run"] == "dehazed"}
     # notebook 05's cell: the same harness over pairs_in(DATA_DIR) with seed 0
     rows = by_image(evaluate(demo, pairs_in(eval_folder)[0], {"dehazed": DEFAULT_CALL}, seeds=[0]))
     assert {r["name"]: r["psnr_dehazed"] for r in rows} == pytest.approx(cli)
@@ -132,6 +132,6 @@ def test_an_identical_pair_neither_poisons_the_mean_nor_looks_failed(tmp_path):
     same = next(r for r in report["images"] if r["name"] == "same")
     assert same["psnr"] is None and same["identical"] is True and "error" not in same
     other = next(r for r in report["images"] if r["name"] == "other")
-    assert report["mean"]["psnr"] == pytest.approx(other["psnr"]) and report["identical"] == 1
+    assert report["summary"]["scored"]["psnr"] == pytest.approx(other["psnr"]) and report["identical"] == 1
     csv_text = format_report(rows, "csv")
-    assert "same,inf," in csv_text and "mean,inf" not in csv_text
+    assert "same,scored,0,inf," in csv_text and "mean,scored,,inf" not in csv_text

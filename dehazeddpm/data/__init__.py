@@ -36,8 +36,10 @@ from .photos import (
     make_eval_set,
     resize_photo,
 )
+from .public import DATASETS, SPLITS, DatasetError, DatasetLayout, Pair, dataset_pairs, describe_datasets
 
-__all__ = ["AIRLIGHT_RANGE", "AIRLIGHT_TINT", "BETA_RANGE", "EVAL_HAZE", "EVAL_PHOTOS", "HAZE_KINDS", "HazeKind",
+__all__ = ["DATASETS", "SPLITS", "DatasetError", "DatasetLayout", "Pair", "dataset_pairs", "describe_datasets",
+           "AIRLIGHT_RANGE", "AIRLIGHT_TINT", "BETA_RANGE", "EVAL_HAZE", "EVAL_PHOTOS", "HAZE_KINDS", "HazeKind",
            "WHEEL_PHOTOS", "airlight_field", "fbm_field", "plume_field", "random_haze_kind_params",
            "synthesize_nonhomogeneous", "HazySample", "MOTORCYCLE_DOFFS",
            "PAIR_SUFFIXES", "PairedFolderDataset", "SyntheticHazeDataset", "TRAIN_PHOTOS", "builtin_photos",

@@ -74,8 +74,8 @@ def autocast(precision: str, device: torch.device) -> ContextManager[Any]:
     return torch.autocast(device.type, dtype=_DTYPES[precision])
 
 
-def choose_tile(h: int, w: int, device: torch.device, inner_channel: int) -> Optional[int]:
-    """Tile side for an h x w (padded) image, or None for the full image.
+def choose_tile(h: int, w: int, device: torch.device, inner_channel: int, batch: int = 1) -> Optional[int]:
+    """Tile side for an h x w (padded) image sampled ``batch`` times at once, or None for the full image.
 
     CPU: the full image up to ``CPU_FULL_IMAGE_PIXELS`` (1024 x 1024), else ``DEFAULT_TILE``.
     CUDA: the full image when ``h * w * inner_channel * CUDA_BYTES_PER_PIXEL_CHANNEL`` is below
@@ -83,9 +83,9 @@ def choose_tile(h: int, w: int, device: torch.device, inner_channel: int) -> Opt
     whose estimate fits, times 4 tiles per batch.
     """
     if device.type != "cuda":
-        return None if h * w <= CPU_FULL_IMAGE_PIXELS else DEFAULT_TILE
+        return None if h * w * batch <= CPU_FULL_IMAGE_PIXELS else DEFAULT_TILE
     free, _ = torch.cuda.mem_get_info(device)
-    per_px = int(inner_channel) * CUDA_BYTES_PER_PIXEL_CHANNEL
+    per_px = int(inner_channel) * CUDA_BYTES_PER_PIXEL_CHANNEL * int(batch)
     budget = free * CUDA_MEMORY_FRACTION
     if h * w * per_px <= budget:
         return None

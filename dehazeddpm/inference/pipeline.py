@@ -99,7 +99,12 @@ class DehazeResult:
     at the input size, except ``A`` (1, 3, 1, 1). ``options`` is what actually ran: resolved
     sampler, steps (the chain's length), eta, start, precision and the tile used (None: the whole
     image); ``evaluations`` counts the denoiser evaluations that ran (fewer than the chain's
-    steps when the start is below 1)."""
+    steps when the start is below 1), each over all samples at once.
+
+    With ``samples=K`` > 1, ``image`` is the mean of the K samples (each clamped to [0, 1]),
+    ``spread`` (1, 1, H, W) their per-pixel standard deviation averaged over the colour channels
+    (in [0, 0.5]: where the model is unsure), and ``samples`` (K, 3, H, W) each sample when the
+    call asked ``keep_samples=True``; both None otherwise."""
 
     image: Image.Image
     J: torch.Tensor
@@ -111,6 +116,8 @@ class DehazeResult:
     timings: Dict[str, float] = field(default_factory=dict)
     evaluations: int = 0
     tile_size: Optional[int] = None
+    spread: Optional[torch.Tensor] = None
+    samples: Optional[torch.Tensor] = None
 
     @property
     def steps(self) -> int:
@@ -167,8 +174,8 @@ class StepRecorder:
             self.callback(step, t, x_t, x0)
         if self.frames is not None and (step % self.every == 0 or step == self.steps - 1):
             h, w = self.hw
-            self.frames.append(TrajectoryFrame(step, t, _thumb(to_unit(x_t[..., :h, :w])),
-                                               _thumb(to_unit(x0[..., :h, :w]).clamp(0, 1))))
+            self.frames.append(TrajectoryFrame(step, t, _thumb(to_unit(x_t[:1, :, :h, :w])),
+                                               _thumb(to_unit(x0[:1, :, :h, :w]).clamp(0, 1))))
 
 
 class DehazePipeline:
@@ -333,15 +340,18 @@ class DehazePipeline:
 
     def _tile(self, opts: SamplingOptions, ph: int, pw: int) -> Optional[int]:
         tile = opts.tile_size if opts.tile_size is not None else choose_tile(
-            ph, pw, self.device, int(self.denoiser.config.inner_channel))
+            ph, pw, self.device, int(self.denoiser.config.inner_channel), opts.samples)
         return None if tile is not None and tile >= ph and tile >= pw else tile
 
     def _sample(self, opts: SamplingOptions, stage1: Stage1Output, seed: Optional[int], hw: Tuple[int, int],
                 trajectory_every: Optional[int], callback: Optional[Callback], progress: bool
                 ) -> Tuple[torch.Tensor, StepRecorder, Optional[int]]:
         """Steps 4-6 of a call: the condition, the denoiser's wrappers (tiles, precision), and the
-        sampling run with its recorder. Returns (x0 in [-1, 1] padded, the recorder, the tile)."""
-        condition = self.condition(stage1.J, stage1.T)
+        sampling run with its recorder. Returns (x0 in [-1, 1] padded, (K, 3, H, W) for K samples,
+        the recorder, the tile)."""
+        k = opts.samples
+        # the K samples share one condition and start image and differ in their noise only
+        condition = self.condition(stage1.J, stage1.T).expand(k, -1, -1, -1)
         run = sampling_schedule(self.schedule, opts.steps, opts.start_strength)
         tile = self._tile(opts, *stage1.J.shape[-2:])
         model, tiled = self._denoiser(opts, tile, opts.precision)
@@ -354,14 +364,15 @@ class DehazePipeline:
                 tiled.on_tiles = recorder.on_tiles
             out = sample(model, condition, self.schedule, opts.sampler, opts.steps, generator=generator,
                          callback=recorder, zero_mean_noise=opts.zero_mean_noise,
-                         start_strength=opts.start_strength, start_image=to_signed(stage1.J),
+                         start_strength=opts.start_strength, start_image=to_signed(stage1.J).expand(k, -1, -1, -1),
                          **opts.sampler_keywords())
         return out, recorder, tile
 
     @torch.inference_mode()
     def __call__(self, image: ImageSource, *, seed: Optional[int] = None, progress: bool = True,
                  trajectory_every: Optional[int] = None, callback: Optional[Callback] = None,
-                 options: Union[SamplingOptions, Mapping[str, Any], None] = None, **chosen: Any) -> DehazeResult:
+                 options: Union[SamplingOptions, Mapping[str, Any], None] = None, keep_samples: bool = False,
+                 **chosen: Any) -> DehazeResult:
         """Dehaze one image (path, PIL, numpy or tensor; any mode, any size >= 1x1).
 
         chosen: sampling options by name, the fields of :class:`~dehazeddpm.options.SamplingOptions`
@@ -374,7 +385,9 @@ class DehazePipeline:
         progress: a bar over this image's UNet evaluations (steps x tiles).
         trajectory_every: keep (step, t, x_t, x0) every that many steps (plus the last), on CPU,
             downscaled to <= TRAJECTORY_MAX_SIDE, at most TRAJECTORY_MAX_FRAMES frames.
-        callback: extra ``callback(step, t, x_t, x0)`` on padded diffusion-space tensors.
+        callback: extra ``callback(step, t, x_t, x0)`` on padded diffusion-space tensors
+            ((K, 3, H, W) with ``samples=K``).
+        keep_samples: with ``samples=K`` > 1, also return each sample (``res.samples``).
         """
         seed = check_seed(seed)
         # 1. resolve the options (the call's, over the weights' defaults) and the precision
@@ -399,15 +412,20 @@ class DehazePipeline:
         # 4-6. condition, denoiser wrappers, sample
         t0 = time.perf_counter()
         out, recorder, tile = self._sample(opts, stage1, seed, (h, w), trajectory_every, callback, progress)
-        # 7. check: finite, and not constant where the input is not
+        # 7. check each sample: finite, and not constant where the input is not
         check_output("the denoiser", out)
-        result = to_unit(out[..., :h, :w]).clamp(0, 1).float().cpu()
-        check_output("the denoiser", result, stage1.J[..., :h, :w].float().cpu(), saturation=True)
+        drawn = to_unit(out[..., :h, :w]).clamp(0, 1).float().cpu()
+        for one in drawn.split(1):
+            check_output("the denoiser", one, stage1.J[..., :h, :w].float().cpu(), saturation=True)
         sync(self.device)
         timings["denoise"] = time.perf_counter() - t0
-        # 8-9. fuse and pack
-        return self._pack(x, stage1, result, dataclasses.replace(opts, tile_size=tile), timings, t_start,
-                          recorder.frames, recorder.steps, tile)
+        # 8-9. average the samples, fuse and pack
+        res = self._pack(x, stage1, drawn.mean(0, keepdim=True), dataclasses.replace(opts, tile_size=tile), timings,
+                         t_start, recorder.frames, recorder.steps, tile)
+        if len(drawn) > 1:
+            res.spread = drawn.std(0, unbiased=False, keepdim=True).mean(1, keepdim=True)
+            res.samples = drawn if keep_samples else None
+        return res
 
     def _pack(self, x: torch.Tensor, stage1: Stage1Output, result: torch.Tensor, opts: SamplingOptions,
               timings: Dict[str, float], t_start: float, frames: Optional[List[TrajectoryFrame]],
