@@ -41,9 +41,9 @@ from .io.images import ImageReadError, is_image_file, load_image
 from .metrics import ciede2000, haze_density, mean_ab, psnr, ssim
 from .utils import atomic_write
 
-__all__ = ["DATASETS", "DEFAULT_CALL", "HAZY", "HIGHER_IS_BETTER", "METRICS", "REPORT_FORMATS", "STAGE1",
+__all__ = ["DATASETS", "DEFAULT_CALL", "HAZY", "HIGHER_IS_BETTER", "METRICS", "PUBLISHED", "REPORT_FORMATS", "STAGE1",
            "DatasetError", "JournalError", "Pair", "PairingError", "by_image", "dataset_pairs", "evaluate",
-           "expected_rows", "format_report", "load_pairs", "mean_of", "pair_folders", "pairs_in", "score",
+           "comparison", "expected_rows", "format_report", "load_pairs", "mean_of", "pair_folders", "pairs_in", "score",
            "summarize"]
 
 # Runs of :func:`evaluate`: pipeline options by name. None scores the input itself (the hazy
@@ -55,6 +55,38 @@ METRICS = ("psnr", "ssim", "ciede2000", "lpips", "haze", "abs_da", "abs_db")
 # the direction of each metric, for tables: True when higher is better
 HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "ciede2000": False, "lpips": False, "haze": False,
                     "abs_da": False, "abs_db": False}
+
+
+# Published PSNR / SSIM on each dataset's standard test split, with where each number is stated.
+# As printed by their authors: SSIM conventions (window, colour space) differ between papers.
+_FOCALNET = "Cui et al., FocalNet (ICCV 2023), README of github.com/c-yn/FocalNet"
+_CONVIR = "Cui et al., ConvIR (TPAMI 2024), README of github.com/c-yn/ConvIR"
+_FSNET = "Cui et al., FSNet (TPAMI 2023), README of github.com/c-yn/FSNet"
+PUBLISHED: Tuple[Dict[str, Any], ...] = tuple(
+    {"method": method, "dataset": dataset, "psnr": p, "ssim": q, "source": source}
+    for method, source, scores in (
+        ("FocalNet", _FOCALNET, {"nh-haze": (20.43, 0.79), "dense-haze": (17.07, 0.63), "o-haze": (25.50, 0.94)}),
+        ("ConvIR-S", _CONVIR, {"nh-haze": (20.65, 0.807), "dense-haze": (17.45, 0.648), "o-haze": (25.25, 0.784),
+                               "i-haze": (21.95, 0.888), "sots-indoor": (41.53, 0.996),
+                               "sots-outdoor": (37.95, 0.994)}),
+        ("ConvIR-B", _CONVIR, {"nh-haze": (20.66, 0.802), "dense-haze": (16.86, 0.621), "o-haze": (25.36, 0.780),
+                               "i-haze": (22.44, 0.887), "sots-indoor": (42.72, 0.997),
+                               "sots-outdoor": (39.42, 0.996)}),
+        ("FSNet", _FSNET, {"nh-haze": (20.55, 0.81), "dense-haze": (17.13, 0.65), "sots-indoor": (42.45, 0.997),
+                           "sots-outdoor": (40.40, 0.997)}),
+    )
+    for dataset, (p, q) in scores.items())
+
+
+def comparison(dataset: str, summary: Sequence[Mapping[str, Any]] = (), label: str = "this package") -> List[Dict[str, Any]]:
+    """The published rows of ``dataset`` (:data:`PUBLISHED`, best PSNR first) and, below them, the
+    runs of ``summary`` (:func:`summarize` of rows scored on the same split) as
+    ``"<label>: <run>"``: one table of method, PSNR, SSIM and source."""
+    rows = sorted((dict(r) for r in PUBLISHED if r["dataset"] == dataset), key=lambda r: -r["psnr"])
+    rows = [{k: r[k] for k in ("method", "psnr", "ssim", "source")} for r in rows]
+    rows += [{"method": f"{label}: {s['run']}", "psnr": s.get("psnr"), "ssim": s.get("ssim"),
+              "source": "measured here"} for s in summary]
+    return rows
 
 
 class PairingError(ValueError):

@@ -3,8 +3,8 @@ Metric"), AlexNet variant v0.1: the perceptual distance diffusion methods are ju
 
 Layer: foundation (torch only). The ``lpips`` package itself imports torchvision, which a CPU
 torch wheel may not sit beside, so the network is built here and only its two weight files are
-borrowed: the linear heads ``alex.pth`` that the ``lpips`` package ships (``pip install lpips``,
-or ``pip install "dehazeddpm[lpips]"``) and torchvision's AlexNet weights
+borrowed: the linear heads ``alex.pth`` that the ``lpips`` package ships (``pip install --no-deps
+lpips``: without ``--no-deps`` pip also pulls torchvision and may replace torch) and torchvision's AlexNet weights
 ``alexnet-owt-7be5be79.pth`` in torch hub's checkpoint folder (what
 ``torchvision.models.alexnet(weights="DEFAULT")`` downloads). Both load with
 ``weights_only=True`` and strict key and shape checks. Without them :func:`load_lpips` raises
@@ -108,7 +108,7 @@ def load_lpips(linear: Union[str, os.PathLike, None] = None, backbone: Union[str
     backbone_path = Path(backbone) if backbone is not None else found_backbone
     if linear_path is None or not linear_path.is_file():
         raise LpipsUnavailable("LPIPS skipped: its linear weights (alex.pth) are missing; "
-                               "`pip install lpips` ships them" + (f" (looked at {linear_path})" if linear_path else ""))
+                               "`pip install --no-deps lpips` ships them" + (f" (looked at {linear_path})" if linear_path else ""))
     if not backbone_path.is_file():
         raise LpipsUnavailable(f"LPIPS skipped: AlexNet's weights are missing at {backbone_path}; download "
                                f"https://download.pytorch.org/models/{ALEXNET_FILE} there")

@@ -136,6 +136,19 @@ if gt_path is not None:
                                              metrics.ssim(res.J, gt), metrics.ssim(out01, gt))))
 
 # %% [markdown]
+# ### How sure is the diffusion stage?
+#
+# A diffusion sample is one draw of the clear image given J and T. `samples=K` draws K of them in one
+# batch: the image is their mean (an estimate of the posterior mean, what PSNR rewards) and
+# `res.spread` their per-pixel standard deviation, high where the model is unsure (thick haze, lost
+# detail). Beside T you can see whether the doubt sits where the haze was.
+
+# %%
+res_k = pipe(hazy, seed=0, samples=4, progress=False)
+print(res_k.describe())
+plotting.show(plotting.plot_spread(res_k))
+
+# %% [markdown]
 # Drag the slider to wipe between the input and the result.
 
 # %%

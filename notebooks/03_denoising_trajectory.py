@@ -143,6 +143,22 @@ display(Markdown(plotting.stage2_verdict(choice.name, metrics.psnr(best.J, gt), 
                  + f' (The best of the three starts: {best.describe()}.)'))
 
 # %% [markdown]
+# ## The mean of several samples, and where they disagree
+#
+# Each run above is one sample. `samples=K` draws K in one batch (about K times one sample's time on
+# a CPU): their mean estimates the posterior mean, which is what PSNR rewards, and their spread shows
+# where the model is unsure. The table says whether averaging pays for these weights.
+
+# %%
+mean_runs = {k: pipe(hazy, seed=0, samples=k, progress=False) for k in (1, 2, 4)}
+display(Markdown(plotting.metrics_table_markdown(
+    [{'samples': k, 'seconds': r.timings['total'], 'psnr': metrics.psnr(load_image(r.image), gt),
+      'ssim': metrics.ssim(load_image(r.image), gt)} for k, r in mean_runs.items()]
+    + [{'samples': 'J', 'seconds': None, 'psnr': metrics.psnr(best.J, gt), 'ssim': metrics.ssim(best.J, gt)}],
+    columns=['samples', 'seconds', 'psnr', 'ssim'], digits=3)))
+plotting.show(plotting.plot_spread(mean_runs[4]))
+
+# %% [markdown]
 # ## Why DDIM starts from mean-free noise
 #
 # The UNet normalises its features with GroupNorm, which removes their spatial mean, so the network

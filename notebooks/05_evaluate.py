@@ -21,12 +21,14 @@
 # %% [markdown]
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/dehazeddpm/dehazeddpm/blob/main/notebooks/05_evaluate.ipynb)
 #
-# # Evaluate: PSNR and SSIM over a folder
+# # Evaluate: the papers' datasets and metrics
 #
-# Dehaze every image of a folder with `hazy/` and `gt/` subfolders (names paired by the package's
-# one rule, e.g. `01_hazy.png` with `01_GT.png`) and score the results against the ground truth. By
-# default the folder is the bundled synthetic evaluation set; set `DATA_DIR` to your own (e.g.
-# NH-HAZE or Dense-Haze on Google Drive) to evaluate on it.
+# Dehaze the standard test split of a public benchmark (`DATASET` and `ROOT`, the folder it unpacks
+# to, e.g. on Google Drive: NH-HAZE and Dense-Haze images 51-55, O-HAZE 41-45, I-HAZE 31-35, RESIDE
+# SOTS and HSTS), or a folder with `hazy/` and `gt/` subfolders (`DATA_DIR`), and score stage 1's J
+# and the final image against the ground truth: PSNR, SSIM, CIEDE2000, LPIPS when its weights are
+# installed, and a no-reference haze measure. By default the data is the bundled synthetic set.
+# `dehazeddpm eval --dataset NAME --root DIR` gives the same numbers from the command line.
 
 # %%
 # NBVAL_SKIP
@@ -65,19 +67,26 @@ WEIGHTS = 'auto'     # @param ["auto", "demo", "nh-haze", "dense-haze"]
 STAGE1_FILE = ''     # @param {type:"string"}
 DENOISER_FILE = ''   # @param {type:"string"}
 HAZE = 'depth'       # @param ["depth", "nh", "dense"]
+DATASET = ''         # @param ["", "nh-haze", "dense-haze", "o-haze", "i-haze", "sots-indoor", "sots-outdoor", "hsts"]
+ROOT = ''            # @param {type:"string"}
 DATA_DIR = ''        # @param {type:"string"}
+SAMPLES = 4          # @param {type:"integer"}
 session = dd.notebook_session(WEIGHTS, STAGE1_FILE, DENOISER_FILE)   # prints the device and the choice
 choice, pipe, SMOKE = session.choice, session.pipe, session.smoke
 SIZE = 64 if SMOKE else 256
 DATA_DIR = DATA_DIR or None   # a folder with hazy/ and gt/ subfolders; None: the bundled set
 
 # %%
-if DATA_DIR is None:
-    DATA_DIR = tempfile.mkdtemp(prefix='dehazeddpm_eval_')
-    make_eval_set(DATA_DIR, size=SIZE, seed=0, kind=HAZE)
-# the one pairing rule (the CLI's `dehazeddpm eval` uses it too): 01_hazy.png pairs with 01_GT.png
-pairs, lonely = evaluation.pairs_in(DATA_DIR)
-print(len(pairs), 'pairs in', DATA_DIR, f'({len(lonely)} without a partner)' if lonely else '')
+if DATASET:   # a public benchmark's test split, found by its published file names
+    pairs = evaluation.load_pairs(DATASET, ROOT, 'test')
+    print(len(pairs), DATASET, 'test pairs in', ROOT)
+else:
+    if DATA_DIR is None:
+        DATA_DIR = tempfile.mkdtemp(prefix='dehazeddpm_eval_')
+        make_eval_set(DATA_DIR, size=SIZE, seed=0, kind=HAZE)
+    # the one pairing rule (the CLI's `dehazeddpm eval` uses it too): 01_hazy.png pairs with 01_GT.png
+    pairs = evaluation.load_pairs('folder', DATA_DIR)
+    print(len(pairs), 'pairs in', DATA_DIR)
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -89,13 +98,22 @@ for pair in pairs:
 print('\n'.join(lines))
 
 # %%
-# The package's evaluation harness: the input itself, stage 1's J and the weights' default call,
-# each scored as the 8-bit image a user gets (PSNR, SSIM, colour cast), one row per image and run.
+# The package's evaluation harness: the input itself, stage 1's J, the weights' default call and the
+# mean of SAMPLES samples, each scored as the 8-bit image a user gets, one row per image and run.
+# LPIPS joins the metrics when its weights are installed (`pip install --no-deps lpips`, plus AlexNet's).
+from dehazeddpm.perceptual import LpipsUnavailable, load_lpips
+try:
+    lpips = load_lpips()
+except LpipsUnavailable as exc:
+    lpips = None
+    print(exc)
 results = {}
 def keep(pair, run, seed, res):
     results[pair.name, run] = res
-runs = {'hazy': evaluation.HAZY, 'stage1': evaluation.STAGE1, 'dehazed': evaluation.DEFAULT_CALL}
-rows = evaluation.by_image(evaluation.evaluate(pipe, pairs, runs, seeds=[0], on_result=keep))
+runs = {'hazy': evaluation.HAZY, 'stage1': evaluation.STAGE1, 'dehazed': evaluation.DEFAULT_CALL,
+        f'mean of {SAMPLES}': {'samples': SAMPLES}}
+scored = evaluation.evaluate(pipe, pairs, runs, seeds=[0], on_result=keep, lpips=lpips)
+rows = evaluation.by_image(scored)
 res = results[pairs[-1].name, 'dehazed']
 items = {pair.name: {'hazy': load_image(pair.input), 'stage1': results[pair.name, 'stage1'].image,
                      'dehazed': results[pair.name, 'dehazed'].image, 'gt': load_image(pair.gt),
@@ -114,11 +132,34 @@ display(Markdown(f'Weights `{choice.name}`; what ran: {res.describe()} (the last
                  + plotting.metrics_table_markdown(rows + [mean], columns=cols)))
 
 # %%
-plotting.show(plotting.plot_metrics_bar(rows, groups=('hazy', 'stage1', 'dehazed')))
+# Every metric, each run's mean over the images (↑: higher is better, ↓: lower)
+summary = evaluation.summarize(scored)
+metric_names = [m for m in evaluation.METRICS if m in summary[0]]
+display(Markdown(plotting.metrics_table_markdown(
+    [{'run': s['run'], **{m + (' ↑' if evaluation.HIGHER_IS_BETTER[m] else ' ↓'): s[m] for m in metric_names},
+      's/image': s['seconds']} for s in summary], digits=3)))
+
+# %%
+plotting.show(plotting.plot_metrics_bar(rows, groups=('hazy', 'stage1', 'dehazed', f'mean of {SAMPLES}')))
 
 # %%
 display(Markdown(plotting.stage2_verdict(choice.name, mean['psnr_stage1'], mean['psnr_dehazed'],
                                          mean['ssim_stage1'], mean['ssim_dehazed']) + ' (Means over the images above.)'))
+
+# %% [markdown]
+# ## Next to the published methods
+#
+# PSNR / SSIM that other methods' authors publish on this dataset's test split (with where each
+# number is stated), and the rows measured here when `DATASET` is set and the weights are the
+# released ones. On the bundled synthetic set there is nothing to compare with: the table shows
+# NH-HAZE's published numbers for orientation only.
+
+# %%
+shown = DATASET or 'nh-haze'
+ours = [s for s in summary if s['run'] != 'hazy'] if DATASET else []
+display(Markdown(f'**{shown}**, test split\n\n'
+                 + plotting.metrics_table_markdown(evaluation.comparison(shown, ours, label=choice.name),
+                                                   columns=['method', 'psnr', 'ssim', 'source'], digits=3)))
 
 # %% [markdown]
 # ## Per image

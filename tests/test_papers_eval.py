@@ -216,7 +216,7 @@ def test_lpips_loads_both_layouts_and_computes_the_distance(tmp_path):
 
 def test_lpips_without_its_files_or_with_wrong_ones_says_so(tmp_path):
     linear, backbone, trunk, heads = _lpips_files(tmp_path)
-    with pytest.raises(LpipsUnavailable, match="pip install lpips"):
+    with pytest.raises(LpipsUnavailable, match="pip install --no-deps lpips"):
         load_lpips(tmp_path / "none.pth", backbone)
     with pytest.raises(LpipsUnavailable, match="alexnet-owt-7be5be79.pth"):
         load_lpips(linear, tmp_path / "none.pth")
@@ -313,3 +313,15 @@ def test_eval_dataset_errors_are_one_line(tmp_path, capsys):
     assert len(err) == 1 and "43_outdoor_hazy.jpg has no ground truth" in err[0]
     assert main(["eval", "--dataset", "o-haze", "--quiet"]) == 2
     assert "--root" in capsys.readouterr().err
+
+
+def test_the_docs_comparison_table_is_the_published_one():
+    from dehazeddpm.evaluation import PUBLISHED, comparison
+
+    text = (Path(__file__).parent.parent / "docs" / "evaluation.md").read_text()
+    for r in PUBLISHED:
+        assert f"| {r['dataset']} | {r['method']} | {r['psnr']:.2f} | {r['ssim']:g} | {r['source']} |" in text, r
+    rows = comparison("nh-haze", [{"run": "stage1", "psnr": 13.0, "ssim": 0.5}], label="demo")
+    assert [r["psnr"] for r in rows[:-1]] == sorted((r["psnr"] for r in rows[:-1]), reverse=True)
+    assert rows[-1] == {"method": "demo: stage1", "psnr": 13.0, "ssim": 0.5, "source": "measured here"}
+    assert {r["dataset"] for r in PUBLISHED} <= set(DATASETS)

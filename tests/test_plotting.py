@@ -27,6 +27,30 @@ def _titles(fig: Figure) -> list:
     return [ax.get_title() for ax in fig.axes]
 
 
+def _spread_result(h: int = 24, w: int = 32):
+    """What a call with samples=3 returns, without running one."""
+    from types import SimpleNamespace
+
+    g = torch.Generator().manual_seed(1)
+    samples = torch.rand(3, 3, h, w, generator=g)
+    mean = samples.mean(0, keepdim=True)
+    return SimpleNamespace(J=mean, T=torch.rand(1, 1, h, w, generator=g), image=mean,
+                           spread=samples.std(0, unbiased=False, keepdim=True).mean(1, keepdim=True),
+                           options=SimpleNamespace(samples=3))
+
+
+def test_plot_spread_shows_t_the_spread_and_the_mean() -> None:
+    res = _spread_result()
+    fig = plotting.plot_spread(res)
+    titles = _titles(fig)
+    assert titles[0].startswith("T (mean") and titles[1].startswith("spread of 3 samples (mean ")
+    assert titles[2] == "mean of 3 samples"
+    assert f"{float(res.spread.mean()):.3f}" in titles[1]
+    res.spread = None
+    with pytest.raises(ValueError, match="samples=K"):
+        plotting.plot_spread(res)
+
+
 def test_to_numpy_image_layouts() -> None:
     t = torch.rand(1, 3, 5, 7)
     assert plotting.to_numpy_image(t).shape == (5, 7, 3)
@@ -152,7 +176,8 @@ def test_figures_fit_the_output_column_with_legible_text(shape) -> None:
     rows = [{"name": n, "psnr_hazy": 10.0, "psnr_dehazed": 20.0, "ssim_hazy": 0.5, "ssim_dehazed": 0.8} for n in "abc"]
     figs = {"side": plotting.plot_side_by_side([img] * 7, [f"panel {i}\n20.1 dB" for i in range(7)]),
             "stage1": plotting.plot_stage1(hazy, out), "trajectory": plotting.plot_trajectory(traj),
-            "samplers": plotting.plot_sampler_comparison(records), "bars": plotting.plot_metrics_bar(rows)}
+            "samplers": plotting.plot_sampler_comparison(records), "bars": plotting.plot_metrics_bar(rows),
+            "spread": plotting.plot_spread(_spread_result(*shape[1:]))}
     for name, fig in figs.items():
         assert _png_width(fig) <= plotting.COLUMN_PX, name
         assert min(_font_sizes(fig)) >= 9, name

@@ -10,7 +10,7 @@ from typing import Any, ContextManager, Dict, Optional
 import torch
 from torch import nn
 
-__all__ = ["PrecisionDenoiser", "CPU_FULL_IMAGE_PIXELS", "CUDA_BYTES_PER_PIXEL_CHANNEL", "CUDA_MEMORY_FRACTION", "DEFAULT_TILE",
+__all__ = ["PrecisionDenoiser", "tiles_per_call", "CPU_FULL_IMAGE_PIXELS", "CUDA_BYTES_PER_PIXEL_CHANNEL", "CUDA_MEMORY_FRACTION", "DEFAULT_TILE",
            "autocast", "choose_tile", "cpu_has_fast_bf16", "default_device", "device_info", "resolve_precision",
            "stage1_precision", "sync"]
 
@@ -93,6 +93,17 @@ def choose_tile(h: int, w: int, device: torch.device, inner_channel: int, batch:
     while tile > 256 and 4 * tile * tile * per_px > budget:
         tile //= 2
     return tile
+
+
+def tiles_per_call(tile: int, items: int, device: torch.device, auto_tile: bool) -> int:
+    """Tiles per UNet call for ``tile``-pixel tiles of ``items`` images (samples) each. CUDA: 4 for
+    an automatic tile (:func:`choose_tile` sized it for 4), 1 for a tile the call chose (it usually
+    asks for the least memory). CPU: as many as hold ``CPU_FULL_IMAGE_PIXELS`` pixels, the most
+    a whole image evaluates at by default; few large calls beat many small ones there, most of all
+    on a shared CPU where each call pays the threads' synchronisation."""
+    if device.type == "cuda":
+        return 4 if auto_tile else 1
+    return max(1, CPU_FULL_IMAGE_PIXELS // (int(tile) ** 2 * max(1, int(items))))
 
 
 def device_info() -> Dict[str, Any]:

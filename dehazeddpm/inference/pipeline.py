@@ -37,7 +37,16 @@ from ..models.unet import UNet
 from ..options import SamplingOptions, check_seed
 from ..physics import fuse_transmission
 from ..utils import pad_to_multiple, resize, scaled_shape
-from .device import PrecisionDenoiser, autocast, choose_tile, default_device, resolve_precision, stage1_precision, sync
+from .device import (
+    PrecisionDenoiser,
+    autocast,
+    choose_tile,
+    default_device,
+    resolve_precision,
+    stage1_precision,
+    sync,
+    tiles_per_call,
+)
 from .tiling import TiledDenoiser
 from .working_size import stage1_at_size, working_shape
 
@@ -332,9 +341,7 @@ class DehazePipeline:
         model: nn.Module = self._compiled or self.denoiser
         tiled = None
         if tile is not None:
-            # Auto-chosen CUDA tiles were sized for 4 per batch; otherwise 1 tile at a time, the
-            # least memory (what an explicit tile_size usually asks for).
-            batch = 4 if (opts.tile_size is None and self.device.type == "cuda") else 1
+            batch = tiles_per_call(tile, opts.samples, self.device, auto_tile=opts.tile_size is None)
             model = tiled = TiledDenoiser(model, tile, opts.tile_overlap, tile_batch=batch)
         return (model if precision == "fp32" else PrecisionDenoiser(model, precision, self.device)), tiled
 

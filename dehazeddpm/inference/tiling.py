@@ -10,7 +10,7 @@ only the final images would leave each tile's independent sample visible).
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -27,7 +27,8 @@ class TiledDenoiser(nn.Module):
         overlap: pixels shared by neighbouring tiles (default ``tile_size // 4``); larger overlaps
             blend more smoothly and cost more tiles.
         tile_batch: tiles evaluated per UNet call (default 1, the least memory; memory grows
-            linearly with it, throughput on a GPU too).
+            linearly with it; fewer, larger calls run faster on CPUs and GPUs alike). The result
+            does not depend on it (:class:`~dehazeddpm.models.encodings.PointwiseConv`).
         on_tiles: called with the number of tiles after each UNet call (a progress bar's update).
     Inputs whose sides both fit one tile go straight to ``unet``.
     """
@@ -45,6 +46,7 @@ class TiledDenoiser(nn.Module):
             raise ValueError("tile_batch must be >= 1")
         self.tile_batch = int(tile_batch)
         self.on_tiles = on_tiles
+        self._weights: Optional[Tuple[Tuple[int, int], List[torch.Tensor], torch.Tensor]] = None
 
     @property
     def config(self):
@@ -57,8 +59,26 @@ class TiledDenoiser(nn.Module):
         return [(y, x, th, tw) for y in tile_starts(h, th, min(self.overlap, th - 1))
                 for x in tile_starts(w, tw, min(self.overlap, tw - 1))]
 
+    def _blend_weights(self, h: int, w: int) -> Tuple[List[torch.Tensor], torch.Tensor]:
+        """Each tile's (1, 1, th, tw) blend weight and their sum over the image, (1, 1, H, W), for
+        an H x W input, computed once per size (every step of a run reuses them)."""
+        if self._weights is None or self._weights[0] != (h, w):
+            boxes = self.tiles(h, w)
+            ys = sorted({y for y, _, _, _ in boxes})
+            xs = sorted({x for _, x, _, _ in boxes})
+            weights, wsum = [], torch.zeros(1, 1, h, w)
+            for y, x, th, tw in boxes:
+                wy = ramp_window(th, self.overlap, at_start=y == ys[0], at_end=y == ys[-1])
+                wx = ramp_window(tw, self.overlap, at_start=x == xs[0], at_end=x == xs[-1])
+                weights.append((wy[:, None] * wx[None, :])[None, None])
+                wsum[:, :, y:y + th, x:x + tw] += weights[-1]
+            self._weights = ((h, w), weights, wsum)
+        return self._weights[1], self._weights[2]
+
     def forward(self, x_in: torch.Tensor, noise_level: torch.Tensor) -> torch.Tensor:
-        """x_in: (B, C, H, W) ``cat([condition, x_t])``; noise_level: (B,). Returns eps, float32."""
+        """x_in: (B, C, H, W) ``cat([condition, x_t])``; noise_level: (B,). Returns eps, float32.
+        The tiles go to the UNet ``tile_batch`` at a time (each with its B items); the result is
+        the same whatever the batch, bit for bit in fp32."""
         b, _, h, w = x_in.shape
         if h <= self.tile_size and w <= self.tile_size:
             out = self.unet(x_in, noise_level)
@@ -69,26 +89,17 @@ class TiledDenoiser(nn.Module):
         if noise_level.numel() == 1:
             noise_level = noise_level.expand(b)
         boxes = self.tiles(h, w)
-        th, tw = boxes[0][2], boxes[0][3]
-        ys = sorted({y for y, _, _, _ in boxes})
-        xs = sorted({x for _, x, _, _ in boxes})
+        weights, wsum = self._blend_weights(h, w)
         out: Optional[torch.Tensor] = None
-        wsum = torch.zeros(1, 1, h, w, device=x_in.device, dtype=torch.float32)
-        # Process tiles in chunks; each chunk stacks tiles of every batch item along dim 0.
         for start in range(0, len(boxes), self.tile_batch):
             chunk = boxes[start:start + self.tile_batch]
-            crops = torch.cat([x_in[:, :, y:y + th, x:x + tw] for y, x, _, _ in chunk], 0)
-            levels = noise_level.repeat(len(chunk))
-            eps = self.unet(crops, levels).float()
+            crops = torch.cat([x_in[:, :, y:y + th, x:x + tw] for y, x, th, tw in chunk], 0)
+            eps = self.unet(crops, noise_level.repeat(len(chunk))).float()
             if self.on_tiles is not None:
                 self.on_tiles(len(chunk))
             if out is None:
                 out = torch.zeros(b, eps.shape[1], h, w, device=x_in.device, dtype=torch.float32)
-            for k, (y, x, _, _) in enumerate(chunk):
-                wy = ramp_window(th, self.overlap, at_start=y == ys[0], at_end=y == ys[-1]).to(x_in.device)
-                wx = ramp_window(tw, self.overlap, at_start=x == xs[0], at_end=x == xs[-1]).to(x_in.device)
-                weight = (wy[:, None] * wx[None, :])[None, None]
-                out[:, :, y:y + th, x:x + tw] += eps[k * b:(k + 1) * b] * weight
-                wsum[:, :, y:y + th, x:x + tw] += weight
+            for k, (y, x, th, tw) in enumerate(chunk):
+                out[:, :, y:y + th, x:x + tw] += eps[k * b:(k + 1) * b] * weights[start + k].to(x_in.device)
         assert out is not None
-        return out / wsum
+        return out / wsum.to(x_in.device)

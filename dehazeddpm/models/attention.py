@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..utils import ramp_window, tile_starts
+from .encodings import PointwiseConv
 
 __all__ = ["ATTENTION_IMPLS", "SelfAttention", "set_attention_window"]
 
@@ -46,8 +47,8 @@ class SelfAttention(nn.Module):
         self.impl = impl
         self.window: Optional[int] = None
         self.norm = nn.GroupNorm(norm_groups, in_channel)
-        self.qkv = nn.Conv2d(in_channel, in_channel * 3, 1, bias=False)
-        self.out = nn.Conv2d(in_channel, in_channel, 1)
+        self.qkv = PointwiseConv(in_channel, in_channel * 3, bias=False)
+        self.out = PointwiseConv(in_channel, in_channel)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         qkv = self.qkv(self.norm(x))

@@ -55,8 +55,27 @@ class FeatureWiseAffine(nn.Module):
         self.noise_func = nn.Sequential(nn.Linear(in_channels, out_channels * (1 + use_affine_level)))
 
     def forward(self, x: torch.Tensor, noise_embed: torch.Tensor) -> torch.Tensor:
-        params = self.noise_func(noise_embed).reshape(x.shape[0], -1, 1, 1)
+        """x: (B, C, H, W); noise_embed: (B, E), or (1, E) for one noise level shared by the batch."""
+        params = self.noise_func(noise_embed).reshape(noise_embed.shape[0], -1, 1, 1)
         if self.use_affine_level:
             gamma, beta = params.chunk(2, dim=1)
             return (1 + gamma) * x + beta
         return x + params
+
+
+class PointwiseConv(nn.Conv2d):
+    """A 1x1 convolution (same parameters and state-dict keys as ``nn.Conv2d(c_in, c_out, 1)``)
+    computed in fp32 on a CPU as one matrix product per image. oneDNN picks its 1x1 kernel by
+    batch size, so a batch of tiles or samples would round differently from each alone; the
+    product gives every image of a batch bit for bit the numbers it gets by itself. Under autocast
+    and on GPUs it is the ordinary convolution (oneDNN's is about 20% faster there)."""
+
+    def __init__(self, in_channels: int, out_channels: int, bias: bool = True):
+        super().__init__(in_channels, out_channels, 1, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu" or x.dtype != torch.float32 or torch.is_autocast_enabled("cpu"):
+            return super().forward(x)  # reduced precision is not compared bit for bit: the faster kernel
+        n, _, h, w = x.shape
+        y = torch.matmul(self.weight.flatten(1), x.flatten(2)).view(n, -1, h, w)
+        return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)

@@ -21,7 +21,7 @@ from torch import nn
 
 from ..utils import from_dict
 from .attention import ATTENTION_IMPLS, SelfAttention
-from .encodings import FeatureWiseAffine, NoiseLevelEncoding
+from .encodings import FeatureWiseAffine, NoiseLevelEncoding, PointwiseConv
 
 CONDITION_NAMES = {3: "J", 4: "J+T"}
 
@@ -132,7 +132,7 @@ class ResidualBlock(nn.Module):
         self.noise_func = FeatureWiseAffine(noise_dim, dim_out, use_affine_level)
         self.block1 = NormActConv(dim, dim_out, groups=norm_groups)
         self.block2 = NormActConv(dim_out, dim_out, groups=norm_groups, dropout=dropout)
-        self.res_conv = nn.Conv2d(dim, dim_out, 1) if dim != dim_out else nn.Identity()
+        self.res_conv = PointwiseConv(dim, dim_out) if dim != dim_out else nn.Identity()
 
     def forward(self, x: torch.Tensor, noise_embed: torch.Tensor) -> torch.Tensor:
         h = self.noise_func(self.block1(x), noise_embed)
@@ -266,9 +266,12 @@ class UNet(nn.Module):
         if x.shape[-2] % m or x.shape[-1] % m:
             raise ValueError(f"denoiser input H and W must be multiples of {m}, got {tuple(x.shape[-2:])}; "
                              "pad the image (the pipeline does this for you)")
-        noise_level = noise_level.to(device=x.device, dtype=torch.float32)
-        if noise_level.numel() == 1 and x.shape[0] > 1:
-            noise_level = noise_level.reshape(1).expand(x.shape[0])
+        noise_level = noise_level.to(device=x.device, dtype=torch.float32).reshape(-1)
+        if noise_level.numel() > 1 and bool((noise_level == noise_level[0]).all()):
+            # One level for the whole batch (every sampling step): its embedding is computed once
+            # and broadcast, so each item of a batch (a tile, a sample) gets bit for bit the numbers
+            # it gets alone; a batch-sized matrix product would round differently.
+            noise_level = noise_level[:1]
         emb = self.noise_level_mlp(noise_level)
         feats = []
         for layer in self.downs:

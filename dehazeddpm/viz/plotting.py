@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw
 
 __all__ = [
     "to_numpy_image", "signed_to_numpy", "figure_to_png", "image_to_png", "compose_wipe",
-    "plot_side_by_side", "plot_stage1", "plot_trajectory", "trajectory_frame",
+    "plot_side_by_side", "plot_spread", "plot_stage1", "plot_trajectory", "trajectory_frame",
     "plot_sampler_comparison", "plot_metrics_bar", "metrics_table_markdown", "metrics_table_html",
     "rehaze_error", "show", "trajectory_is_signed", "frame_to_numpy", "grid_figure",
     "COLUMN_PX", "DPI", "FONT_PT", "MAX_COLUMNS", "stage2_verdict",
@@ -206,6 +206,32 @@ def _airlight_values(A: Any) -> np.ndarray:
     return np.asarray(a, dtype=np.float64)[:3]
 
 
+def _map(fig: Figure, ax: Any, arr: np.ndarray, cmap: str, vmax: float, title: str, label: str) -> None:
+    """A one-channel map from 0 to ``vmax`` with its colour bar."""
+    im = ax.imshow(arr, cmap=cmap, vmin=0, vmax=vmax)
+    ax.set_title(title, fontsize=FONT_PT)
+    ax.axis("off")
+    bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    bar.set_label(label, fontsize=FONT_PT - 1)
+    bar.ax.tick_params(labelsize=FONT_PT - 1)
+
+
+def plot_spread(res: Any, height: float = 2.4) -> Figure:
+    """Where the diffusion is unsure: a result of ``samples=K`` > 1 as T (the haze stage 1 saw),
+    the per-pixel spread of the K samples (magma, with its colour bar) and their mean."""
+    if getattr(res, "spread", None) is None:
+        raise ValueError("the result has no spread: call the pipeline with samples=K, K > 1")
+    fig, axes = grid_figure(3, _aspect(res.J), panel_height=height, extra_width=0.7)
+    t = to_numpy_image(res.T)
+    _map(fig, axes[0], t, "viridis", 1.0, f"T (mean {t.mean():.2f})", "t (1 = no haze)")
+    spread = to_numpy_image(res.spread)
+    _map(fig, axes[1], spread, "magma", max(0.02, float(spread.max())),
+         f"spread of {res.options.samples} samples (mean {spread.mean():.3f})", "std. dev.")
+    _show(axes[2], res.image, f"mean of {res.options.samples} samples")
+    fig.tight_layout()
+    return fig
+
+
 def plot_stage1(hazy: ImageLike, out: Any, panels: Optional[Sequence[str]] = None,
                 height: float = 2.4) -> Figure:
     """The stage-1 decomposition of one image.
@@ -234,12 +260,7 @@ def plot_stage1(hazy: ImageLike, out: Any, panels: Optional[Sequence[str]] = Non
             _show(ax, out.coarse, "coarse (1st sub-net)")
         elif name == "T":
             t = to_numpy_image(out.T)
-            im = ax.imshow(t, cmap="viridis", vmin=0, vmax=1)
-            ax.set_title(f"T (mean {t.mean():.2f})", fontsize=FONT_PT)
-            ax.axis("off")
-            bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-            bar.set_label("t (1 = no haze)", fontsize=FONT_PT - 1)
-            bar.ax.tick_params(labelsize=FONT_PT - 1)
+            _map(fig, ax, t, "viridis", 1.0, f"T (mean {t.mean():.2f})", "t (1 = no haze)")
         elif name == "A":
             a = _airlight_values(out.A)
             ax.imshow(np.broadcast_to(a.reshape(1, 1, 3), (8, 8, 3)).clip(0, 1))
@@ -253,12 +274,8 @@ def plot_stage1(hazy: ImageLike, out: Any, panels: Optional[Sequence[str]] = Non
             _show(ax, out.I, "re-hazed JT + A(1−T)")
         elif name == "error":
             err = rehaze_error(hazy_np, out.I)
-            im = ax.imshow(err, cmap="magma", vmin=0, vmax=max(0.05, float(err.max())))
-            ax.set_title(f"|re-hazed − I| (mean {err.mean():.3f})", fontsize=FONT_PT)
-            ax.axis("off")
-            bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-            bar.set_label("abs. error", fontsize=FONT_PT - 1)
-            bar.ax.tick_params(labelsize=FONT_PT - 1)
+            _map(fig, ax, err, "magma", max(0.05, float(err.max())), f"|re-hazed − I| (mean {err.mean():.3f})",
+                 "abs. error")
     for ax in axes[len(panels):]:
         ax.axis("off")
     fig.tight_layout()
