@@ -174,14 +174,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     den_ckpt = out / "denoiser" / "denoiser_final.pth"
     s1 = recipe["stage1"]
     init1 = out / "init" / f"demo_stage1_{s1['init'][0][:7]}.pth"
-    c1 = TrainConfig(out_dir=str(out / "stage1"), init_checkpoint=str(init1), **s1["config"])
+    # recipes older than the precision key were trained in fp32: that is what reproduces them
+    c1 = TrainConfig(out_dir=str(out / "stage1"), init_checkpoint=str(init1), **{"precision": "fp32", **s1["config"]})
     configs = {"stage1": c1}
     den = recipe["denoiser"]
     if "config" in den:
         init2 = out / "init" / f"demo_denoiser_{den['init'][0][:7]}.pth"
         configs["denoiser"] = TrainConfig(out_dir=str(out / "denoiser"), init_checkpoint=str(init2),
                                           stage1_checkpoint=str(s1_ckpt), unet=dict(recipe["unet"]),
-                                          schedule=dict(recipe["schedule"]), **den["config"])
+                                          schedule=dict(recipe["schedule"]), **{"precision": "fp32", **den["config"]})
     if args.phase in ("all", "stage1"):
         fetch_from_git(tuple(s1["init"]), init1)
         train_stage1(c1, resume=args.resume)

@@ -10,12 +10,16 @@ from typing import Any, ContextManager, Dict, Optional
 import torch
 from torch import nn
 
-__all__ = ["PrecisionDenoiser", "tiles_per_call", "CPU_FULL_IMAGE_PIXELS", "CUDA_BYTES_PER_PIXEL_CHANNEL", "CUDA_MEMORY_FRACTION", "DEFAULT_TILE",
+__all__ = ["PrecisionDenoiser", "tiles_per_call", "CPU_FULL_IMAGE_PIXELS", "CPU_TILE_BATCH_PIXELS", "CUDA_BYTES_PER_PIXEL_CHANNEL", "CUDA_MEMORY_FRACTION", "DEFAULT_TILE",
            "autocast", "choose_tile", "cpu_has_fast_bf16", "default_device", "device_info", "resolve_precision",
            "stage1_precision", "sync"]
 
 # Tile choice (tile_size=None). CPU: the full image up to this many pixels, else DEFAULT_TILE tiles.
 CPU_FULL_IMAGE_PIXELS = 1024 * 1024
+# Tiles per UNet call on a CPU: as many as hold this many pixels (8 tiles of 128 px). Measured on the
+# demo UNet at 512x384 in bf16: 4 to 10 tiles per call 1.3x faster than 1, all 20 at once slower
+# again (the activations leave the cache); docs/benchmarks.md.
+CPU_TILE_BATCH_PIXELS = 8 * 128 * 128
 DEFAULT_TILE = 512
 # CUDA: rough peak activation bytes per pixel and per UNet base channel (fp16 autocast, batch 1,
 # skip connections kept alive); the full image is used when the estimate is below
@@ -98,12 +102,11 @@ def choose_tile(h: int, w: int, device: torch.device, inner_channel: int, batch:
 def tiles_per_call(tile: int, items: int, device: torch.device, auto_tile: bool) -> int:
     """Tiles per UNet call for ``tile``-pixel tiles of ``items`` images (samples) each. CUDA: 4 for
     an automatic tile (:func:`choose_tile` sized it for 4), 1 for a tile the call chose (it usually
-    asks for the least memory). CPU: as many as hold ``CPU_FULL_IMAGE_PIXELS`` pixels, the most
-    a whole image evaluates at by default; few large calls beat many small ones there, most of all
-    on a shared CPU where each call pays the threads' synchronisation."""
+    asks for the least memory). CPU: as many as hold ``CPU_TILE_BATCH_PIXELS`` pixels (at least
+    one): fewer, larger calls pay the threads' synchronisation less often."""
     if device.type == "cuda":
         return 4 if auto_tile else 1
-    return max(1, CPU_FULL_IMAGE_PIXELS // (int(tile) ** 2 * max(1, int(items))))
+    return max(1, CPU_TILE_BATCH_PIXELS // (int(tile) ** 2 * max(1, int(items))))
 
 
 def device_info() -> Dict[str, Any]:

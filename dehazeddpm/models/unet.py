@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from ..utils import from_dict
@@ -233,6 +234,8 @@ class UNet(nn.Module):
                 ups.append(Upsample(ch))
         self.ups = nn.ModuleList(ups)
         self.final_conv = NormActConv(ch, out_channel, groups=norm_groups)
+        # Training only: recompute each block's activations in the backward pass (less memory).
+        self.checkpoint_blocks = False
 
     @classmethod
     def from_config(cls, config: "UNetConfig | Dict[str, Any]", **overrides: Any) -> "UNet":
@@ -273,15 +276,21 @@ class UNet(nn.Module):
             # it gets alone; a batch-sized matrix product would round differently.
             noise_level = noise_level[:1]
         emb = self.noise_level_mlp(noise_level)
+        block = self._block
         feats = []
         for layer in self.downs:
-            x = layer(x, emb) if isinstance(layer, ResidualAttentionBlock) else layer(x)
+            x = block(layer, x, emb) if isinstance(layer, ResidualAttentionBlock) else layer(x)
             feats.append(x)
         for layer in self.mid:
-            x = layer(x, emb)
+            x = block(layer, x, emb)
         for layer in self.ups:
             if isinstance(layer, ResidualAttentionBlock):
-                x = layer(torch.cat((x, feats.pop()), dim=1), emb)
+                x = block(layer, torch.cat((x, feats.pop()), dim=1), emb)
             else:
                 x = layer(x)
         return self.final_conv(x)
+
+    def _block(self, layer: nn.Module, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        if self.checkpoint_blocks and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(layer, x, emb, use_reentrant=False)
+        return layer(x, emb)

@@ -10,12 +10,14 @@ from ..diffusion.loss import FREQUENCY_WEIGHT
 from ..diffusion.schedule import RELEASED_SCHEDULE
 from ..io.reference_config import load_json_with_comments
 from ..models.unet import DEMO_UNET, UNetConfig
+from ..options import PRECISIONS
 from ..utils import check_keys, from_dict
 
 __all__ = ["DEFAULT_LOSS_WEIGHTS", "DEFAULT_UNET", "DenoiserSettings", "RunSettings", "STAGES", "Stage1Settings",
-           "TrainConfig"]
+           "TRAIN_PRECISIONS", "TrainConfig"]
 
 STAGES = ("stage1", "denoiser")
+TRAIN_PRECISIONS = PRECISIONS
 # A run's denoiser unless its config says otherwise: the demo's, small enough to train on a CPU.
 DEFAULT_UNET = DEMO_UNET.to_dict()
 DEFAULT_LOSS_WEIGHTS = {"J": 1.0, "coarse": 1.0, "I": 1.0, "T": 1.0, "A": 1.0}
@@ -27,7 +29,8 @@ _RANGES = {"crop": (16, None, False), "batch_size": (1, None, False), "steps": (
            "save_every": (0, None, False), "log_every": (0, None, False), "num_val": (1, None, False),
            "val_crop": (16, None, False), "num_workers": (0, None, False), "grad_clip": (0, None, True),
            "min_scale": (0, 1, True), "ema_decay": (0, 1, False), "max_minutes": (0, None, True),
-           "val_sampler_steps": (1, None, False), "condition_pool": (0, None, False)}
+           "val_sampler_steps": (1, None, False), "condition_pool": (0, None, False),
+           "accumulate": (1, None, False)}
 
 
 def _type_error(name: str, value: Any, kind: str) -> Optional[str]:
@@ -81,6 +84,12 @@ class RunSettings:
     ``nonhomogeneous``: the fraction with non-homogeneous haze (30% of those "dense").
     ``init_checkpoint``: start from these weights (same architecture, loaded strictly), i.e.
     fine-tune; when resuming, the resume file's weights replace them.
+    ``precision``: the arithmetic of the forward pass, the inference policy's names: ``auto`` is
+    fp16 autocast with a gradient scaler on CUDA, bf16 autocast on CPUs with native bf16, else
+    fp32; the weights, the optimiser, the EMA and the loss (its FFT term) stay fp32. An fp16 step
+    whose gradients overflow is skipped by the scaler, counted and logged.
+    ``accumulate``: batches of ``batch_size`` per optimiser step (the step sees
+    ``batch_size * accumulate`` samples, in the order an unaccumulated run of that batch sees them).
     """
 
     stage: str = "stage1"
@@ -110,6 +119,8 @@ class RunSettings:
     nonhomogeneous: float = 0.0
     max_minutes: Optional[float] = None
     progress: bool = True
+    precision: str = "auto"
+    accumulate: int = 1
 
     def check_run(self) -> None:
         """Raise ValueError for a bad value of these settings."""
@@ -122,6 +133,8 @@ class RunSettings:
         for name in ("random_depth", "nonhomogeneous"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} is a probability in [0, 1], got {getattr(self, name)}")
+        if self.precision not in TRAIN_PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(TRAIN_PRECISIONS)}, got {self.precision!r}")
         if self.data == "folder" and not (self.hazy_dir and self.gt_dir):
             raise ValueError("data='folder' needs hazy_dir and gt_dir")
 
@@ -155,6 +168,8 @@ class DenoiserSettings:
     ``scene_sizes`` ``[lo, hi]`` (with ``condition_pool``) builds the pool the way the pipeline
     builds a condition: a whole hazy scene at a shorter side in [lo, hi], stage 1 at
     ``working_size`` (None: at the scene's size), then crops of it.
+    ``checkpoint_blocks``: recompute each UNet block's activations in the backward pass instead
+    of keeping them (activation checkpointing): less memory, about a third more time.
     """
 
     unet: Dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_UNET))
@@ -167,6 +182,7 @@ class DenoiserSettings:
     noise_focus_share: float = 0.0
     scene_sizes: Optional[List[int]] = None
     working_size: Optional[int] = None
+    checkpoint_blocks: bool = False
 
     def check_denoiser(self, stage: str, crop: int) -> None:
         """Raise ValueError for a bad value of these settings (``stage`` and ``crop``: the run's)."""

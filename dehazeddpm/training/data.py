@@ -169,7 +169,8 @@ class SceneConditionPool(ConditionPool):
 
 def make_loader(train: Dataset, cfg: TrainConfig, start_step: int, d: Dist) -> Iterator[Dict[str, Any]]:
     data = StepShardedData(train, cfg.seed)
-    pos = list(positions(start_step, cfg.steps, cfg.batch_size, d.rank, d.world))
+    # an optimiser step reads batch_size * accumulate samples, as batches of batch_size in order
+    pos = list(positions(start_step, cfg.steps, cfg.batch_size * cfg.accumulate, d.rank, d.world))
     # own generator: the loader's worker base seed must not draw from the global RNG, which
     # stage 1's dropout uses (a resumed run creates its loader at a different RNG state)
     dl = DataLoader(data, batch_size=cfg.batch_size, sampler=pos, num_workers=cfg.num_workers,

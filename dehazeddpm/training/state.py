@@ -13,7 +13,7 @@ import torch
 from ..utils import write_json
 from .config import TrainConfig
 
-__all__ = ["EMA", "provenance", "resume_path", "rng_state", "set_rng_state", "write_json"]
+__all__ = ["EMA", "latest_path", "provenance", "resume_path", "rng_state", "set_rng_state", "write_json"]
 
 
 class EMA:
@@ -62,6 +62,12 @@ def set_rng_state(st: Dict[str, Any], gen: torch.Generator) -> None:
 def resume_path(cfg: TrainConfig, rank: int = 0) -> Path:
     """``out_dir/resume_<stage>.pt`` (rank suffix beyond rank 0: RNG states differ per rank)."""
     return Path(cfg.out_dir) / (f"resume_{cfg.stage}.pt" if rank == 0 else f"resume_{cfg.stage}.rank{rank}.pt")
+
+
+def latest_path(cfg: TrainConfig) -> Path:
+    """``out_dir/latest_<stage>.json``: the step the run's resume file holds, its name and the last
+    checkpoint's, rewritten (atomically) after every save."""
+    return Path(cfg.out_dir) / f"latest_{cfg.stage}.json"
 
 
 def provenance() -> Dict[str, Any]:

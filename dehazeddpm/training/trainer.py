@@ -14,7 +14,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ import torch
 from ..data.photos import builtin_photos
 from ..diffusion.samplers import sample
 from ..diffusion.schedule import NoiseSchedule
+from ..inference.device import autocast, resolve_precision
 from ..io.checkpoints import load_denoiser, load_stage1, read_checkpoint, save_checkpoint, save_denoiser, save_stage1
 from ..io.images import save_image_atomic, to_unit
 from ..metrics import psnr
@@ -31,9 +32,9 @@ from .config import TrainConfig
 from .data import ConditionPool, SceneConditionPool, build_datasets, make_loader
 from .distributed import RankStopped, barrier, on_termination, setup_distributed, wrap
 from .objectives import denoiser_loss, learning_rate, stage1_condition, stage1_loss
-from .state import EMA, provenance, resume_path, rng_state, set_rng_state, write_json
+from .state import EMA, latest_path, provenance, resume_path, rng_state, set_rng_state, write_json
 
-__all__ = ["RunExistsError", "TrainResult", "Trainer", "check_run_folder", "train", "train_denoiser", "train_stage1"]
+__all__ = ["AutocastModel", "RunExistsError", "TrainResult", "Trainer", "check_run_folder", "train", "train_denoiser", "train_stage1"]
 
 
 @dataclass
@@ -46,6 +47,24 @@ class TrainResult:
     seconds: float
     losses: List[float]
     val_psnr: List[Tuple[int, float]]
+
+
+class AutocastModel(torch.nn.Module):
+    """A network run under a resolved precision's autocast, its tensor outputs returned in fp32
+    (a Stage1Output field by field), so the loss (and its FFT term) is computed in fp32."""
+
+    def __init__(self, model: torch.nn.Module, precision: str, device: torch.device):
+        super().__init__()
+        self.model, self.precision, self.device = model, precision, device
+
+    def forward(self, *args: Any) -> Any:
+        if self.precision == "fp32":
+            return self.model(*args)
+        with autocast(self.precision, self.device):
+            out = self.model(*args)
+        if isinstance(out, torch.Tensor):
+            return out.float()
+        return type(out)(*(t.float() for t in out))
 
 
 class Trainer:
@@ -80,6 +99,12 @@ class Trainer:
                     else load_denoiser(cfg.init_checkpoint, **cfg.unet))
             self.model.load_state_dict(init.float().state_dict(), strict=True)
         self.model.to(d.device)
+        if cfg.stage == "denoiser" and cfg.checkpoint_blocks:
+            self.model.checkpoint_blocks = True
+        self.precision = resolve_precision(cfg.precision, d.device)
+        # fp16 gradients underflow without a scale; a step whose scaled gradients overflow is skipped
+        self.scaler = torch.amp.GradScaler(d.device.type) if self.precision == "fp16" else None
+        self.skipped_steps = 0
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)  # each step's rate: learning_rate()
         self.ema = EMA(self.model, cfg.ema_decay) if cfg.ema_decay else None
         self.step = self._load_resume() if resume else 0
@@ -98,6 +123,7 @@ class Trainer:
         self.batches = make_loader(train_ds, cfg, self.step, d)
         self.losses: List[float] = []
         self.val_hist: List[Tuple[int, float]] = []
+        self._last_checkpoint: Optional[str] = None
         self.t0 = time.time()
 
     # -- set-up ------------------------------------------------------------------------------------
@@ -121,6 +147,9 @@ class Trainer:
             if self.ema is not None and st.get("ema") is not None:
                 self.ema.shadow = {k: v.to(self.d.device) for k, v in st["ema"].items()}
             set_rng_state(st["rng"], self.loss_gen)
+            if self.scaler is not None and st.get("scaler"):
+                self.scaler.load_state_dict(st["scaler"])
+            self.skipped_steps = int(st.get("skipped_steps", 0))
             return int(st["step"])
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise ValueError(f"{rp} is not a resume file of this run: {type(exc).__name__}: "
@@ -128,30 +157,51 @@ class Trainer:
 
     # -- one step ----------------------------------------------------------------------------------
     def loss(self, batch: Dict[str, Any]) -> torch.Tensor:
+        """The loss of one batch; the networks run in the run's precision, the loss in fp32."""
+        model = AutocastModel(self.train_model, self.precision, self.d.device)
         if self.cfg.stage == "stage1":
-            return stage1_loss(self.train_model, batch, self.cfg.loss_weights, self.d.device)
+            return stage1_loss(model, batch, self.cfg.loss_weights, self.d.device)
         schedule = self.schedule
         if self.cfg.noise_focus_share and float(torch.rand((), generator=self.loss_gen)) < self.cfg.noise_focus_share:
             schedule = self.focus_schedule
-        return denoiser_loss(self.train_model, self.stage1_frozen, batch, schedule,  # type: ignore[arg-type]
+        return denoiser_loss(model, self.stage1_frozen, batch, schedule,  # type: ignore[arg-type]
                              self.loss_gen, self.d.device, self.cfg.frequency_weight)
 
-    def train_step(self, batch: Dict[str, Any]) -> float:
-        loss = self.loss(batch)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {float(loss)} at step {self.step}")
+    def train_step(self, batches: Iterator[Dict[str, Any]]) -> float:
+        """One optimiser step over ``cfg.accumulate`` batches drawn from ``batches``: their
+        gradients are summed, each loss divided by ``accumulate`` (the mean over all their samples)."""
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        total = 0.0
+        for _ in range(self.cfg.accumulate):
+            loss = self.loss(next(batches))
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {float(loss)} at step {self.step}")
+            part = loss / self.cfg.accumulate
+            (self.scaler.scale(part) if self.scaler is not None else part).backward()
+            total += float(part.detach())
         for group in self.opt.param_groups:
             group["lr"] = learning_rate(self.cfg, self.step)
+        if self.scaler is not None:
+            self.scaler.unscale_(self.opt)
         if self.cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-        self.opt.step()
-        if self.ema is not None:
+        if self.scaler is None:
+            self.opt.step()
+            stepped = True
+        else:
+            scale = self.scaler.get_scale()
+            self.scaler.step(self.opt)
+            self.scaler.update()
+            stepped = self.scaler.get_scale() >= scale  # the scaler lowers its scale when it skipped
+            if not stepped:
+                self.skipped_steps += 1
+                print(f"step {self.step}: fp16 gradients overflowed, optimiser step skipped "
+                      f"(scale now {self.scaler.get_scale():g}; {self.skipped_steps} skipped so far)", flush=True)
+        if stepped and self.ema is not None:
             self.ema.update(self.model)
         self.step += 1
-        self.losses.append(float(loss.detach()))
-        return self.losses[-1]
+        self.losses.append(total)
+        return total
 
     # -- evaluation and files ----------------------------------------------------------------------
     def eval_model(self) -> torch.nn.Module:
@@ -208,15 +258,24 @@ class Trainer:
         side = self.out / f"{name}.json"
         write_json(side, {"stage": self.cfg.stage, "step": self.step, "config": self.cfg.to_dict(),
                           "ema": self.ema is not None, "seconds": round(time.time() - self.t0, 1),
+                          "precision": self.precision, "skipped_steps": self.skipped_steps,
                           "val_psnr": self.val_hist, "provenance": provenance()})
+        self._last_checkpoint = ck.name
         return ck, side
 
     def save_resume(self) -> None:
         """Everything needed to continue this rank exactly (every rank writes its own)."""
         save_checkpoint({"stage": self.cfg.stage, "step": self.step, "model": self.model.state_dict(),
                          "optimizer": self.opt.state_dict(), "ema": self.ema.shadow if self.ema is not None else None,
-                         "rng": rng_state(self.loss_gen), "config": self.cfg.to_dict()},
+                         "rng": rng_state(self.loss_gen), "config": self.cfg.to_dict(),
+                         "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                         "skipped_steps": self.skipped_steps},
                         resume_path(self.cfg, self.d.rank))
+        if self.d.main:
+            # what a rerun after a disconnect reads first: where this run stands
+            write_json(latest_path(self.cfg), {"stage": self.cfg.stage, "step": self.step, "steps": self.cfg.steps,
+                                               "resume": resume_path(self.cfg).name,
+                                               "checkpoint": self._last_checkpoint})
 
     # -- the loop ----------------------------------------------------------------------------------
     def run(self) -> TrainResult:
@@ -247,7 +306,7 @@ class Trainer:
             if cfg.max_minutes is not None and time.time() - self.t0 > 60 * cfg.max_minutes:
                 stopped_early = True
                 break
-            self.train_step(next(self.batches))
+            self.train_step(self.batches)
             step = self.step
             if bar is not None:
                 bar.update(1)
