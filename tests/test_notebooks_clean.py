@@ -21,6 +21,7 @@ NAMES = [
     "03_denoising_trajectory.ipynb",
     "04_why_reference_inference_gives_noise.ipynb",
     "05_evaluate.ipynb",
+    "06_finetune.ipynb",
 ]
 CHECK = "# NBVAL_CHECK_OUTPUT"
 

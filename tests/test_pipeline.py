@@ -1,6 +1,8 @@
 """DehazePipeline: sizes, input modes, step counts, determinism, trajectory, fusion, references."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -343,3 +345,45 @@ def test_broken_weights_are_errors_at_both_stages(tmp_path):
     torch.save({"params": {**sd, key: sd[key].long()}}, tmp_path / "int.pth")
     with pytest.raises(CheckpointError, match=f"{key}: checkpoint torch.int64 vs model torch.float32"):
         dd.load_stage1(tmp_path / "int.pth")
+
+
+def test_threads_follow_the_free_cores_and_are_described(monkeypatch):
+    import subprocess
+    import sys
+
+    from dehazeddpm.inference import device as dev
+
+    cpu = torch.device("cpu")
+    monkeypatch.delenv("DEHAZEDDPM_THREADS", raising=False)
+    monkeypatch.setattr(dev.os, "cpu_count", lambda: 4)
+    for busy, most, expected in ((0.0, 4, 4), (1.0, 4, 3), (3.0, 4, 1), (9.0, 4, 1), (0.0, 2, 2)):
+        monkeypatch.setattr(dev, "busy_elsewhere", lambda busy=busy: busy)
+        assert dev.choose_threads(cpu, most) == expected
+    assert dev.choose_threads(torch.device("meta")) is None
+    monkeypatch.setenv("DEHAZEDDPM_THREADS", "3")
+    assert dev.choose_threads(cpu, 1) == 3
+    monkeypatch.setenv("DEHAZEDDPM_THREADS", "many")
+    with pytest.raises(ValueError, match="DEHAZEDDPM_THREADS must be a positive integer"):
+        dev.choose_threads(cpu)
+    monkeypatch.undo()
+    # a real busy process is seen (Linux: /proc/stat), and the call says what it chose
+    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        deadline = time.time() + 10
+        while dev.busy_elsewhere() < 1 and time.time() < deadline:
+            time.sleep(0.05)
+        assert dev.busy_elsewhere() >= 1
+    finally:
+        spin.kill()
+        spin.wait()
+    before = torch.get_num_threads()
+    with dev.cpu_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+
+
+def test_a_call_reports_its_threads(tiny_stage1, tiny_unet):
+    pipe = DehazePipeline(tiny_stage1(), tiny_unet(), NoiseSchedule.from_config(
+        {"schedule": "linear", "n_timestep": 100, "linear_start": 1e-4, "linear_end": 2e-2}), "cpu")
+    res = pipe(torch.rand(1, 3, 16, 16), seed=0, steps=2, progress=False)
+    assert res.threads >= 1 and f"{res.threads} CPU thread" in res.describe()

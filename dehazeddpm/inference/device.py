@@ -5,12 +5,15 @@ Kept apart from the pipeline so the rules can be read, tested and benchmarked on
 from __future__ import annotations
 
 import contextlib
-from typing import Any, ContextManager, Dict, Optional
+import math
+import os
+import time
+from typing import Any, ContextManager, Dict, Iterator, Optional
 
 import torch
 from torch import nn
 
-__all__ = ["PrecisionDenoiser", "tiles_per_call", "CPU_FULL_IMAGE_PIXELS", "CPU_TILE_BATCH_PIXELS", "CUDA_BYTES_PER_PIXEL_CHANNEL", "CUDA_MEMORY_FRACTION", "DEFAULT_TILE",
+__all__ = ["PrecisionDenoiser", "busy_elsewhere", "choose_threads", "cpu_threads", "tiles_per_call", "CPU_FULL_IMAGE_PIXELS", "CPU_TILE_BATCH_PIXELS", "CUDA_BYTES_PER_PIXEL_CHANNEL", "CUDA_MEMORY_FRACTION", "DEFAULT_TILE",
            "autocast", "choose_tile", "cpu_has_fast_bf16", "default_device", "device_info", "resolve_precision",
            "stage1_precision", "sync"]
 
@@ -107,6 +110,63 @@ def tiles_per_call(tile: int, items: int, device: torch.device, auto_tile: bool)
     if device.type == "cuda":
         return 4 if auto_tile else 1
     return max(1, CPU_TILE_BATCH_PIXELS // (int(tile) ** 2 * max(1, int(items))))
+
+
+def busy_elsewhere(samples: int = 5) -> float:
+    """Runnable threads on this machine besides the caller: the median of a few reads of
+    ``procs_running`` in Linux's /proc/stat (an instant count, unlike the load average), less the
+    reading thread; elsewhere the 1-minute load average; 0 when neither can be read."""
+    counts = []
+    for _ in range(samples):
+        try:
+            with open("/proc/stat") as f:
+                line = next(ln for ln in f if ln.startswith("procs_running"))
+            counts.append(int(line.split()[1]) - 1)
+        except (OSError, StopIteration, ValueError, IndexError):
+            break
+        time.sleep(0.002)
+    if counts:
+        return float(sorted(counts)[len(counts) // 2])
+    try:
+        return float(os.getloadavg()[0])
+    except (OSError, AttributeError):
+        return 0.0
+
+
+def choose_threads(device: torch.device, most: Optional[int] = None) -> Optional[int]:
+    """The intra-op threads a CPU call runs with (None on other devices): ``DEHAZEDDPM_THREADS``
+    when set, else as many of ``most`` (default: torch's current setting) as there are cores not
+    busy with other work. On a shared CPU, threads beyond the free cores wait on each other at
+    every small kernel: measured here, a tiled 64 px call took 36-54 s with 2 threads beside a busy
+    process and 1.3 s with 1 (docs/benchmarks.md)."""
+    if device.type != "cpu":
+        return None
+    forced = os.environ.get("DEHAZEDDPM_THREADS", "").strip()
+    if forced:
+        try:
+            n = int(forced)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise ValueError(f"DEHAZEDDPM_THREADS must be a positive integer, got {forced!r}")
+        return n
+    most = most or torch.get_num_threads()
+    free = (os.cpu_count() or most) - busy_elsewhere()
+    return max(1, min(most, int(math.floor(free + 0.5))))
+
+
+@contextlib.contextmanager
+def cpu_threads(n: Optional[int]) -> Iterator[None]:
+    """Within the block torch uses ``n`` intra-op threads (None: unchanged); restored after."""
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def device_info() -> Dict[str, Any]:

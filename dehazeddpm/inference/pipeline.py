@@ -40,7 +40,9 @@ from ..utils import pad_to_multiple, resize, scaled_shape
 from .device import (
     PrecisionDenoiser,
     autocast,
+    choose_threads,
     choose_tile,
+    cpu_threads,
     default_device,
     resolve_precision,
     stage1_precision,
@@ -108,7 +110,8 @@ class DehazeResult:
     at the input size, except ``A`` (1, 3, 1, 1). ``options`` is what actually ran: resolved
     sampler, steps (the chain's length), eta, start, precision and the tile used (None: the whole
     image); ``evaluations`` counts the denoiser evaluations that ran (fewer than the chain's
-    steps when the start is below 1), each over all samples at once.
+    steps when the start is below 1), each over all samples at once; ``threads`` the CPU
+    threads the call chose (:func:`~dehazeddpm.inference.device.choose_threads`; None off the CPU).
 
     With ``samples=K`` > 1, ``image`` is the mean of the K samples (each clamped to [0, 1]),
     ``spread`` (1, 1, H, W) their per-pixel standard deviation averaged over the colour channels
@@ -127,6 +130,7 @@ class DehazeResult:
     tile_size: Optional[int] = None
     spread: Optional[torch.Tensor] = None
     samples: Optional[torch.Tensor] = None
+    threads: Optional[int] = None
 
     @property
     def steps(self) -> int:
@@ -136,9 +140,10 @@ class DehazeResult:
         return self.evaluations
 
     def describe(self) -> str:
-        """One line for a figure title: what ran and how long it took."""
+        """One line for a figure title: what ran, on how many CPU threads, and how long it took."""
         what = "stage 1 only" if self.evaluations == 0 else self.options.describe(self.evaluations)
-        return f"{what}, {self.timings.get('total', 0.0):.1f} s"
+        threads = f", {self.threads} CPU thread{'s' if self.threads != 1 else ''}" if self.threads else ""
+        return f"{what}{threads}, {self.timings.get('total', 0.0):.1f} s"
 
 
 def _thumb(x: torch.Tensor, max_side: int = TRAJECTORY_MAX_SIDE) -> torch.Tensor:
@@ -400,6 +405,15 @@ class DehazePipeline:
         # 1. resolve the options (the call's, over the weights' defaults) and the precision
         opts = self.resolve_options(options, **chosen)
         opts = dataclasses.replace(opts, precision=resolve_precision(opts.precision, self.device))
+        threads = choose_threads(self.device)
+        with cpu_threads(threads):
+            res = self._run(image, opts, seed, progress, trajectory_every, callback, keep_samples)
+        res.threads = threads
+        return res
+
+    def _run(self, image: ImageSource, opts: SamplingOptions, seed: Optional[int], progress: bool,
+             trajectory_every: Optional[int], callback: Optional[Callback], keep_samples: bool) -> DehazeResult:
+        """Steps 2-9 of a call with its options resolved (see :meth:`__call__`)."""
         timings: Dict[str, float] = {}
         t_start = time.perf_counter()
         # 2. load

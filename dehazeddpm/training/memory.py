@@ -140,7 +140,8 @@ def estimate_memory(cfg: TrainConfig, device: Optional[torch.device] = None,
     for c in crops:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        saved.append(activation_bytes(lambda: step(c), skip=params))
+        with torch.enable_grad():  # whatever the caller (a notebook) set
+            saved.append(activation_bytes(lambda: step(c), skip=params))
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     per_pixel = (saved[1] - saved[0]) / (crops[1] ** 2 - crops[0] ** 2)
     fixed["autocast weight copies"] = max(0, int(saved[1] - per_pixel * crops[1] ** 2))

@@ -282,7 +282,8 @@ class Trainer:
         """Train to ``cfg.steps``. Under torchrun, a failed peer ends this rank with one
         :class:`RankStopped` that says where ``--resume`` continues."""
         try:
-            with on_termination(self.d):
+            # a notebook may have turned autograd off (dd.notebook_session does): training needs it
+            with on_termination(self.d), torch.enable_grad():
                 return self._run()
         except RuntimeError as exc:  # RankStopped, or a collective that lost its peer
             if self.d.world <= 1:

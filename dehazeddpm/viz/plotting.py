@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw
 
 __all__ = [
     "to_numpy_image", "signed_to_numpy", "figure_to_png", "image_to_png", "compose_wipe",
-    "plot_side_by_side", "plot_spread", "plot_stage1", "plot_trajectory", "trajectory_frame",
+    "plot_losses", "plot_side_by_side", "plot_spread", "plot_stage1", "plot_trajectory", "trajectory_frame",
     "plot_sampler_comparison", "plot_metrics_bar", "metrics_table_markdown", "metrics_table_html",
     "rehaze_error", "show", "trajectory_is_signed", "frame_to_numpy", "grid_figure",
     "COLUMN_PX", "DPI", "FONT_PT", "MAX_COLUMNS", "stage2_verdict",
@@ -356,6 +356,27 @@ def plot_sampler_comparison(records: Sequence[Mapping[str, Any]]) -> Figure:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=FONT_PT)
         ax.tick_params(labelsize=FONT_PT)
+    fig.tight_layout()
+    return fig
+
+
+def plot_losses(runs: Mapping[str, Any]) -> Figure:
+    """Training loss per optimiser step (and a running mean over 10), one panel per run:
+    ``{name: result}`` with ``result.losses`` (a :class:`~dehazeddpm.training.TrainResult`)."""
+    fig = Figure(figsize=(min(COLUMN_PX / DPI, 4.2 * len(runs) + 0.3), 3.2))
+    axes = fig.subplots(1, max(1, len(runs)), squeeze=False)[0]
+    for ax, (name, res) in zip(axes, runs.items()):
+        losses = np.asarray(res.losses, dtype=float)
+        steps = np.arange(len(losses)) + 1
+        ax.plot(steps, losses, alpha=0.4, label="per step")
+        if len(losses) >= 10:
+            ax.plot(steps[9:], np.convolve(losses, np.ones(10) / 10, mode="valid"), label="mean of 10")
+        ax.set_xlabel("optimiser step (this session)", fontsize=FONT_PT)
+        ax.set_ylabel("loss", fontsize=FONT_PT)
+        ax.set_title(name, fontsize=FONT_PT + 1)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=FONT_PT)
+        ax.legend(fontsize=FONT_PT, frameon=False)
     fig.tight_layout()
     return fig
 

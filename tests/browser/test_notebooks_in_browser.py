@@ -22,7 +22,8 @@ RESULTS = Path(os.environ.get("DEHAZEDDPM_BROWSER_RESULTS", REPO / "results" / "
 NOTEBOOKS = sorted(p.name for p in (REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 # the notebooks' widget cells (each must render and respond to every control)
 WIDGET_CELLS = {"01_quickstart.ipynb": 1, "02_stage1_physics.ipynb": 1, "03_denoising_trajectory.ipynb": 1,
-                "04_why_reference_inference_gives_noise.ipynb": 0, "05_evaluate.ipynb": 1}
+                "04_why_reference_inference_gives_noise.ipynb": 0, "05_evaluate.ipynb": 1,
+                "06_finetune.ipynb": 0}
 
 pytestmark = pytest.mark.skipif(not STACKS, reason="set DEHAZEDDPM_BROWSER_STACKS (see .ci/browser) to run")
 
