@@ -4,7 +4,11 @@
 * fp16 autocast against fp32 eps agreement of the released full-size UNet (random weights);
 * seconds per evaluation and peak memory at 1600x1200, untiled and tiled (the tile that
   ``inference.device.choose_tile`` picks, else 512), in the auto precision;
-* the tile heuristic's memory estimate against the measured peak.
+* the tile heuristic's memory estimate against the measured peak;
+* the default call end to end (stage 1 and 20 DDIM steps, random weights of the released
+  layout) at 512x512 and 1600x1200: seconds and peak memory;
+* one fine-tuning step of the released-size denoiser (256 px crops, batch 2, the auto precision
+  with its gradient scaler): seconds and peak memory against ``dehazeddpm train --estimate``.
 
     python benchmarks/gpu_check.py --out gpu_check.json            # on a GPU
     python benchmarks/gpu_check.py --device cpu --tiny --out x.json  # the same code path, tiny, on a CPU
@@ -24,8 +28,9 @@ from torch.profiler import ProfilerActivity, profile
 
 ROOT = Path(__file__).resolve().parents[1]
 
+from dehazeddpm.diffusion import RELEASED_SCHEDULE, NoiseSchedule
 from dehazeddpm.hub import get_entry
-from dehazeddpm.inference import TiledDenoiser
+from dehazeddpm.inference import DehazePipeline, TiledDenoiser
 from dehazeddpm.inference.device import (
     CUDA_BYTES_PER_PIXEL_CHANNEL,
     PrecisionDenoiser,
@@ -34,7 +39,8 @@ from dehazeddpm.inference.device import (
     resolve_precision,
     sync,
 )
-from dehazeddpm.models import SelfAttention, UNet
+from dehazeddpm.models import SelfAttention, Stage1Net, UNet
+from dehazeddpm.training import TrainConfig, estimate_memory
 from dehazeddpm.utils import write_json
 
 TINY_UNET = {"in_channel": 7, "out_channel": 3, "inner_channel": 16, "norm_groups": 8, "channel_mults": [1, 2],
@@ -84,6 +90,59 @@ def timed_eval(model: torch.nn.Module, device: torch.device, hw, repeats: int) -
     return {"seconds_per_eval": min(times), "peak_bytes": peak}
 
 
+def _peak(device: torch.device) -> Optional[int]:
+    return torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+
+
+def end_to_end(unet: UNet, device: torch.device, sizes: List[Any]) -> Dict[str, Any]:
+    """The default call (DDIM 20 from pure noise, the auto precision) per size: seconds, peak bytes."""
+    torch.manual_seed(0)
+    pipe = DehazePipeline(Stage1Net(), unet, NoiseSchedule.from_config(RELEASED_SCHEDULE), device)
+    out: Dict[str, Any] = {}
+    for h, w in sizes:
+        image = torch.rand(1, 3, h, w)
+        pipe(image, seed=0, steps=2, progress=False)  # warm-up
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        res = pipe(image, seed=0, sampler="ddim", steps=20, progress=False)
+        out[f"{w}x{h}"] = {"seconds": res.timings["total"], "evaluations": res.evaluations,
+                           "described": res.describe(), "peak_bytes": _peak(device)}
+    return out
+
+
+def finetune_step(unet_cfg: Dict[str, Any], device: torch.device, crop: int) -> Dict[str, Any]:
+    """One optimiser step of the denoiser at ``crop`` px, batch 2, measured beside the estimate."""
+    cfg = TrainConfig(stage="denoiser", stage1_checkpoint="unused.pth", unet=dict(unet_cfg), crop=crop, batch_size=2)
+    estimate = estimate_memory(cfg, device)
+    precision = resolve_precision(cfg.precision, device)
+    net = UNet.from_config(unet_cfg).to(device).train()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-5)
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+    x = torch.rand(2, int(unet_cfg["in_channel"]), crop, crop, device=device) * 2 - 1
+    level = torch.full((2,), 0.5, device=device)
+    times = []
+    for _ in range(3):
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        sync(device)
+        t0 = time.perf_counter()
+        with autocast(precision, device):
+            loss = net(x, level).float().abs().mean()
+        (scaler.scale(loss) if scaler else loss).backward()
+        if scaler:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
+        opt.zero_grad(set_to_none=True)
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    peak = _peak(device)
+    return {"crop": crop, "batch": 2, "precision": precision, "seconds_per_step": min(times[1:]),
+            "peak_bytes": peak, "estimate_bytes": estimate.total(2),
+            "estimate_over_measured": estimate.total(2) / peak if peak else None}
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda")
@@ -117,6 +176,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     measured = report["untiled"]["peak_bytes"]
     report["tile_heuristic"] = {"estimate_bytes_untiled": estimate, "measured_peak_bytes_untiled": measured,
                                 "estimate_over_measured": estimate / measured if measured else None}
+    report["end_to_end"] = end_to_end(unet, device, [(64, 96)] if args.tiny else [(512, 512), (1200, 1600)])
+    report["finetune_step"] = finetune_step(cfg, device, 32 if args.tiny else 256)
     report["seconds_total"] = time.perf_counter() - t_start
     write_json(args.out, report)
     print(json.dumps(report, indent=2))

@@ -32,6 +32,12 @@ from dehazeddpm.utils import write_json
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _timed(call) -> float:
+    t0 = time.perf_counter()
+    call()
+    return time.perf_counter() - t0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=128, help="shorter side of the eval pairs (0: original)")
@@ -42,6 +48,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--denoiser", default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=str(ROOT / "runs" / "posterior_mean.json"))
+    ap.add_argument("--timing-only", action="store_true",
+                    help="only the seconds of each K on the first eval photo (min of 3 after a warm-up)")
     args = ap.parse_args(argv)
     kinds = args.haze.split(",")
     if set(kinds) - set(EVAL_HAZE):
@@ -62,6 +70,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         lpips = None
         print(exc, file=sys.stderr)
     runs: Dict[str, Any] = {"stage 1 J": dict(STAGE1), **{f"mean of {k}": {"samples": k} for k in ks}}
+    if args.timing_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            image = make_eval_set(tmp, size=args.size or None, seed=0)[0][0]
+            seconds = {}
+            for k in ks:
+                pipe(image, seed=0, progress=False, samples=k)
+                seconds[k] = min(_timed(lambda: pipe(image, seed=0, progress=False, samples=k)) for _ in range(3))
+                print(f"samples={k}: {seconds[k]:.2f} s ({seconds[k] / seconds[ks[0]]:.2f}x)", flush=True)
+        write_json(args.json, {"command": "python benchmarks/posterior_mean.py "
+                               + " ".join(argv if argv is not None else sys.argv[1:]),
+                               "date": time.strftime("%Y-%m-%d"), "size": args.size, "seconds": seconds})
+        return 0
     rows: List[Dict[str, Any]] = []
     t0 = time.time()
     for kind in kinds:

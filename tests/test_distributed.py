@@ -49,9 +49,10 @@ def test_training_on_two_ranks_keeps_them_identical_and_writes_once(tmp_path):
     r = _torchrun("train", "stage1", "--config", str(_config(tmp_path, "run")))
     assert r.returncode == 0, r.stderr[-3000:]
     out = tmp_path / "run"
-    assert sorted(os.listdir(out)) == ["resume_stage1.pt", "resume_stage1.rank1.pt", "stage1_000002.json",
+    assert sorted(os.listdir(out)) == ["latest_stage1.json", "resume_stage1.pt", "resume_stage1.rank1.pt", "stage1_000002.json",
                                        "stage1_000002.pth", "stage1_final.json", "stage1_final.pth",
-                                       "val_stage1_000004.png"]  # checkpoints by rank 0 only
+                                       "val_stage1_000004.png"]  # checkpoints and the pointer by rank 0 only
+    assert json.loads((out / "latest_stage1.json").read_text())["checkpoint"] == "stage1_final.pth"
     assert _models_equal(out / "resume_stage1.pt", out / "resume_stage1.rank1.pt")  # DDP kept them in step
     assert r.stdout.count("checkpoint:") == 1
 

@@ -44,6 +44,9 @@ def test_gpu_check_runs_its_code_path_on_a_cpu(tmp_path):
     assert any("flash" in k for k in data["attention_kernels"]["fp32"])
     assert data["eps_agreement"]["max_abs_diff"] < 0.1 and data["tiled"]["tile"] == 32
     assert data["untiled"]["seconds_per_eval"] > 0 and "estimate_bytes_untiled" in data["tile_heuristic"]
+    assert data["end_to_end"]["96x64"]["evaluations"] == 20 and data["end_to_end"]["96x64"]["seconds"] > 0
+    step = data["finetune_step"]
+    assert step["crop"] == 32 and step["seconds_per_step"] > 0 and step["estimate_bytes"] > 0
 
 
 def test_default_call_compares_two_checkouts_side_by_side(tmp_path):
