@@ -47,9 +47,9 @@ def test_inputs_with_names_as_long_as_the_file_system_allows(tmp_path, length):
 
 
 def test_a_tile_smaller_than_the_weights_overlap_runs(src, tmp_path):
-    # the demo's defaults carry tile_overlap 32 for its 128 px tiles; a 32 px tile takes its own overlap
+    # the demo's defaults carry tile_overlap 8 for its 136 px tiles; an 8 px tile takes its own overlap
     out = tmp_path / "o"
-    assert main(["dehaze", str(src), "-o", str(out), "--tile", "32", "--quiet"]) == 0
+    assert main(["dehaze", str(src), "-o", str(out), "--tile", "8", "--quiet"]) == 0
     assert (out / "a.png").is_file()
 
 
