@@ -96,6 +96,33 @@ def child(root: Path, image: Path, mode: str, threads: int) -> Dict[str, Any]:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+def flop_floor(image: Path, seconds: float) -> Dict[str, Any]:
+    """This checkout's default call counted by ``torch.utils.flop_counter`` (convolutions, matrix
+    products, attention: what the call runs, tiles and overlaps included), this CPU's bf16 matmul
+    rate (2048^3, best of 5: the cost model's yardstick) and the floor FLOPs / rate."""
+    import time
+
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from dehazeddpm.inference import DehazePipeline
+
+    pipe = DehazePipeline.from_pretrained("demo", device="cpu", download=False, progress=False)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        pipe(str(image), seed=0, progress=False)
+    a = torch.randn(2048, 2048, dtype=torch.bfloat16)
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        a @ a
+        best = min(best, time.perf_counter() - t0)
+    rate = 2 * 2048 ** 3 / best
+    flops = counter.get_total_flops()
+    return {"flops": flops, "bf16_matmul_flops_per_s": rate, "floor_seconds": flops / rate,
+            "measured_over_floor": seconds / (flops / rate)}
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--baseline", default=None, help="checkout of the commit to compare with")
@@ -122,6 +149,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                       for k, v in runs.items()}
     if args.baseline:
         report["speedup"] = report["time"]["baseline"]["seconds"] / report["time"]["this checkout"]["seconds"]
+    report["floor"] = flop_floor(timed, report["time"]["this checkout"]["seconds"])
     if args.big:
         big = photo(work / f"hazy_{args.big}x{args.big}.png", (args.big, args.big))
         report["memory"] = {"size": [args.big, args.big], **child(ROOT, big, "memory", args.threads),

@@ -130,3 +130,26 @@ def test_tile_progress_counts_every_tile_of_every_call():
         tiled(x, torch.tensor([0.5]))
         tiled(x, torch.tensor([0.4]))
     assert sum(done) == 2 * len(tiled.tiles(40, 70)) and max(done) <= 3
+
+
+@pytest.mark.parametrize("items", [1, 3])
+def test_batched_tiles_are_bit_equal_to_one_tile_at_a_time_in_fp32(items):
+    """Any number of tiles per UNet call (and several samples per tile) gives, in fp32 on the
+    CPU (in the layout the pipeline runs fp32 in), exactly the numbers of one tile at a time, at
+    the demo's tile size. (With tiles so small that the deepest map is 16 px, oneDNN picks its 3x3
+    kernel by batch size and the last bit may differ.)"""
+    import dataclasses
+
+    from dehazeddpm.inference.device import PrecisionDenoiser
+    from dehazeddpm.models import DEMO_UNET, UNet
+
+    torch.manual_seed(0)
+    unet = UNet(**dataclasses.asdict(DEMO_UNET)).eval()
+    x = torch.randn(items, 7, 200, 264)  # four tiles
+    level = torch.full((items,), 0.37)
+    cpu = torch.device("cpu")
+    with torch.inference_mode():
+        one = PrecisionDenoiser(TiledDenoiser(unet, 136, 8, tile_batch=1), "fp32", cpu)(x, level)
+        for batch in (2, 3, 100):
+            many = PrecisionDenoiser(TiledDenoiser(unet, 136, 8, tile_batch=batch), "fp32", cpu)(x, level)
+            assert torch.equal(one, many), batch

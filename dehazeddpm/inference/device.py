@@ -13,7 +13,7 @@ from typing import Any, ContextManager, Dict, Iterator, Optional
 import torch
 from torch import nn
 
-__all__ = ["PrecisionDenoiser", "busy_elsewhere", "choose_threads", "cpu_threads", "tiles_per_call", "CPU_FULL_IMAGE_PIXELS", "CPU_TILE_BATCH_PIXELS", "CUDA_BYTES_PER_PIXEL_CHANNEL", "CUDA_MEMORY_FRACTION", "DEFAULT_TILE",
+__all__ = ["PrecisionDenoiser", "busy_elsewhere", "denoiser_layout", "choose_threads", "cpu_threads", "tiles_per_call", "CPU_FULL_IMAGE_PIXELS", "CPU_TILE_BATCH_PIXELS", "CUDA_BYTES_PER_PIXEL_CHANNEL", "CUDA_MEMORY_FRACTION", "DEFAULT_TILE",
            "autocast", "choose_tile", "cpu_has_fast_bf16", "default_device", "device_info", "resolve_precision",
            "stage1_precision", "sync"]
 
@@ -186,9 +186,18 @@ def device_info() -> Dict[str, Any]:
     return info
 
 
+def denoiser_layout(precision: str, device: torch.device) -> torch.memory_format:
+    """The memory format the denoiser runs in: channels_last (its convolutions 1.6x faster per
+    evaluation on this CPU in bf16, and what cuDNN's tensor cores want), except fp32 on a CPU,
+    where the contiguous layout keeps a batch of tiles bit-equal to one tile at a time (oneDNN's
+    channels_last GroupNorm rounds by batch size)."""
+    return torch.contiguous_format if device.type == "cpu" and precision == "fp32" else torch.channels_last
+
+
 class PrecisionDenoiser(nn.Module):
-    """Run a denoiser under a resolved precision's autocast (CUDA: with channels_last inputs);
-    returns float32 eps. Same call signature and ``config`` as the wrapped model."""
+    """Run a denoiser under a resolved precision's autocast ("fp32": none) with its inputs in
+    :func:`denoiser_layout`; returns float32 eps. Same call signature and ``config`` as the
+    wrapped model."""
 
     def __init__(self, model: nn.Module, precision: str, device: torch.device):
         super().__init__()
@@ -199,7 +208,6 @@ class PrecisionDenoiser(nn.Module):
         return self.model.config
 
     def forward(self, x_in: torch.Tensor, noise_level: torch.Tensor) -> torch.Tensor:
-        if self.device.type == "cuda":
-            x_in = x_in.contiguous(memory_format=torch.channels_last)
+        x_in = x_in.contiguous(memory_format=denoiser_layout(self.precision, self.device))
         with autocast(self.precision, self.device):
             return self.model(x_in, noise_level).float()

@@ -44,6 +44,7 @@ from .device import (
     choose_tile,
     cpu_threads,
     default_device,
+    denoiser_layout,
     resolve_precision,
     stage1_precision,
     sync,
@@ -215,7 +216,7 @@ class DehazePipeline:
         self.schedule = schedule
         if self.device.type == "cuda":
             self.stage1 = self.stage1.to(memory_format=torch.channels_last)
-            self.denoiser = self.denoiser.to(memory_format=torch.channels_last)
+        self._layout: Optional[torch.memory_format] = None  # the denoiser's; set per call
         self._compiled: Optional[nn.Module] = torch.compile(self.denoiser) if compile else None
         self.config_source = "given"  # where the settings tensors cannot show came from (from_files)
 
@@ -342,13 +343,17 @@ class DehazePipeline:
 
     def _denoiser(self, opts: SamplingOptions, tile: Optional[int], precision: str
                   ) -> Tuple[nn.Module, Optional[TiledDenoiser]]:
-        """The denoiser a call samples with (tiled, in its precision), and its tiling if any."""
+        """The denoiser a call samples with (tiled, in its precision and layout), and its tiling if any."""
+        layout = denoiser_layout(precision, self.device)
+        if layout != self._layout:  # calls rarely switch: convert the weights when they do
+            self.denoiser.to(memory_format=layout)
+            self._layout = layout
         model: nn.Module = self._compiled or self.denoiser
         tiled = None
         if tile is not None:
             batch = tiles_per_call(tile, opts.samples, self.device, auto_tile=opts.tile_size is None)
             model = tiled = TiledDenoiser(model, tile, opts.tile_overlap, tile_batch=batch)
-        return (model if precision == "fp32" else PrecisionDenoiser(model, precision, self.device)), tiled
+        return PrecisionDenoiser(model, precision, self.device), tiled
 
     def _tile(self, opts: SamplingOptions, ph: int, pw: int) -> Optional[int]:
         tile = opts.tile_size if opts.tile_size is not None else choose_tile(
