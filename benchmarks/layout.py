@@ -1,0 +1,70 @@
+"""Memory layout and compilation for the demo denoiser's evaluation as the default call runs it
+(bf16 autocast, 136 px tiles overlapping by 8, 8 tiles per UNet call) at 512x384:
+contiguous, channels_last, and ``torch.compile`` (its warm-up stated).
+
+    python benchmarks/layout.py [--compile] [--json benchmarks/results/layout_cpu.json]
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import torch
+
+from dehazeddpm.inference import DehazePipeline, TiledDenoiser
+from dehazeddpm.inference.device import autocast
+from dehazeddpm.utils import write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def per_eval(model: torch.nn.Module, x: torch.Tensor, fmt: torch.memory_format, repeats: int) -> float:
+    level = torch.tensor([0.5])
+    x = x.contiguous(memory_format=fmt)
+    best = float("inf")
+    with torch.inference_mode(), autocast("bf16", torch.device("cpu")):
+        model(x, level)
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            model(x, level)
+            best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--compile", action="store_true", help="also torch.compile (a warm-up of minutes)")
+    ap.add_argument("--repeats", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", default=str(ROOT / "runs" / "layout.json"))
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    unet = DehazePipeline.from_pretrained("demo", device="cpu", download=False, progress=False).denoiser
+    x = torch.randn(1, 7, 384, 512, generator=torch.Generator().manual_seed(0))
+    rows: Dict[str, Any] = {}
+    for name, fmt in (("contiguous", torch.contiguous_format), ("channels_last", torch.channels_last)):
+        net = copy.deepcopy(unet).to(memory_format=fmt)
+        rows[name] = {"seconds_per_eval": per_eval(TiledDenoiser(net, 136, 8, tile_batch=8), x, fmt, args.repeats)}
+        print(name, rows[name], flush=True)
+    if args.compile:
+        net = torch.compile(copy.deepcopy(unet).to(memory_format=torch.channels_last))
+        t0 = time.perf_counter()
+        with torch.inference_mode(), autocast("bf16", torch.device("cpu")):
+            TiledDenoiser(net, 136, 8, tile_batch=8)(x.contiguous(memory_format=torch.channels_last), torch.tensor([0.5]))
+        warm = time.perf_counter() - t0
+        rows["channels_last + torch.compile"] = {"seconds_per_eval": per_eval(TiledDenoiser(net, 136, 8, tile_batch=8),
+                                                                              x, torch.channels_last, args.repeats),
+                                                 "warm_up_seconds": warm}
+        print("compile", rows["channels_last + torch.compile"], flush=True)
+    write_json(args.json, {"command": "python benchmarks/layout.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+                           "date": time.strftime("%Y-%m-%d"), "threads": args.threads, "torch": torch.__version__,
+                           "rows": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
