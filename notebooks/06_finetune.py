@@ -23,8 +23,9 @@
 #
 # # Fine-tune on your own haze
 #
-# Continue both stages from the weights you pick, on your pairs (a folder with `hazy/` and `gt/`) or
-# on synthetic haze over the built-in training photos, within a time budget that fits a free Colab
+# Continue both stages from the weights you pick, on your pairs (`HAZY_DIR` and `GT_DIR`) or on
+# synthetic haze over your clear photos (`CLEAR_DIR`; by default the built-in training photos),
+# within a time budget that fits a free Colab
 # T4, then compare before and after with the evaluation harness. The run folder can live on Google
 # Drive: a disconnect loses at most 50 steps, and running the training cells again continues where
 # the run stopped (the same data order and random numbers, bit for bit).
@@ -69,6 +70,7 @@ STAGE1_FILE = ''     # @param {type:"string"}
 DENOISER_FILE = ''   # @param {type:"string"}
 HAZY_DIR = ''        # @param {type:"string"}
 GT_DIR = ''          # @param {type:"string"}
+CLEAR_DIR = ''       # @param {type:"string"}
 MINUTES = 30         # @param {type:"number"}
 CROP = 128           # @param [64, 128, 256]
 BATCH = 4            # @param {type:"integer"}
@@ -81,7 +83,7 @@ if not RUN_DIR:
     RUN_DIR = os.path.join(drive if os.path.isdir(drive) else tempfile.mkdtemp(), 'dehazeddpm_finetune')
 cfg1, cfg2 = training.finetune_configs(
     choice.stage1_file, choice.denoiser_file, choice.pipe.denoiser.config.to_dict(), RUN_DIR,
-    hazy_dir=HAZY_DIR or None, gt_dir=GT_DIR or None, minutes=MINUTES, crop=CROP, batch_size=BATCH,
+    hazy_dir=HAZY_DIR or None, gt_dir=GT_DIR or None, photos=CLEAR_DIR or 'train', minutes=MINUTES, crop=CROP, batch_size=BATCH,
     accumulate=ACCUMULATE, smoke=SMOKE)
 print('run folder:', RUN_DIR)
 

@@ -170,3 +170,20 @@ def test_a_killed_run_rerun_by_the_same_command_ends_bit_identical(tmp_path):
     assert final == {"stage": "stage1", "step": 30, "steps": 30, "resume": "resume_stage1.pt",
                      "checkpoint": "stage1_final.pth"}
     assert latest_path(TrainConfig(stage="stage1", out_dir=str(tmp_path / "killed"))) == latest
+
+
+def test_synthetic_haze_over_a_folder_of_your_own_photos(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    photos = tmp_path / "mine"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("street", "field"):  # stand-ins for a user's clear photos (never sample images)
+        Image.fromarray(rng.integers(0, 256, (80, 96, 3), dtype=np.uint8)).save(photos / f"{name}.png")
+    res = train(_cfg(tmp_path / "run", photos=str(photos), steps=2, random_depth=0.5, nonhomogeneous=0.5))
+    assert res.step == 2 and all(np.isfinite(res.losses))
+    with pytest.raises(ValueError, match="evaluation photos are never trained on"):
+        _cfg(tmp_path / "x", photos="eval")
+    with pytest.raises(ValueError, match="a folder of your clear photos"):
+        _cfg(tmp_path / "x", photos=str(tmp_path / "missing"))

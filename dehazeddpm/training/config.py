@@ -73,8 +73,8 @@ def check_values(cfg: Any) -> None:
 class RunSettings:
     """What both stages read: the data, the optimiser, the run's folder and its schedule of saves.
 
-    ``data``: ``"synthetic"`` (hazy crops of ``photos.builtin_photos(photos)``) or ``"folder"``
-    (``hazy_dir``/``gt_dir`` pairs). ``steps`` counts optimiser steps; ``val_every``/``save_every``
+    ``data``: ``"synthetic"`` (hazy crops of ``photos``: ``"train"``, the built-in training photos,
+    or a folder of your own clear photos) or ``"folder"`` (``hazy_dir``/``gt_dir`` pairs). ``steps`` counts optimiser steps; ``val_every``/``save_every``
     of 0 mean "only at the end". ``max_minutes`` stops early (checkpoint written) when the wall
     time runs out. ``ema_decay`` None disables the EMA; with it the checkpoints hold EMA weights.
     ``min_scale``: synthetic crops are taken at a random scale in [min_scale, 1] of the photo.
@@ -133,6 +133,10 @@ class RunSettings:
         for name in ("random_depth", "nonhomogeneous"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} is a probability in [0, 1], got {getattr(self, name)}")
+        if self.data == "synthetic" and self.photos != "train" and not os.path.isdir(self.photos):
+            why = " (the evaluation photos are never trained on)" if self.photos == "eval" else ""
+            raise ValueError(f"photos must be 'train' (the built-in training photos) or a folder of your clear "
+                             f"photos, got {self.photos!r}{why}")
         if self.precision not in TRAIN_PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(TRAIN_PRECISIONS)}, got {self.precision!r}")
         if self.data == "folder" and not (self.hazy_dir and self.gt_dir):

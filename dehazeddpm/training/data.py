@@ -6,6 +6,7 @@ own shard, so a resumed run reads the very batches the uninterrupted run would h
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
 
 import torch
@@ -57,11 +58,28 @@ def positions(start_step: int, steps: int, batch: int, rank: int, world: int) ->
         yield from range(base, base + batch)
 
 
+def folder_photos(folder: str) -> Dict[str, Tuple[torch.Tensor, Optional[torch.Tensor]]]:
+    """The clear photos of a folder of the user's, ``{stem: (3xHxW in [0, 1], None)}`` (no depth:
+    the haze follows a depth cue and random fields), for synthetic haze over them."""
+    from ..io.images import is_image_file, load_image
+
+    paths = sorted(p for p in Path(folder).iterdir() if p.is_file() and is_image_file(p) and not p.name.startswith("."))
+    if not paths:
+        raise ValueError(f"photos folder {folder} holds no images")
+    return {p.stem: (load_image(p)[0], None) for p in paths}
+
+
+def training_photos(photos: str) -> Dict[str, Tuple[torch.Tensor, Optional[torch.Tensor]]]:
+    """The clear photos synthetic haze is laid over: ``"train"`` (the built-in training photos) or
+    a folder of the user's (:func:`folder_photos`)."""
+    return builtin_photos(photos) if photos == "train" else folder_photos(photos)
+
+
 def build_datasets(cfg: TrainConfig) -> Tuple[Dataset, Dict[str, torch.Tensor]]:
     """(training dataset, fixed validation batch {hazy, gt} (N, 3, c, c) in [0, 1])."""
     vcrop = cfg.val_crop or cfg.crop
     if cfg.data == "synthetic":
-        photos = builtin_photos(cfg.photos)
+        photos = training_photos(cfg.photos)
         length = max(1000, cfg.batch_size * 8, cfg.condition_pool)
         train = SyntheticHazeDataset(photos, crop=cfg.crop, length=length, seed=cfg.seed, min_scale=cfg.min_scale,
                                      augment=cfg.augment, random_depth=cfg.random_depth,

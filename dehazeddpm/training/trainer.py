@@ -19,7 +19,6 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 import torch
 
-from ..data.photos import builtin_photos
 from ..diffusion.samplers import sample
 from ..diffusion.schedule import NoiseSchedule
 from ..inference.device import autocast, resolve_precision
@@ -29,7 +28,7 @@ from ..metrics import psnr
 from ..models.stage1 import Stage1Net
 from ..models.unet import UNet, UNetConfig
 from .config import TrainConfig
-from .data import ConditionPool, SceneConditionPool, build_datasets, make_loader
+from .data import ConditionPool, SceneConditionPool, build_datasets, make_loader, training_photos
 from .distributed import RankStopped, barrier, on_termination, setup_distributed, wrap
 from .objectives import denoiser_loss, learning_rate, stage1_condition, stage1_loss
 from .state import EMA, latest_path, provenance, resume_path, rng_state, set_rng_state, write_json
@@ -112,7 +111,7 @@ class Trainer:
 
         train_ds, val = build_datasets(cfg)
         if cfg.stage == "denoiser" and cfg.condition_pool and cfg.scene_sizes:
-            train_ds = SceneConditionPool(builtin_photos(cfg.photos), self.stage1_frozen,  # type: ignore[arg-type]
+            train_ds = SceneConditionPool(training_photos(cfg.photos), self.stage1_frozen,  # type: ignore[arg-type]
                                           cfg.condition_pool, crop=cfg.crop, scene_sizes=tuple(cfg.scene_sizes),
                                           working_size=cfg.working_size, seed=cfg.seed,
                                           nonhomogeneous=cfg.nonhomogeneous, augment=cfg.augment, device=d.device)
