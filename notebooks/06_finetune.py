@@ -83,8 +83,8 @@ if not RUN_DIR:
     RUN_DIR = os.path.join(drive if os.path.isdir(drive) else tempfile.mkdtemp(), 'dehazeddpm_finetune')
 cfg1, cfg2 = training.finetune_configs(
     choice.stage1_file, choice.denoiser_file, choice.pipe.denoiser.config.to_dict(), RUN_DIR,
-    hazy_dir=HAZY_DIR or None, gt_dir=GT_DIR or None, photos=CLEAR_DIR or 'train', minutes=MINUTES, crop=CROP, batch_size=BATCH,
-    accumulate=ACCUMULATE, smoke=SMOKE)
+    hazy_dir=HAZY_DIR or None, gt_dir=GT_DIR or None, photos=CLEAR_DIR or 'train',
+    minutes=MINUTES, crop=CROP, batch_size=BATCH, accumulate=ACCUMULATE, smoke=SMOKE)
 print('run folder:', RUN_DIR)
 
 # %%
