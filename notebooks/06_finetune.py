@@ -23,9 +23,10 @@
 #
 # # Fine-tune on your own haze
 #
-# Continue both stages from the weights you pick, on your pairs (`HAZY_DIR` and `GT_DIR`) or on
-# synthetic haze over your clear photos (`CLEAR_DIR`; by default the built-in training photos),
-# within a time budget that fits a free Colab
+# Continue both stages from the weights you pick, on a public dataset's training split (`DATASET`
+# unpacked at `ROOT`: every image but the test split notebook 05 scores), on your pairs (`HAZY_DIR`
+# and `GT_DIR`) or on synthetic haze over your clear photos (`CLEAR_DIR`; by default the built-in
+# training photos), within a time budget that fits a free Colab
 # T4, then compare before and after with the evaluation harness. The run folder can live on Google
 # Drive: a disconnect loses at most 50 steps, and running the training cells again continues where
 # the run stopped (the same data order and random numbers, bit for bit).
@@ -68,6 +69,8 @@ from dehazeddpm.viz import plotting
 WEIGHTS = 'auto'     # @param ["auto", "demo", "nh-haze", "dense-haze"]
 STAGE1_FILE = ''     # @param {type:"string"}
 DENOISER_FILE = ''   # @param {type:"string"}
+DATASET = ''         # @param ["", "nh-haze", "dense-haze", "o-haze", "i-haze"]
+ROOT = ''            # @param {type:"string"}
 HAZY_DIR = ''        # @param {type:"string"}
 GT_DIR = ''          # @param {type:"string"}
 CLEAR_DIR = ''       # @param {type:"string"}
@@ -83,7 +86,8 @@ if not RUN_DIR:
     RUN_DIR = os.path.join(drive if os.path.isdir(drive) else tempfile.mkdtemp(), 'dehazeddpm_finetune')
 cfg1, cfg2 = training.finetune_configs(
     choice.stage1_file, choice.denoiser_file, choice.pipe.denoiser.config.to_dict(), RUN_DIR,
-    hazy_dir=HAZY_DIR or None, gt_dir=GT_DIR or None, photos=CLEAR_DIR or 'train',
+    dataset=DATASET or None, root=ROOT or None, hazy_dir=HAZY_DIR or None, gt_dir=GT_DIR or None,
+    photos=CLEAR_DIR or 'train',
     minutes=MINUTES, crop=CROP, batch_size=BATCH, accumulate=ACCUMULATE, smoke=SMOKE)
 print('run folder:', RUN_DIR)
 

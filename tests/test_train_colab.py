@@ -187,3 +187,36 @@ def test_synthetic_haze_over_a_folder_of_your_own_photos(tmp_path):
         _cfg(tmp_path / "x", photos="eval")
     with pytest.raises(ValueError, match="a folder of your clear photos"):
         _cfg(tmp_path / "x", photos=str(tmp_path / "missing"))
+
+
+def test_fine_tuning_on_a_public_datasets_training_split(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from dehazeddpm.data import DatasetError, dataset_pairs
+
+    rng = np.random.default_rng(1)
+    for i in (1, 2, 3, 51, 52, 53, 54, 55):  # NH-HAZE's names: 51-55 are its test split
+        gt = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+        Image.fromarray(gt).save(tmp_path / f"{i:02d}_GT.png")
+        Image.fromarray((gt * 0.5 + 100).astype(np.uint8)).save(tmp_path / f"{i:02d}_hazy.png")
+    assert [p.name for p in dataset_pairs("nh-haze", tmp_path, "train")] == ["01", "02", "03"]
+    with pytest.raises(DatasetError, match="no training split"):
+        dataset_pairs("sots-outdoor", tmp_path, "train")
+    res = train(_cfg(tmp_path / "run", data="dataset", dataset="nh-haze", root=str(tmp_path), steps=2))
+    assert res.step == 2 and all(np.isfinite(res.losses))
+    with pytest.raises(ValueError, match="needs dataset"):
+        _cfg(tmp_path / "x", data="dataset")
+
+
+def test_finetune_configs_pick_the_data_the_notebook_names(tmp_path):
+    from dehazeddpm.training import finetune_configs
+
+    unet = dict(TINY_UNET)
+    s1, den = finetune_configs("s1.pth", "den.pth", unet, tmp_path, dataset="nh-haze", root=str(tmp_path), smoke=True)
+    assert (s1.data, s1.dataset, den.data) == ("dataset", "nh-haze", "dataset")
+    assert den.stage1_checkpoint == str(tmp_path / "stage1" / "stage1_final.pth") and den.init_checkpoint == "den.pth"
+    s1, _ = finetune_configs("s1.pth", "den.pth", unet, tmp_path, hazy_dir="h", gt_dir="g", minutes=30)
+    assert (s1.data, s1.max_minutes, s1.save_every) == ("folder", 15, 50)
+    s1, _ = finetune_configs("s1.pth", "den.pth", unet, tmp_path, smoke=True)
+    assert (s1.data, s1.photos, s1.steps, s1.crop) == ("synthetic", "train", 3, 32)

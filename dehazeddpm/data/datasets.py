@@ -16,7 +16,7 @@ import math
 import os
 from collections import defaultdict
 from pathlib import Path
-from typing import Callable, Mapping, Optional, Union
+from typing import Callable, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -136,6 +136,21 @@ class PairedFolderDataset(Dataset):
                 parts.append(f"{len(unmatched_gt)} ground-truth file(s) in {self.gt_dir} without a hazy image: "
                              + _format_names(unmatched_gt))
             raise ValueError("unmatched files; " + "; ".join(parts))
+
+    @classmethod
+    def from_pairs(cls, pairs: Sequence[Tuple[Union[str, os.PathLike], Union[str, os.PathLike]]], *,
+                   crop: Optional[int] = None, flip: bool = False, seed: Optional[int] = None) -> "PairedFolderDataset":
+        """The same items over explicit ``(hazy, gt)`` paths, e.g. a public dataset's training split
+        (:func:`~dehazeddpm.data.public.dataset_pairs`)."""
+        if not pairs:
+            raise ValueError("no image pairs to train on")
+        if crop is not None and crop < 1:
+            raise ValueError(f"crop must be a positive integer, got {crop}")
+        self = cls.__new__(cls)
+        self.hazy_dir = self.gt_dir = None  # type: ignore[assignment]
+        self.crop, self.flip, self.seed, self.epoch = crop, flip, seed, 0
+        self.pairs = [(Path(h), Path(g)) for h, g in pairs]
+        return self
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch used to seed per-item randomness (only matters with an integer seed)."""

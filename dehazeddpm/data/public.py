@@ -32,7 +32,7 @@ from ..io.images import is_image_file
 
 __all__ = ["DATASETS", "SPLITS", "DatasetError", "DatasetLayout", "Pair", "dataset_pairs", "describe_datasets"]
 
-SPLITS = ("test", "all")
+SPLITS = ("test", "all", "train")
 
 
 class DatasetError(ValueError):
@@ -68,9 +68,12 @@ class DatasetLayout:
     example: str = ""
 
     def split_ids(self, split: str) -> Optional[Tuple[int, ...]]:
+        """The scene numbers ``split`` keeps (None: all); ``"train"`` is every scene but the test split's."""
         if split not in SPLITS:
             raise DatasetError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-        return self.test_ids if split == "test" else None
+        if split == "train" and self.test_ids is None:
+            raise DatasetError(f"{self.name} has no training split: papers test on all of its images")
+        return self.test_ids if split != "all" else None
 
 
 _RESIDE_GT = frozenset({"gt", "clear", "original"})
@@ -140,8 +143,8 @@ def _classify(layout: DatasetLayout, root: Path) -> Tuple[List[Tuple[int, Path]]
 
 
 def dataset_pairs(name: str, root: Union[str, Path], split: str = "test") -> List[Pair]:
-    """The pairs of a public dataset under ``root``: the standard test split (``split="test"``)
-    or every image (``"all"``), sorted by name. Raises :class:`DatasetError` naming the file for an
+    """The pairs of a public dataset under ``root``: the standard test split (``split="test"``),
+    every other image (``"train"``, for fine-tuning) or every image (``"all"``), sorted by name. Raises :class:`DatasetError` naming the file for an
     unknown name or split, an image that is not the dataset's, a hazy image without ground truth
     (or the reverse), or a test scene that is missing; ``FileNotFoundError`` for a missing root."""
     layout = DATASETS.get(name)
@@ -160,12 +163,15 @@ def dataset_pairs(name: str, root: Union[str, Path], split: str = "test") -> Lis
     lonely = sorted(set(gt) - {sid for sid, _ in hazy})
     if lonely:
         raise DatasetError(f"{gt[lonely[0]]} has no hazy image under {root}")
-    if ids is not None:
+    if ids is not None and split == "test":
         missing = sorted(set(ids) - {sid for sid, _ in hazy})
         if missing:
             raise DatasetError(f"{layout.name}'s test split is scenes {ids[0]}-{ids[-1]}; scene "
                                f"{', '.join(map(str, missing))} is missing under {root}")
-    chosen = [(sid, p) for sid, p in hazy if ids is None or sid in ids]
+    keep = (lambda sid: True) if ids is None else (lambda sid: (sid in ids) == (split == "test"))
+    chosen = [(sid, p) for sid, p in hazy if keep(sid)]
+    if not chosen:
+        raise DatasetError(f"no {layout.name} images of the {split} split under {root}")
     return sorted((Pair(_pair_name(p), p, gt[sid]) for sid, p in chosen), key=lambda pr: pr.name)
 
 

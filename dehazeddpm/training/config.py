@@ -74,7 +74,9 @@ class RunSettings:
     """What both stages read: the data, the optimiser, the run's folder and its schedule of saves.
 
     ``data``: ``"synthetic"`` (hazy crops of ``photos``: ``"train"``, the built-in training photos,
-    or a folder of your own clear photos) or ``"folder"`` (``hazy_dir``/``gt_dir`` pairs). ``steps`` counts optimiser steps; ``val_every``/``save_every``
+    or a folder of your own clear photos), ``"folder"`` (``hazy_dir``/``gt_dir`` pairs) or
+    ``"dataset"``: the training split (every image but the test split's) of a public dataset the
+    eval readers know (``dataset``, e.g. ``"nh-haze"``, unpacked at ``root``). ``steps`` counts optimiser steps; ``val_every``/``save_every``
     of 0 mean "only at the end". ``max_minutes`` stops early (checkpoint written) when the wall
     time runs out. ``ema_decay`` None disables the EMA; with it the checkpoints hold EMA weights.
     ``min_scale``: synthetic crops are taken at a random scale in [min_scale, 1] of the photo.
@@ -97,6 +99,8 @@ class RunSettings:
     photos: str = "train"
     hazy_dir: Optional[str] = None
     gt_dir: Optional[str] = None
+    dataset: Optional[str] = None
+    root: Optional[str] = None
     crop: int = 64
     min_scale: float = 0.5
     batch_size: int = 4
@@ -126,8 +130,10 @@ class RunSettings:
         """Raise ValueError for a bad value of these settings."""
         if self.stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
-        if self.data not in ("synthetic", "folder"):
-            raise ValueError(f"data must be 'synthetic' or 'folder', got {self.data!r}")
+        if self.data not in ("synthetic", "folder", "dataset"):
+            raise ValueError(f"data must be 'synthetic', 'folder' or 'dataset', got {self.data!r}")
+        if self.data == "dataset" and not (self.dataset and self.root):
+            raise ValueError("data='dataset' needs dataset (e.g. 'nh-haze') and root (the folder it unpacks to)")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
         for name in ("random_depth", "nonhomogeneous"):

@@ -16,6 +16,7 @@ from ..data.datasets import PairedFolderDataset, SyntheticHazeDataset, item_gene
 from ..data.haze import depth_prior, synthesize_haze
 from ..data.nonhomogeneous import synthesize_nonhomogeneous
 from ..data.photos import builtin_photos
+from ..data.public import dataset_pairs
 from ..inference.working_size import stage1_at_size
 from ..io.images import denoiser_condition
 from ..models.stage1 import Stage1Net
@@ -87,6 +88,10 @@ def build_datasets(cfg: TrainConfig) -> Tuple[Dataset, Dict[str, torch.Tensor]]:
         # fixed crops from another seed: a validation set that never changes between runs
         val_ds: Dataset = SyntheticHazeDataset(photos, crop=vcrop, length=cfg.num_val, seed=cfg.seed + 7919, fixed=True,
                                                min_scale=cfg.min_scale)
+    elif cfg.data == "dataset":
+        pairs = [(p.input, p.gt) for p in dataset_pairs(cfg.dataset, cfg.root, "train")]  # type: ignore[arg-type]
+        train = PairedFolderDataset.from_pairs(pairs, crop=cfg.crop, flip=True, seed=cfg.seed)
+        val_ds = PairedFolderDataset.from_pairs(pairs, crop=vcrop, flip=False, seed=cfg.seed + 7919)
     else:
         train = PairedFolderDataset(cfg.hazy_dir, cfg.gt_dir, crop=cfg.crop, flip=True, seed=cfg.seed)  # type: ignore[arg-type]
         val_ds = PairedFolderDataset(cfg.hazy_dir, cfg.gt_dir, crop=vcrop, flip=False, seed=cfg.seed + 7919)  # type: ignore[arg-type]

@@ -21,12 +21,14 @@ __all__ = ["finetune_configs"]
 def finetune_configs(stage1_file: Union[str, os.PathLike], denoiser_file: Union[str, os.PathLike],
                      unet: Dict[str, Any], out_dir: Union[str, os.PathLike], *,
                      hazy_dir: Optional[str] = None, gt_dir: Optional[str] = None, photos: str = "train",
+                     dataset: Optional[str] = None, root: Optional[str] = None,
                      minutes: Optional[float] = None,
                      steps: int = 2000, crop: int = 128, batch_size: int = 4, accumulate: int = 1,
                      precision: str = "auto", lr: float = 5e-5, seed: int = 0, smoke: bool = False
                      ) -> Tuple[TrainConfig, TrainConfig]:
     """(stage 1's config, the denoiser's) continuing ``stage1_file`` and ``denoiser_file`` (whose
-    UNet settings are ``unet``) on a folder of pairs (``hazy_dir``/``gt_dir``) or, without one, on
+    UNet settings are ``unet``) on a public dataset's training split (``dataset`` at ``root``: every
+    image but its test split), on a folder of pairs (``hazy_dir``/``gt_dir``) or, without either, on
     synthetic haze (depth and non-homogeneous, as the demo was trained) over ``photos``: the
     built-in training photos (``"train"``) or a folder of your clear photos. Each stage gets half of ``minutes`` (``max_minutes``; None: no budget) and saves
     every 50 steps, so rerunning the same cell continues (``train(cfg, resume=True)``). The
@@ -35,9 +37,13 @@ def finetune_configs(stage1_file: Union[str, os.PathLike], denoiser_file: Union[
     out = Path(out_dir)
     if smoke:
         steps, crop, batch_size = 3, 32, 2
-    data: Dict[str, Any] = ({"data": "folder", "hazy_dir": hazy_dir, "gt_dir": gt_dir} if hazy_dir or gt_dir
-                            else {"data": "synthetic", "photos": photos, "random_depth": 0.5, "nonhomogeneous": 0.5,
-                                  "augment": True})
+    data: Dict[str, Any]
+    if dataset:
+        data = {"data": "dataset", "dataset": dataset, "root": root}
+    elif hazy_dir or gt_dir:
+        data = {"data": "folder", "hazy_dir": hazy_dir, "gt_dir": gt_dir}
+    else:
+        data = {"data": "synthetic", "photos": photos, "random_depth": 0.5, "nonhomogeneous": 0.5, "augment": True}
     common: Dict[str, Any] = dict(crop=crop, batch_size=batch_size, accumulate=accumulate, steps=steps, lr=lr,
                                   lr_schedule="cosine", seed=seed, precision=precision, num_val=2 if smoke else 4,
                                   save_every=0 if smoke else 50, val_every=0, progress=not smoke,
