@@ -48,7 +48,7 @@ class TiledDenoiser(nn.Module):
             raise ValueError("tile_batch must be >= 1")
         self.tile_batch = int(tile_batch)
         self.on_tiles = on_tiles
-        self._weights: Optional[Tuple[Tuple[int, int], List[torch.Tensor], torch.Tensor]] = None
+        self._weights: Optional[Tuple[Tuple[int, int, torch.device], List[torch.Tensor], torch.Tensor]] = None
 
     @property
     def config(self):
@@ -61,10 +61,10 @@ class TiledDenoiser(nn.Module):
         return [(y, x, th, tw) for y in tile_starts(h, th, min(self.overlap, th - 1))
                 for x in tile_starts(w, tw, min(self.overlap, tw - 1))]
 
-    def _blend_weights(self, h: int, w: int) -> Tuple[List[torch.Tensor], torch.Tensor]:
+    def _blend_weights(self, h: int, w: int, device: torch.device) -> Tuple[List[torch.Tensor], torch.Tensor]:
         """Each tile's (1, 1, th, tw) blend weight and their sum over the image, (1, 1, H, W), for
-        an H x W input, computed once per size (every step of a run reuses them)."""
-        if self._weights is None or self._weights[0] != (h, w):
+        an H x W input on ``device``, computed once per size and device (every step reuses them)."""
+        if self._weights is None or self._weights[0] != (h, w, device):
             boxes = self.tiles(h, w)
             ys = sorted({y for y, _, _, _ in boxes})
             xs = sorted({x for _, x, _, _ in boxes})
@@ -74,7 +74,7 @@ class TiledDenoiser(nn.Module):
                 wx = ramp_window(tw, self.overlap, at_start=x == xs[0], at_end=x == xs[-1])
                 weights.append((wy[:, None] * wx[None, :])[None, None])
                 wsum[:, :, y:y + th, x:x + tw] += weights[-1]
-            self._weights = ((h, w), weights, wsum)
+            self._weights = ((h, w, device), [t.to(device) for t in weights], wsum.to(device))
         return self._weights[1], self._weights[2]
 
     def forward(self, x_in: torch.Tensor, noise_level: torch.Tensor) -> torch.Tensor:
@@ -90,7 +90,7 @@ class TiledDenoiser(nn.Module):
         if noise_level.numel() == 1:
             noise_level = noise_level.expand(b)
         boxes = self.tiles(h, w)
-        weights, wsum = self._blend_weights(h, w)
+        weights, wsum = self._blend_weights(h, w, x_in.device)
         out: Optional[torch.Tensor] = None
         for start in range(0, len(boxes), self.tile_batch):
             chunk = boxes[start:start + self.tile_batch]
@@ -101,6 +101,6 @@ class TiledDenoiser(nn.Module):
             if out is None:
                 out = torch.zeros(b, eps.shape[1], h, w, device=x_in.device, dtype=torch.float32)
             for k, (y, x, th, tw) in enumerate(chunk):
-                out[:, :, y:y + th, x:x + tw] += eps[k * b:(k + 1) * b] * weights[start + k].to(x_in.device)
+                out[:, :, y:y + th, x:x + tw] += eps[k * b:(k + 1) * b] * weights[start + k]
         assert out is not None
-        return out / wsum.to(x_in.device)
+        return out / wsum
