@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 from ..io.images import is_image_file, load_image
 from ..utils import resize
 from . import haze
-from .nonhomogeneous import synthesize_nonhomogeneous
+from .nonhomogeneous import HAZE_KINDS, cast_airlight, synthesize_nonhomogeneous
 
 __all__ = ["PAIR_SUFFIXES", "PairedFolderDataset", "SyntheticHazeDataset", "item_generator", "pair_key"]
 
@@ -212,11 +212,15 @@ class SyntheticHazeDataset(Dataset):
     (:func:`~dehazeddpm.data.nonhomogeneous.synthesize_nonhomogeneous`, kind "dense" one time in
     ``dense_share``, else "nh") over its depth instead; its "airlight" is the mean of the airlight
     map. 0 draws no extra random numbers.
+
+    ``airlight_cast`` (probability in [0, 1]): a depth-hazed crop's airlight is cast towards smog
+    or mist like the non-homogeneous kinds' (:func:`~dehazeddpm.data.nonhomogeneous.cast_airlight`,
+    up to the "nh" kind's tint) instead of near-grey. 0 draws no extra random numbers.
     """
 
     def __init__(self, photos: Photos, *, crop: int, length: int, seed: int = 0, fixed: bool = False,
                  min_scale: float = 0.5, augment: bool = False, random_depth: float = 0.0,
-                 nonhomogeneous: float = 0.0, dense_share: float = 0.3) -> None:
+                 nonhomogeneous: float = 0.0, dense_share: float = 0.3, airlight_cast: float = 0.0) -> None:
         if not photos:
             raise ValueError("photos is empty")
         if crop < 1 or length < 1:
@@ -225,9 +229,10 @@ class SyntheticHazeDataset(Dataset):
             raise ValueError(f"min_scale must lie in (0, 1], got {min_scale}")
         if not 0 <= random_depth <= 1:
             raise ValueError(f"random_depth is a probability in [0, 1], got {random_depth}")
-        if not 0 <= nonhomogeneous <= 1 or not 0 <= dense_share <= 1:
-            raise ValueError(f"nonhomogeneous and dense_share are probabilities in [0, 1], got "
-                             f"{nonhomogeneous}, {dense_share}")
+        if not all(0 <= p <= 1 for p in (nonhomogeneous, dense_share, airlight_cast)):
+            raise ValueError(f"nonhomogeneous, dense_share and airlight_cast are probabilities in [0, 1], got "
+                             f"{nonhomogeneous}, {dense_share}, {airlight_cast}")
+        self.airlight_cast = float(airlight_cast)
         self.random_depth = float(random_depth)
         self.nonhomogeneous, self.dense_share = float(nonhomogeneous), float(dense_share)
         self.crop, self.length, self.seed, self.fixed, self.epoch = crop, length, seed, fixed, 0
@@ -294,6 +299,8 @@ class SyntheticHazeDataset(Dataset):
             sample = synthesize_nonhomogeneous(patch, kind, dpatch, generator=g)
         else:
             beta, airlight = haze.random_haze_params(g)
+            if self.airlight_cast > 0 and _rand(g) < self.airlight_cast:
+                airlight = cast_airlight(sum(airlight) / 3, HAZE_KINDS["nh"].tint, g)
             sample = haze.synthesize_haze(patch, dpatch, beta=beta, airlight=airlight, normalize_depth=False)
         return {
             "hazy": sample.hazy.contiguous(),

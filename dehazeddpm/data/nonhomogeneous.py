@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from ..physics import rehaze, transmission
 from .haze import HazySample, as_clear_image
 
-__all__ = ["HAZE_KINDS", "HazeKind", "airlight_field", "fbm_field", "plume_field", "random_haze_kind_params",
+__all__ = ["HAZE_KINDS", "HazeKind", "airlight_field", "cast_airlight", "fbm_field", "plume_field", "random_haze_kind_params",
            "synthesize_nonhomogeneous"]
 
 
@@ -128,6 +128,17 @@ def airlight_field(h: int, w: int, base: torch.Tensor, *, variation: float = 0.0
     return (base.view(3, 1, 1) + variation * (2 * shared + 0.5 * own)).clamp(0, 1)
 
 
+def cast_airlight(level: float, tint: float, generator: Optional[torch.Generator] = None
+                  ) -> Tuple[float, float, float]:
+    """An airlight colour (r, g, b) in [0, 1]: grey ``level`` cast towards yellow-brown smog or
+    blue-grey mist by up to ``tint`` per channel (the sign and strength drawn from ``generator``),
+    with a little independent jitter per channel. Real smoke and smog are rarely grey; a stage 1
+    trained only on grey airlight dehazes a tinted one into the opposite cast."""
+    warmth = _uniform(generator, -1.0, 1.0)  # > 0: smog, < 0: mist
+    cast = (warmth * tint, 0.3 * warmth * tint, -warmth * tint)
+    return tuple(min(1.0, max(0.0, level + c + _uniform(generator, -0.3, 0.3) * tint)) for c in cast)  # type: ignore[return-value]
+
+
 def random_haze_kind_params(kind: str, generator: Optional[torch.Generator] = None) -> dict:
     """Draw the scalar parameters of one hazy image of ``kind`` (a key of :data:`HAZE_KINDS`):
     ``{"beta", "floor", "depth_weight", "airlight": (r, g, b), "plumes": 0..2, "fbm_weight"}``.
@@ -138,10 +149,7 @@ def random_haze_kind_params(kind: str, generator: Optional[torch.Generator] = No
     if kind not in HAZE_KINDS:
         raise ValueError(f"kind must be one of {sorted(HAZE_KINDS)}, got {kind!r}")
     k = HAZE_KINDS[kind]
-    level = _uniform(generator, 0.65, 1.0)
-    warmth = _uniform(generator, -1.0, 1.0)  # > 0: yellow-brown smog, < 0: blue-grey mist
-    cast = (warmth * k.tint, 0.3 * warmth * k.tint, -warmth * k.tint)
-    rgb = tuple(min(1.0, max(0.0, level + c + _uniform(generator, -0.3, 0.3) * k.tint)) for c in cast)
+    rgb = cast_airlight(_uniform(generator, 0.65, 1.0), k.tint, generator)
     return {"beta": _uniform(generator, *k.beta), "floor": _uniform(generator, *k.floor),
             "depth_weight": _uniform(generator, *k.depth_weight), "airlight": rgb,
             "plumes": int(torch.randint(0, 3, (1,), generator=generator)),

@@ -20,7 +20,8 @@ STAGES = ("stage1", "denoiser")
 TRAIN_PRECISIONS = PRECISIONS
 # A run's denoiser unless its config says otherwise: the demo's, small enough to train on a CPU.
 DEFAULT_UNET = DEMO_UNET.to_dict()
-DEFAULT_LOSS_WEIGHTS = {"J": 1.0, "coarse": 1.0, "I": 1.0, "T": 1.0, "A": 1.0}
+# "colour" (not in the reference's loss, hence 0): L1 between J's and the ground truth's mean colour
+DEFAULT_LOSS_WEIGHTS = {"J": 1.0, "coarse": 1.0, "I": 1.0, "T": 1.0, "A": 1.0, "colour": 0.0}
 
 
 # Ranges of the numeric settings: (least, greatest, least excluded); None: unbounded.
@@ -83,7 +84,9 @@ class RunSettings:
     ``lr_schedule``: ``"constant"`` (the reference) or ``"cosine"`` (decays to ``lr / 20`` at
     ``steps``). ``augment`` (synthetic data): random channel order and depth power per crop;
     ``random_depth``: the fraction of crops hazed over a random smooth depth field;
-    ``nonhomogeneous``: the fraction with non-homogeneous haze (30% of those "dense").
+    ``nonhomogeneous``: the fraction with non-homogeneous haze (30% of those "dense");
+    ``airlight_cast``: the fraction of the other (depth-hazed) crops whose airlight is cast towards
+    smog or mist instead of near-grey.
     ``init_checkpoint``: start from these weights (same architecture, loaded strictly), i.e.
     fine-tune; when resuming, the resume file's weights replace them.
     ``precision``: the arithmetic of the forward pass, the inference policy's names: ``auto`` is
@@ -121,6 +124,7 @@ class RunSettings:
     random_depth: float = 0.0
     init_checkpoint: Optional[str] = None
     nonhomogeneous: float = 0.0
+    airlight_cast: float = 0.0
     max_minutes: Optional[float] = None
     progress: bool = True
     precision: str = "auto"
@@ -136,7 +140,7 @@ class RunSettings:
             raise ValueError("data='dataset' needs dataset (e.g. 'nh-haze') and root (the folder it unpacks to)")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
-        for name in ("random_depth", "nonhomogeneous"):
+        for name in ("random_depth", "nonhomogeneous", "airlight_cast"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} is a probability in [0, 1], got {getattr(self, name)}")
         if self.data == "synthetic" and self.photos != "train" and not os.path.isdir(self.photos):
@@ -151,7 +155,7 @@ class RunSettings:
 
 @dataclass
 class Stage1Settings:
-    """What only stage 1 reads: the weights of its loss terms (J, coarse, I, T, A)."""
+    """What only stage 1 reads: the weights of its loss terms (J, coarse, I, T, A, colour)."""
 
     loss_weights: Dict[str, float] = field(default_factory=lambda: dict(DEFAULT_LOSS_WEIGHTS))
 

@@ -13,8 +13,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..data.datasets import PairedFolderDataset, SyntheticHazeDataset, item_generator
-from ..data.haze import depth_prior, synthesize_haze
-from ..data.nonhomogeneous import synthesize_nonhomogeneous
+from ..data.haze import depth_prior, random_haze_params, synthesize_haze
+from ..data.nonhomogeneous import HAZE_KINDS, cast_airlight, synthesize_nonhomogeneous
 from ..data.photos import builtin_photos
 from ..data.public import dataset_pairs
 from ..inference.working_size import stage1_at_size
@@ -84,7 +84,7 @@ def build_datasets(cfg: TrainConfig) -> Tuple[Dataset, Dict[str, torch.Tensor]]:
         length = max(1000, cfg.batch_size * 8, cfg.condition_pool)
         train = SyntheticHazeDataset(photos, crop=cfg.crop, length=length, seed=cfg.seed, min_scale=cfg.min_scale,
                                      augment=cfg.augment, random_depth=cfg.random_depth,
-                                     nonhomogeneous=cfg.nonhomogeneous)
+                                     nonhomogeneous=cfg.nonhomogeneous, airlight_cast=cfg.airlight_cast)
         # fixed crops from another seed: a validation set that never changes between runs
         val_ds: Dataset = SyntheticHazeDataset(photos, crop=vcrop, length=cfg.num_val, seed=cfg.seed + 7919, fixed=True,
                                                min_scale=cfg.min_scale)
@@ -143,7 +143,8 @@ class SceneConditionPool(ConditionPool):
 
     Scene ``k`` (drawn from ``(seed, k)``): a photo of ``photos`` resized to a shorter side in
     ``scene_sizes``, its colour channels in a random order when ``augment``, hazed whole (depth
-    haze over its depth prior or, with probability ``nonhomogeneous``, non-homogeneous haze), and
+    haze over its depth prior, its airlight cast with probability ``airlight_cast``, or, with
+    probability ``nonhomogeneous``, non-homogeneous haze), and
     stage 1 run on the whole scene at ``working_size`` (:func:`stage1_at_size`; None: as it is).
     ``crops_per_scene`` random ``crop``-square windows of the scene give the items
     ``{"gt": 3xcxc in [0, 1], "condition": 4xcxc in [-1, 1]}``, mirrored with probability 1/2 per
@@ -154,7 +155,7 @@ class SceneConditionPool(ConditionPool):
     def __init__(self, photos: Mapping[str, Tuple[torch.Tensor, Optional[torch.Tensor]]], stage1: Stage1Net,
                  size: int, *, crop: int, scene_sizes: Tuple[int, int], working_size: Optional[int], seed: int,
                  nonhomogeneous: float = 0.0, augment: bool = False, crops_per_scene: int = 4,
-                 device: "torch.device | str" = "cpu") -> None:
+                 airlight_cast: float = 0.0, device: "torch.device | str" = "cpu") -> None:
         if size < 1 or crops_per_scene < 1:
             raise ValueError(f"size and crops_per_scene must be positive, got {size}, {crops_per_scene}")
         lo, hi = scene_sizes
@@ -174,6 +175,9 @@ class SceneConditionPool(ConditionPool):
             if float(torch.rand((), generator=g)) < nonhomogeneous:
                 kind = "dense" if float(torch.rand((), generator=g)) < 0.3 else "nh"
                 sample = synthesize_nonhomogeneous(clear, kind, d, generator=g)
+            elif airlight_cast > 0 and float(torch.rand((), generator=g)) < airlight_cast:
+                beta, grey = random_haze_params(g)
+                sample = synthesize_haze(clear, d, beta=beta, airlight=cast_airlight(sum(grey) / 3, HAZE_KINDS["nh"].tint, g))
             else:
                 sample = synthesize_haze(clear, d, generator=g)
             with torch.no_grad():

@@ -19,7 +19,8 @@ __all__ = ["denoiser_loss", "learning_rate", "stage1_condition", "stage1_loss"]
 def stage1_loss(net: torch.nn.Module, batch: Dict[str, Any], weights: Dict[str, float],
                 device: "torch.device | str" = "cpu") -> torch.Tensor:
     """L1(J, gt) + L1(coarse, gt) + L1(I, hazy) [+ L1(T, transmission) + L1(A, airlight) when the
-    batch has them]; each term times ``weights[name]``. batch["hazy"/"gt"]: (B, 3, H, W) in [0, 1]."""
+    batch has them] [+ L1 of J's and gt's per-image mean colours, "colour"]; each term times
+    ``weights[name]``. batch["hazy"/"gt"]: (B, 3, H, W) in [0, 1]."""
     hazy, gt = batch["hazy"].to(device), batch["gt"].to(device)
     o = net(hazy)
     w = {**DEFAULT_LOSS_WEIGHTS, **weights}
@@ -28,6 +29,9 @@ def stage1_loss(net: torch.nn.Module, batch: Dict[str, Any], weights: Dict[str, 
         loss = loss + w["T"] * F.l1_loss(o.T, batch["transmission"].to(device))
     if "airlight" in batch and w["A"]:
         loss = loss + w["A"] * F.l1_loss(o.A, batch["airlight"].to(device))
+    if w.get("colour"):
+        # a cast is a shift of the whole image's colour, worth little in the per-pixel term
+        loss = loss + w["colour"] * F.l1_loss(o.J.mean(dim=(2, 3)), gt.mean(dim=(2, 3)))
     return loss
 
 

@@ -1,0 +1,166 @@
+"""Rules R7 and D7 (docs/benchmarks.md): which demo stage 1 ships, and whether its matched denoiser does.
+
+Usage::
+
+    python benchmarks/stage1_rule.py --candidate round6=R6_STAGE1 --candidate round7=R7_STAGE1
+    python benchmarks/stage1_rule.py --pair R7_STAGE1 R7_DENOISER          # Rule D7
+
+Both judge on training-photo pairs (``make_eval_set(split="train")``, the 8 photos of
+:data:`NAMES`), never on the eval photos, per (haze kind, size) cell: kinds depth, nh and dense,
+shorter sides 128 and 384, haze seeds 0, 1, 2. Each cell's mean is over photos and seeds; cells
+are never averaged together.
+
+R7 scores stage 1's J (as the pipeline runs it, at the demo's working size) of the bundled stage 1
+and of each candidate. A candidate passes when every nh and dense cell gains at least
+:data:`GAIN_DB` over the bundled stage 1 and no depth cell loses more than :data:`DEPTH_LOSS_DB`.
+Of those that pass, the largest smallest nh/dense gain wins, unless another passing candidate's is
+within :data:`CLOSE_DB` of it with a lower mean colour error (|a*| + |b*| error over all cells).
+
+D7 scores the demo default call with a stage 1 and the bundled denoiser against the same stage 1
+with a new denoiser (sampling seed 0). The new denoiser ships with the stage 1 when its mean PSNR
+over the cells is not lower and its mean SSIM is not lower by more than :data:`D7_SSIM`.
+Writes JSON and prints a markdown table and the verdict.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from dehazeddpm.data import TRAIN_PHOTOS, make_eval_set
+from dehazeddpm.evaluation import DEFAULT_CALL, STAGE1, Pair, evaluate, summarize
+from dehazeddpm.inference import DehazePipeline
+from dehazeddpm.utils import write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+NAMES = list(TRAIN_PHOTOS)[::2]  # every other training photo, as Rule R6
+KINDS = ("depth", "nh", "dense")
+SIZES = (128, 384)
+HAZE_SEEDS = (0, 1, 2)
+GAIN_DB = 1.0       # each nh and dense cell, over the bundled stage 1
+DEPTH_LOSS_DB = 0.2  # the most a depth cell may lose
+CLOSE_DB = 0.5
+D7_SSIM = 0.005
+
+Cell = Tuple[str, int]
+
+
+def cell_scores(pipe: DehazePipeline, run: Dict[str, Any], seeds: Sequence[int] = (0,)) -> Dict[Cell, Dict[str, float]]:
+    """{(kind, size): mean psnr, ssim, abs_da, abs_db} of ``run`` over NAMES x HAZE_SEEDS (x ``seeds``)."""
+    out: Dict[Cell, Dict[str, float]] = {}
+    for kind in KINDS:
+        for size in SIZES:
+            rows: List[Dict[str, Any]] = []
+            for hs in HAZE_SEEDS:
+                with tempfile.TemporaryDirectory() as tmp:
+                    pairs = [Pair(h.stem, h, g) for h, g in
+                             make_eval_set(tmp, size=size, seed=hs, kind=kind, split="train", names=NAMES)]
+                    rows += evaluate(pipe, pairs, {"run": run}, seeds)
+            s = summarize(rows)[0]
+            out[(kind, size)] = {k: float(s[k]) for k in ("psnr", "ssim", "abs_da", "abs_db")}
+            print(f"  {kind:5s} {size:4d}  PSNR {s['psnr']:6.2f}  SSIM {s['ssim']:.4f}  |da| {s['abs_da']:.2f}  "
+                  f"|db| {s['abs_db']:.2f}", flush=True)
+    return out
+
+
+def judge_r7(bundled: Dict[Cell, Dict[str, float]], candidates: Dict[str, Dict[Cell, Dict[str, float]]]
+             ) -> Dict[str, Any]:
+    """Rule R7's verdict: per candidate its gains, pass/fail and why; and the winner (or None)."""
+    verdicts: Dict[str, Dict[str, Any]] = {}
+    for name, cells in candidates.items():
+        gains = {f"{k} {s}": cells[(k, s)]["psnr"] - bundled[(k, s)]["psnr"] for k, s in cells}
+        hard = [g for c, g in gains.items() if not c.startswith("depth")]
+        depth = [g for c, g in gains.items() if c.startswith("depth")]
+        why = []
+        if min(hard) < GAIN_DB:
+            why.append(f"smallest nh/dense gain {min(hard):+.2f} dB < {GAIN_DB:+.1f}")
+        if min(depth) < -DEPTH_LOSS_DB:
+            why.append(f"depth loses {min(depth):+.2f} dB < {-DEPTH_LOSS_DB:+.1f}")
+        colour = sum(c["abs_da"] + c["abs_db"] for c in cells.values()) / len(cells)
+        verdicts[name] = {"gains_db": gains, "min_hard_gain": min(hard), "colour_error": colour,
+                          "passes": not why, "why_not": why}
+    passing = sorted((v["min_hard_gain"], n) for n, v in verdicts.items() if v["passes"])
+    winner = passing[-1][1] if passing else None
+    if winner is not None:
+        close = [n for g, n in passing if g >= verdicts[winner]["min_hard_gain"] - CLOSE_DB]
+        winner = min(close, key=lambda n: verdicts[n]["colour_error"])
+    return {"candidates": verdicts, "winner": winner}
+
+
+def judge_d7(old: Dict[Cell, Dict[str, float]], new: Dict[Cell, Dict[str, float]]) -> Dict[str, Any]:
+    """Rule D7's verdict: mean PSNR and SSIM over the cells with the bundled and the new denoiser."""
+    mean = lambda cells, k: sum(c[k] for c in cells.values()) / len(cells)  # noqa: E731
+    d_psnr, d_ssim = mean(new, "psnr") - mean(old, "psnr"), mean(new, "ssim") - mean(old, "ssim")
+    return {"delta_psnr": d_psnr, "delta_ssim": d_ssim, "ships": d_psnr >= 0 and d_ssim >= -D7_SSIM}
+
+
+def _table(columns: Dict[str, Dict[Cell, Dict[str, float]]]) -> str:
+    head = "| haze | size | " + " | ".join(columns) + " |"
+    lines = [head, "|---|---|" + "---|" * len(columns)]
+    for k in KINDS:
+        for s in SIZES:
+            lines.append(f"| {k} | {s} | " + " | ".join(
+                f"{c[(k, s)]['psnr']:.2f} / {c[(k, s)]['ssim']:.3f} / {c[(k, s)]['abs_da']:.1f}, {c[(k, s)]['abs_db']:.1f}"
+                for c in columns.values()) + " |")
+    return "\n".join(lines)
+
+
+def _load(stage1: Optional[str], denoiser: Optional[str]) -> DehazePipeline:
+    return DehazePipeline.from_pretrained("demo", device="cpu", stage1=stage1, denoiser=denoiser, download=False,
+                                          progress=False)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--candidate", action="append", default=[], metavar="NAME=FILE", help="a stage-1 file (Rule R7)")
+    ap.add_argument("--pair", nargs=2, metavar=("STAGE1", "DENOISER"), help="Rule D7 for this stage 1 and denoiser")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", default=str(ROOT / "runs" / "stage1_rule.json"))
+    args = ap.parse_args(argv)
+    cands = dict(c.split("=", 1) for c in args.candidate if "=" in c)
+    if len(cands) != len(args.candidate) or not (cands or args.pair):
+        ap.error("give --candidate NAME=FILE (one or more) or --pair STAGE1 DENOISER")
+    for f in list(cands.values()) + list(args.pair or []):
+        if not Path(f).is_file():
+            ap.error(f"no such file: {f}")
+    torch.set_num_threads(args.threads)
+    t0 = time.time()
+    result: Dict[str, Any] = {"command": "python benchmarks/stage1_rule.py " + " ".join(sys.argv[1:] if argv is None else argv),
+                              "names": NAMES, "haze_seeds": list(HAZE_SEEDS), "torch": torch.__version__}
+    cols: Dict[str, Dict[Cell, Dict[str, float]]] = {}
+    if cands:
+        print("bundled stage 1", flush=True)
+        cols["bundled"] = cell_scores(_load(None, None), dict(STAGE1))
+        for name, f in cands.items():
+            print(name, flush=True)
+            cols[name] = cell_scores(_load(f, None), dict(STAGE1))
+        verdict = judge_r7(cols["bundled"], {n: cols[n] for n in cands})
+        result["r7"] = verdict
+        for n, v in verdict["candidates"].items():
+            print(f"R7 {n}: {'passes' if v['passes'] else 'fails: ' + '; '.join(v['why_not'])} "
+                  f"(smallest nh/dense gain {v['min_hard_gain']:+.2f} dB, colour error {v['colour_error']:.2f})")
+        print(f"R7 ships: {verdict['winner'] or 'the bundled stage 1 (none passes)'}")
+    if args.pair:
+        s1, den = args.pair
+        print("default call, bundled denoiser", flush=True)
+        cols["default, bundled denoiser"] = old = cell_scores(_load(s1, None), dict(DEFAULT_CALL))
+        print("default call, new denoiser", flush=True)
+        cols["default, new denoiser"] = new = cell_scores(_load(s1, den), dict(DEFAULT_CALL))
+        result["d7"] = judge_d7(old, new)
+        print(f"D7: PSNR {result['d7']['delta_psnr']:+.3f} dB, SSIM {result['d7']['delta_ssim']:+.4f}: "
+              f"{'the new denoiser ships' if result['d7']['ships'] else 'the bundled denoiser stays'}")
+    result["cells"] = {n: {f"{k} {s}": v for (k, s), v in c.items()} for n, c in cols.items()}
+    result["markdown"] = _table(cols)
+    result["seconds"] = round(time.time() - t0, 1)
+    print("PSNR / SSIM / |da|, |db| per cell\n" + result["markdown"])
+    write_json(args.json, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
