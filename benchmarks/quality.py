@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/quality.py [--sizes 64,128,256,original] [--haze depth,nh] [--seeds 0,1,2]
+    python benchmarks/quality.py [--sizes 64,128,256,original] [--haze depth,nh,dense] [--seeds 0,1,2]
                                  [--noise-size 128] [--stage1 F --denoiser F] [--json out.json]
     python benchmarks/quality.py --split train --names ... --candidates   # Rule R6 (docs/benchmarks.md)
 
@@ -52,7 +52,7 @@ def score(pipe: DehazePipeline, pairs: List[Pair], runs: Dict[str, Dict[str, Any
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="64,128,256,original")
-    ap.add_argument("--haze", default="depth,nh")
+    ap.add_argument("--haze", default=",".join(EVAL_HAZE))
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--noise-size", type=int, default=128, help="size of the from-noise row (0: skip)")
     ap.add_argument("--split", default="eval", choices=("eval", "train"))

@@ -1,0 +1,114 @@
+"""The stage-1 colour fix: cast airlight in the training data, the mean-colour loss term, and the
+rules that judge demo weights per haze kind (benchmarks/stage1_rule.py)."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dehazeddpm import data
+from dehazeddpm.data import nonhomogeneous as nh
+from dehazeddpm.models.stage1 import Stage1Net
+from dehazeddpm.training import TrainConfig
+from dehazeddpm.training.objectives import stage1_loss
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _g(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_cast_airlight_leans_warm_or_cool_within_the_tint():
+    casts = [nh.cast_airlight(0.8, 0.08, _g(s)) for s in range(200)]
+    assert all(0 <= c <= 1 for rgb in casts for c in rgb)
+    # the cast moves red and blue in opposite directions: their difference spans both signs
+    rb = [r - b for r, _, b in casts]
+    assert min(rb) < -0.1 and max(rb) > 0.1 and max(abs(v) for v in rb) <= 2 * 0.08 + 0.6 * 0.08 + 1e-9
+    grey = [data.random_haze_params(_g(s))[1] for s in range(200)]
+    assert max(abs(r - b) for r, _, b in grey) <= 2 * data.AIRLIGHT_TINT + 1e-9  # today's depth haze: near-grey
+
+
+def test_haze_kind_draws_are_unchanged_by_the_cast_helper():
+    """The eval pairs of the nh and dense kinds are drawn from these: they must not move."""
+    p = nh.random_haze_kind_params("nh", _g(0))
+    assert p["airlight"] == (1.0, 1.0, 0.9632285300942203)
+    assert (p["beta"], p["floor"], p["plumes"]) == (2.2658366274884862, 0.03572123504015019, 0)
+
+
+def test_dataset_casts_depth_haze_airlight_only_when_asked():
+    photos = {"a": (torch.rand(3, 80, 80, generator=_g(0)), None)}
+    cast = data.SyntheticHazeDataset(photos, crop=32, length=60, seed=1, airlight_cast=1.0)
+    plain = data.SyntheticHazeDataset(photos, crop=32, length=60, seed=1)
+
+    def spread(ds):
+        return sum(float(ds[i]["airlight"].max() - ds[i]["airlight"].min()) for i in range(60)) / 60
+
+    assert spread(cast) > 1.5 * spread(plain)
+    # the scattering model holds with the cast airlight
+    it = cast[0]
+    t, a = it["transmission"], it["airlight"]
+    assert torch.allclose(it["hazy"], (it["gt"] * t + a * (1 - t)).clamp(0, 1), atol=1e-5)
+    with pytest.raises(ValueError, match="airlight_cast"):
+        data.SyntheticHazeDataset(photos, crop=32, length=4, airlight_cast=1.5)
+    with pytest.raises(ValueError, match="airlight_cast"):
+        TrainConfig(airlight_cast=-0.1)
+
+
+def test_colour_term_adds_the_l1_of_mean_colours():
+    torch.manual_seed(0)
+    net = Stage1Net().eval()
+    batch = {"hazy": torch.rand(2, 3, 32, 32), "gt": torch.rand(2, 3, 32, 32)}
+    with torch.no_grad():
+        base = stage1_loss(net, batch, {})
+        with_colour = stage1_loss(net, batch, {"colour": 2.0})
+        J = net(batch["hazy"]).J
+    expected = 2.0 * F.l1_loss(J.mean(dim=(2, 3)), batch["gt"].mean(dim=(2, 3)))
+    assert float(expected) > 0
+    assert torch.allclose(with_colour - base, expected, atol=1e-6)
+    assert TrainConfig(loss_weights={"colour": 1.0}).loss_weights["colour"] == 1.0
+    assert TrainConfig().loss_weights["colour"] == 0.0  # the reference's loss by default
+
+
+def _rule():
+    spec = importlib.util.spec_from_file_location("stage1_rule", ROOT / "benchmarks" / "stage1_rule.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["stage1_rule"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _cells(depth: float, nh_: float, dense: float, colour: float = 1.0):
+    return {(k, s): {"psnr": {"depth": depth, "nh": nh_, "dense": dense}[k], "ssim": 0.8, "abs_da": colour,
+                     "abs_db": colour} for k in ("depth", "nh", "dense") for s in (128, 384)}
+
+
+def test_rule_r7_judges_each_kind_on_its_own():
+    r = _rule()
+    bundled = _cells(20.0, 17.0, 12.0)
+    verdict = r.judge_r7(bundled, {
+        "big gain, depth loss": _cells(19.5, 19.5, 15.0),      # round 6's shape: fails on depth
+        "gain everywhere": _cells(19.9, 18.5, 13.2, colour=3.0),
+        "small gain": _cells(20.1, 17.8, 13.5),                 # nh +0.8 < +1.0
+        "closer, better colour": _cells(20.0, 18.2, 13.1, colour=1.0),
+    })
+    c = verdict["candidates"]
+    assert not c["big gain, depth loss"]["passes"] and "depth" in c["big gain, depth loss"]["why_not"][0]
+    assert not c["small gain"]["passes"]
+    assert c["gain everywhere"]["passes"] and c["closer, better colour"]["passes"]
+    # the larger smallest gain (+1.2) would win, but +1.1 is within 0.5 dB with a lower colour error
+    assert verdict["winner"] == "closer, better colour"
+    assert r.judge_r7(bundled, {"small gain": _cells(20.1, 17.8, 13.5)})["winner"] is None
+
+
+def test_rule_d7_ships_the_new_denoiser_only_if_not_worse():
+    r = _rule()
+    old = _cells(20.0, 18.0, 13.0)
+    assert r.judge_d7(old, _cells(20.0, 18.1, 13.0))["ships"]
+    assert not r.judge_d7(old, _cells(19.9, 18.0, 13.0))["ships"]
+    worse_ssim = {k: {**v, "ssim": 0.79} for k, v in _cells(20.1, 18.1, 13.1).items()}
+    assert not r.judge_d7(old, worse_ssim)["ships"]
