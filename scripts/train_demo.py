@@ -26,7 +26,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -66,7 +66,7 @@ def registry_entry(recipe: Dict[str, Any], s1: Path, den: Path) -> Dict[str, Any
 
 
 def export(recipe: Dict[str, Any], s1_ckpt: Path, den_file: Path, sides: Dict[str, dict], configs: Dict[str, TrainConfig],
-           dest: Path, command: str, threads: int) -> Dict[str, Path]:
+           dest: Path, command: str, threads: int, phases: Sequence[TrainConfig] = ()) -> Dict[str, Path]:
     """Write the fp16 files, demo_provenance.json and demo_entry.json into ``dest``; returns their paths."""
     unet = dict(recipe["unet"])
     # fp16 storage halves the package data; load_state_dict copies back into fp32 parameters
@@ -82,6 +82,7 @@ def export(recipe: Dict[str, Any], s1_ckpt: Path, den_file: Path, sides: Dict[st
     load_denoiser(den_path, **unet)  # strict: the file matches the recipe's UNet
     prov = {
         "round": recipe["round"], "recipe": {k: c.to_dict() for k, c in configs.items()},
+        "stage1_phases": [c.to_dict() for c in phases],
         "steps_done": {k: v["step"] for k, v in sides.items()}, "seconds": {k: v["seconds"] for k, v in sides.items()},
         "init": {role: {"commit": part["init"][0], "path": part["init"][1], "sha256": part["init"][2],
                         "made_by": part["made_by"]} for role, part in _trained(recipe).items()},
@@ -134,6 +135,19 @@ def fetch_from_git(spec: Tuple[str, str, str], dest: Path) -> Path:
     return dest
 
 
+def stage1_phases(s1: Dict[str, Any], out: Path, init: Path) -> List[TrainConfig]:
+    """Stage 1's training phases: the recipe's ``config`` from ``init``, then each of ``more`` (if
+    any) from the previous phase's result, in ``OUT/stage1``, ``OUT/stage1_2``, ...; the last is
+    the stage 1 the round exports."""
+    phases: List[TrainConfig] = []
+    for k, conf in enumerate([s1["config"]] + list(s1.get("more", []))):
+        start = init if k == 0 else Path(phases[-1].out_dir) / "stage1_final.pth"
+        # recipes older than the precision key were trained in fp32: that is what reproduces them
+        phases.append(TrainConfig(out_dir=str(out / ("stage1" if k == 0 else f"stage1_{k + 1}")),
+                                  init_checkpoint=str(start), **{"precision": "fp32", **conf}))
+    return phases
+
+
 def _sidecar(ckpt: Path) -> dict:
     return json.loads(ckpt.with_suffix(".json").read_text())
 
@@ -170,12 +184,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         ap.error(f"--recipe: cannot read {args.recipe}: {exc}")
     torch.set_num_threads(args.threads)
     out = Path(args.out)
-    s1_ckpt = out / "stage1" / "stage1_final.pth"
     den_ckpt = out / "denoiser" / "denoiser_final.pth"
     s1 = recipe["stage1"]
     init1 = out / "init" / f"demo_stage1_{s1['init'][0][:7]}.pth"
-    # recipes older than the precision key were trained in fp32: that is what reproduces them
-    c1 = TrainConfig(out_dir=str(out / "stage1"), init_checkpoint=str(init1), **{"precision": "fp32", **s1["config"]})
+    phases = stage1_phases(s1, out, init1)
+    c1 = phases[-1]
+    s1_ckpt = Path(c1.out_dir) / "stage1_final.pth"
     configs = {"stage1": c1}
     den = recipe["denoiser"]
     if "config" in den:
@@ -185,7 +199,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                           schedule=dict(recipe["schedule"]), **{"precision": "fp32", **den["config"]})
     if args.phase in ("all", "stage1"):
         fetch_from_git(tuple(s1["init"]), init1)
-        train_stage1(c1, resume=args.resume)
+        for cfg in phases:
+            if (Path(cfg.out_dir) / "stage1_final.pth").is_file() and not args.resume:
+                _check_trained(f"stage 1 ({cfg.out_dir})", Path(cfg.out_dir) / "stage1_final.pth", cfg)
+                print(f"{cfg.out_dir}: finished earlier with this recipe's settings; kept")
+                continue
+            train_stage1(cfg, resume=args.resume)
     if args.phase in ("all", "denoiser") and "config" in den:
         _check_trained("stage1", s1_ckpt, c1)
         fetch_from_git(tuple(den["init"]), init2)
@@ -196,7 +215,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         den_file = den_ckpt if "config" in den else fetch_from_git(
             tuple(den["kept"]), out / "init" / f"demo_denoiser_{den['kept'][0][:7]}.pth")
         files = export(recipe, s1_ckpt, den_file, sides, configs, out / "export",
-                       "python scripts/train_demo.py " + " ".join(sys.argv[1:] if argv is None else argv), args.threads)
+                       "python scripts/train_demo.py " + " ".join(sys.argv[1:] if argv is None else argv), args.threads,
+                       phases)
         if args.install:
             install(files)
         else:

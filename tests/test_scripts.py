@@ -104,3 +104,29 @@ def test_train_demo_exports_beside_the_run_and_installs_only_when_asked(tmp_path
     assert json.loads((export / "demo_provenance.json").read_text())["round"] == 5
     assert {p.name: p.read_bytes() for p in (REPO / "dehazeddpm" / "assets").iterdir()} == assets
     assert (REPO / "dehazeddpm" / "hub" / "weights.json").read_bytes() == registry
+
+
+def test_train_demo_runs_stage1_phases_in_turn_and_keeps_finished_ones(tmp_path, capsys):
+    """A recipe's ``more`` phases each start from the previous phase's result; a rerun keeps a
+    finished phase (checked against its sidecar) instead of refusing or retraining it."""
+    recipe = json.loads((REPO / "scripts" / "recipes" / "demo_round5.json").read_text())
+    tiny = dict(crop=32, batch_size=1, steps=1, val_every=0, save_every=0, num_val=1, val_crop=32)
+    recipe["stage1"]["config"].update(tiny)
+    recipe["stage1"]["more"] = [{**recipe["stage1"]["config"], "steps": 2, "seed": 9, "airlight_cast": 1.0,
+                                 "loss_weights": {"colour": 1.0}}]
+    path = tmp_path / "phases.json"
+    path.write_text(json.dumps(recipe))
+    train_demo = _load("train_demo")
+    out = tmp_path / "run"
+    assert train_demo.main(["--recipe", str(path), "--out", str(out), "--phase", "stage1"]) == 0
+    first, second = out / "stage1" / "stage1_final.pth", out / "stage1_2" / "stage1_final.pth"
+    side = json.loads(second.with_suffix(".json").read_text())
+    assert side["step"] == 2 and side["config"]["init_checkpoint"] == str(first)
+    assert side["config"]["loss_weights"]["colour"] == 1.0
+    stamps = (first.stat().st_mtime_ns, second.stat().st_mtime_ns)
+    capsys.readouterr()
+    assert train_demo.main(["--recipe", str(path), "--out", str(out)]) == 0  # all phases: stage 1 kept, export
+    assert "kept" in capsys.readouterr().out
+    assert (first.stat().st_mtime_ns, second.stat().st_mtime_ns) == stamps
+    prov = json.loads((out / "export" / "demo_provenance.json").read_text())
+    assert [p["steps"] for p in prov["stage1_phases"]] == [1, 2] and prov["steps_done"]["stage1"] == 2
