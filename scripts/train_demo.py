@@ -2,13 +2,15 @@
 
 Usage::
 
-    python scripts/train_demo.py --recipe scripts/recipes/demo_round5.json [--out runs/demo]
+    python scripts/train_demo.py --recipe scripts/recipes/demo_round8.json [--out runs/demo]
                                  [--phase all|stage1|denoiser|export] [--resume] [--install]
 
-Each shipped or measured round is one file under ``scripts/recipes/`` (``demo_round5.json``: the
-bundled weights; ``demo_round6.json``: measured, not shipped): the training configs of both stages
-(or the denoiser file kept unchanged), the seed, the UNet config and schedule, and the initial
-weights as (commit, path, sha256), taken from git history and checked. Stage 1 is the standard
+Each shipped or measured round is one file under ``scripts/recipes/`` (``demo_round8.json``: the
+bundled weights; the others measured and not shipped, each file's ``shipped`` and ``about`` say
+so): the training configs of both stages (or the denoiser file kept unchanged), the seed, the UNet
+config and schedule, and the initial weights as (commit, path, sha256), taken from git history and
+checked. Stage 1 may train in phases (``more``: each from the previous phase's result); a phase
+finished earlier with the recipe's settings is kept on a rerun. Stage 1 is the standard
 ``Stage1Net``; stage 2 a small SR3 UNet. Both train on synthetic haze over
 ``dehazeddpm.data.TRAIN_PHOTOS`` only (the eval photos are disjoint) for a fixed number of steps, so
 a rerun with one torch thread retraces the run.
@@ -38,7 +40,7 @@ from dehazeddpm.utils import atomic_write, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "dehazeddpm" / "assets"
-SHIPPED = ROOT / "scripts" / "recipes" / "demo_round5.json"
+SHIPPED = ROOT / "scripts" / "recipes" / "demo_round8.json"
 
 
 def _registry_path() -> Path:

@@ -218,5 +218,8 @@ def test_finetune_configs_pick_the_data_the_notebook_names(tmp_path):
     assert den.stage1_checkpoint == str(tmp_path / "stage1" / "stage1_final.pth") and den.init_checkpoint == "den.pth"
     s1, _ = finetune_configs("s1.pth", "den.pth", unet, tmp_path, hazy_dir="h", gt_dir="g", minutes=30)
     assert (s1.data, s1.max_minutes, s1.save_every) == ("folder", 15, 50)
-    s1, _ = finetune_configs("s1.pth", "den.pth", unet, tmp_path, smoke=True)
+    assert s1.loss_weights["colour"] == 0.0  # real pairs: the reference's loss
+    s1, den = finetune_configs("s1.pth", "den.pth", unet, tmp_path, smoke=True)
     assert (s1.data, s1.photos, s1.steps, s1.crop) == ("synthetic", "train", 3, 32)
+    # synthetic haze as the shipped demo stage 1 learned it: tinted airlight, the mean-colour term
+    assert (s1.airlight_cast, den.airlight_cast, s1.loss_weights["colour"]) == (0.75, 0.75, 1.0)

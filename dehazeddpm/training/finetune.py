@@ -29,7 +29,8 @@ def finetune_configs(stage1_file: Union[str, os.PathLike], denoiser_file: Union[
     """(stage 1's config, the denoiser's) continuing ``stage1_file`` and ``denoiser_file`` (whose
     UNet settings are ``unet``) on a public dataset's training split (``dataset`` at ``root``: every
     image but its test split), on a folder of pairs (``hazy_dir``/``gt_dir``) or, without either, on
-    synthetic haze (depth and non-homogeneous, as the demo was trained) over ``photos``: the
+    synthetic haze (depth and non-homogeneous, airlight often tinted, and stage 1's mean-colour loss
+    term, as the demo was trained) over ``photos``: the
     built-in training photos (``"train"``) or a folder of your clear photos. Each stage gets half of ``minutes`` (``max_minutes``; None: no budget) and saves
     every 50 steps, so rerunning the same cell continues (``train(cfg, resume=True)``). The
     denoiser's frozen stage 1 is the fine-tuned one, ``out_dir/stage1/stage1_final.pth``.
@@ -43,13 +44,16 @@ def finetune_configs(stage1_file: Union[str, os.PathLike], denoiser_file: Union[
     elif hazy_dir or gt_dir:
         data = {"data": "folder", "hazy_dir": hazy_dir, "gt_dir": gt_dir}
     else:
-        data = {"data": "synthetic", "photos": photos, "random_depth": 0.5, "nonhomogeneous": 0.5, "augment": True}
+        data = {"data": "synthetic", "photos": photos, "random_depth": 0.5, "nonhomogeneous": 0.5, "augment": True,
+                "airlight_cast": 0.75}
     common: Dict[str, Any] = dict(crop=crop, batch_size=batch_size, accumulate=accumulate, steps=steps, lr=lr,
                                   lr_schedule="cosine", seed=seed, precision=precision, num_val=2 if smoke else 4,
                                   save_every=0 if smoke else 50, val_every=0, progress=not smoke,
                                   max_minutes=None if minutes is None else minutes / 2, **data)
+    # synthetic haze knows its airlight is tinted: the demo's mean-colour term (round 8) keeps J from a cast
+    colour = {"loss_weights": {"colour": 1.0}} if data["data"] == "synthetic" else {}
     stage1 = TrainConfig(stage="stage1", out_dir=str(out / "stage1"), init_checkpoint=os.fspath(stage1_file),
-                         **common)
+                         **common, **colour)
     denoiser = TrainConfig(stage="denoiser", out_dir=str(out / "denoiser"), init_checkpoint=os.fspath(denoiser_file),
                            stage1_checkpoint=str(out / "stage1" / "stage1_final.pth"), unet=dict(unet),
                            val_sampler_steps=2 if smoke else 10, **common)
