@@ -104,7 +104,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 row[2].imshow(r["T"][0, 0].numpy(), cmap="gray", vmin=0, vmax=1)
                 row[2].set_title(f"{label}: T", fontsize=10)
                 row[3].imshow(to_numpy_image(r["output"]))
-                row[3].set_title(f"{label}: default call (haze {m['output']['haze']:.2f}, b* {m['output']['db']:+.1f})",
+                row[3].set_title(f"{label}: output (haze {m['output']['haze']:.2f}, b* {m['output']['db']:+.1f})",
                                  fontsize=10)
         for ax in axes.flat:
             ax.axis("off")
