@@ -32,6 +32,7 @@ from dehazeddpm.diffusion import sampling_schedule
 from dehazeddpm.diffusion.schedule import NoiseSchedule
 from dehazeddpm.hub import get_entry
 from dehazeddpm.inference import PrecisionDenoiser, resolve_precision, working_shape
+from dehazeddpm.inference.device import denoiser_layout
 from dehazeddpm.models import Stage1Net, UNet, set_attention_window
 from dehazeddpm.utils import write_json
 
@@ -63,7 +64,11 @@ def flops(build, shape, window: int = 0) -> int:
 
 
 def eval_seconds(unet: UNet, hw, precision: str, impl: str, repeats: int) -> Dict[str, Any]:
+    """Seconds per evaluation the way the pipeline runs one: weights and input in the precision's
+    layout (:func:`denoiser_layout`; a channels_last input against contiguous weights would time
+    the layout copies instead)."""
     unet.set_attention_impl(impl)
+    unet.to(memory_format=denoiser_layout(precision, torch.device("cpu")))
     model = unet if precision == "fp32" else PrecisionDenoiser(unet, precision, torch.device("cpu"))
     x = torch.randn(1, 7, *hw, generator=torch.Generator().manual_seed(0))
     nl = torch.tensor([0.5])
