@@ -29,6 +29,8 @@ def test_cast_airlight_leans_warm_or_cool_within_the_tint():
     # the cast moves red and blue in opposite directions: their difference spans both signs
     rb = [r - b for r, _, b in casts]
     assert min(rb) < -0.1 and max(rb) > 0.1 and max(abs(v) for v in rb) <= 2 * 0.08 + 0.6 * 0.08 + 1e-9
+    # depth haze recast: the "nh" kind's tint around the grey airlight's level
+    assert data.smog_or_mist((0.8, 0.8, 0.8), _g(3)) == pytest.approx(nh.cast_airlight(0.8, nh.HAZE_KINDS["nh"].tint, _g(3)))
     grey = [data.random_haze_params(_g(s))[1] for s in range(200)]
     assert max(abs(r - b) for r, _, b in grey) <= 2 * data.AIRLIGHT_TINT + 1e-9  # today's depth haze: near-grey
 

@@ -19,6 +19,7 @@ from .nonhomogeneous import (
     HazeKind,
     airlight_field,
     cast_airlight,
+    smog_or_mist,
     fbm_field,
     plume_field,
     random_haze_kind_params,
@@ -42,7 +43,7 @@ from .public import DATASETS, SPLITS, DatasetError, DatasetLayout, Pair, dataset
 __all__ = ["DATASETS", "SPLITS", "DatasetError", "DatasetLayout", "Pair", "dataset_pairs", "describe_datasets",
            "AIRLIGHT_RANGE", "AIRLIGHT_TINT", "BETA_RANGE", "EVAL_HAZE", "EVAL_PHOTOS", "HAZE_KINDS", "HazeKind",
            "WHEEL_PHOTOS", "airlight_field", "fbm_field", "plume_field", "random_haze_kind_params",
-           "synthesize_nonhomogeneous", "cast_airlight", "HazySample", "MOTORCYCLE_DOFFS",
+           "synthesize_nonhomogeneous", "cast_airlight", "smog_or_mist", "HazySample", "MOTORCYCLE_DOFFS",
            "PAIR_SUFFIXES", "PairedFolderDataset", "SyntheticHazeDataset", "TRAIN_PHOTOS", "builtin_photos",
            "depth_prior", "disparity_to_depth", "eval_haze_params", "item_generator", "load_photo", "make_eval_set", "pair_key",
            "random_depth_field", "random_haze_params", "resize_photo", "synthesize_haze"]

@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 from ..io.images import is_image_file, load_image
 from ..utils import resize
 from . import haze
-from .nonhomogeneous import HAZE_KINDS, cast_airlight, synthesize_nonhomogeneous
+from .nonhomogeneous import smog_or_mist, synthesize_nonhomogeneous
 
 __all__ = ["PAIR_SUFFIXES", "PairedFolderDataset", "SyntheticHazeDataset", "item_generator", "pair_key"]
 
@@ -214,8 +214,8 @@ class SyntheticHazeDataset(Dataset):
     map. 0 draws no extra random numbers.
 
     ``airlight_cast`` (probability in [0, 1]): a depth-hazed crop's airlight is cast towards smog
-    or mist like the non-homogeneous kinds' (:func:`~dehazeddpm.data.nonhomogeneous.cast_airlight`,
-    up to the "nh" kind's tint) instead of near-grey. 0 draws no extra random numbers.
+    or mist like the non-homogeneous kinds' (:func:`~dehazeddpm.data.nonhomogeneous.smog_or_mist`)
+    instead of near-grey. 0 draws no extra random numbers.
     """
 
     def __init__(self, photos: Photos, *, crop: int, length: int, seed: int = 0, fixed: bool = False,
@@ -300,7 +300,7 @@ class SyntheticHazeDataset(Dataset):
         else:
             beta, airlight = haze.random_haze_params(g)
             if self.airlight_cast > 0 and _rand(g) < self.airlight_cast:
-                airlight = cast_airlight(sum(airlight) / 3, HAZE_KINDS["nh"].tint, g)
+                airlight = smog_or_mist(airlight, g)
             sample = haze.synthesize_haze(patch, dpatch, beta=beta, airlight=airlight, normalize_depth=False)
         return {
             "hazy": sample.hazy.contiguous(),

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +25,7 @@ from ..physics import rehaze, transmission
 from .haze import HazySample, as_clear_image
 
 __all__ = ["HAZE_KINDS", "HazeKind", "airlight_field", "cast_airlight", "fbm_field", "plume_field", "random_haze_kind_params",
-           "synthesize_nonhomogeneous"]
+           "smog_or_mist", "synthesize_nonhomogeneous"]
 
 
 @dataclass(frozen=True)
@@ -137,6 +137,12 @@ def cast_airlight(level: float, tint: float, generator: Optional[torch.Generator
     warmth = _uniform(generator, -1.0, 1.0)  # > 0: smog, < 0: mist
     cast = (warmth * tint, 0.3 * warmth * tint, -warmth * tint)
     return tuple(min(1.0, max(0.0, level + c + _uniform(generator, -0.3, 0.3) * tint)) for c in cast)  # type: ignore[return-value]
+
+
+def smog_or_mist(airlight: Sequence[float], generator: Optional[torch.Generator] = None) -> Tuple[float, float, float]:
+    """A near-grey ``airlight`` (r, g, b) recast towards smog or mist at its mean level, by up to
+    the "nh" kind's tint (:func:`cast_airlight`): depth haze with the colour real haze has."""
+    return cast_airlight(sum(airlight) / len(airlight), HAZE_KINDS["nh"].tint, generator)
 
 
 def random_haze_kind_params(kind: str, generator: Optional[torch.Generator] = None) -> dict:

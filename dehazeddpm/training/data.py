@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..data.datasets import PairedFolderDataset, SyntheticHazeDataset, item_generator
 from ..data.haze import depth_prior, random_haze_params, synthesize_haze
-from ..data.nonhomogeneous import HAZE_KINDS, cast_airlight, synthesize_nonhomogeneous
+from ..data.nonhomogeneous import smog_or_mist, synthesize_nonhomogeneous
 from ..data.photos import builtin_photos
 from ..data.public import dataset_pairs
 from ..inference.working_size import stage1_at_size
@@ -177,7 +177,7 @@ class SceneConditionPool(ConditionPool):
                 sample = synthesize_nonhomogeneous(clear, kind, d, generator=g)
             elif airlight_cast > 0 and float(torch.rand((), generator=g)) < airlight_cast:
                 beta, grey = random_haze_params(g)
-                sample = synthesize_haze(clear, d, beta=beta, airlight=cast_airlight(sum(grey) / 3, HAZE_KINDS["nh"].tint, g))
+                sample = synthesize_haze(clear, d, beta=beta, airlight=smog_or_mist(grey, g))
             else:
                 sample = synthesize_haze(clear, d, generator=g)
             with torch.no_grad():
