@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/real_haze.py --before 8206101 [--photos benchmarks/real_haze] [--out docs/real_haze.png]
+    python benchmarks/real_haze.py --before 8206101 [--photos benchmarks/real_haze] [--out docs/real_haze.jpg]
 
 For each photo (``--photos``: a folder of images; default the CC BY photos in
 ``benchmarks/real_haze/``, credited in its README): the hazy photo, then stage 1's J, its
@@ -68,7 +68,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--photos", default=str(ROOT / "benchmarks" / "real_haze"))
     ap.add_argument("--before", default=None, help="a git revision whose bundled demo weights to compare with")
-    ap.add_argument("--out", default=str(ROOT / "docs" / "real_haze.png"))
+    ap.add_argument("--out", default=str(ROOT / "docs" / "real_haze.jpg"))
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "real_haze.json"))
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
@@ -110,7 +110,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             ax.axis("off")
         fig.tight_layout()
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(args.out, dpi=110)
+        jpeg = Path(args.out).suffix.lower() in (".jpg", ".jpeg")
+        fig.savefig(args.out, dpi=110, **({"pil_kwargs": {"quality": 85}} if jpeg else {}))
     write_json(args.json, {"command": "python benchmarks/real_haze.py " + " ".join(sys.argv[1:] if argv is None else argv),
                            "photos": [p.name for p in photos], "results": results, "torch": torch.__version__})
     print(f"wrote {args.out} and {args.json}")
