@@ -2,10 +2,11 @@
 
 Usage::
 
-    python benchmarks/real_haze.py --before 8206101 [--photos benchmarks/real_haze] [--out docs/real_haze.jpg]
+    python benchmarks/real_haze.py --before 8206101 [--photos DIR] [--out docs/real_haze.jpg]
 
-For each photo (``--photos``: a folder of images; default the CC BY photos in
-``benchmarks/real_haze/``, credited in its README): the hazy photo, then stage 1's J, its
+For each photo (``--photos``: a folder of images; default the package's photos of real haze,
+:func:`dehazeddpm.data.real_haze_photos`, CC BY 4.0, credited in ``dehazeddpm/assets/real_haze/``):
+the hazy photo, then stage 1's J, its
 transmission T and the default call (seed 0) with the demo weights of ``--before`` (a git
 revision; its ``dehazeddpm/assets`` files, read with ``git show``) and with today's. Without
 ground truth the figure is the judgement; the JSON adds two measures of each output: the haze
@@ -28,6 +29,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from dehazeddpm.data import real_haze_photos  # noqa: E402
 from dehazeddpm.inference import DehazePipeline  # noqa: E402
 from dehazeddpm.io import is_image_file, load_image  # noqa: E402
 from dehazeddpm.metrics import haze_density, mean_ab  # noqa: E402
@@ -66,16 +68,19 @@ def run(pipe: DehazePipeline, photo: torch.Tensor) -> Dict[str, Any]:
 
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--photos", default=str(ROOT / "benchmarks" / "real_haze"))
+    ap.add_argument("--photos", default=None, help="a folder of hazy photos (default: the bundled real haze)")
     ap.add_argument("--before", default=None, help="a git revision whose bundled demo weights to compare with")
     ap.add_argument("--out", default=str(ROOT / "docs" / "real_haze.jpg"))
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "real_haze.json"))
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
-    folder = Path(args.photos)
-    photos = sorted(p for p in folder.iterdir() if is_image_file(p)) if folder.is_dir() else []
-    if not photos:
-        ap.error(f"--photos: no images in {folder}")
+    if args.photos is None:
+        photos = list(real_haze_photos().values())
+    else:
+        folder = Path(args.photos)
+        photos = sorted(p for p in folder.iterdir() if is_image_file(p)) if folder.is_dir() else []
+        if not photos:
+            ap.error(f"--photos: no images in {folder}")
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         sides: Dict[str, DehazePipeline] = {}

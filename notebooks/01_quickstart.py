@@ -63,7 +63,7 @@ from PIL import Image
 
 import dehazeddpm as dd
 from dehazeddpm import metrics
-from dehazeddpm.data import make_eval_set
+from dehazeddpm.data import make_eval_set, real_haze_photos
 from dehazeddpm.io import load_image
 from dehazeddpm.viz import plotting, widgets
 
@@ -79,13 +79,16 @@ SIZE = 64 if SMOKE else 384   # shorter side of the bundled images, in pixels
 # ## 2. An image
 #
 # The bundled evaluation images are photos from scikit-image with synthetic haze (and their clear
-# ground truth). On Colab the next-but-one cell lets you upload your own photo instead.
+# ground truth). Two photos of real distance haze come with the package too (CC BY 4.0, credited
+# in `dehazeddpm/assets/real_haze/`): no ground truth exists for them, so the scores are skipped.
+# On Colab the next-but-one cell lets you upload your own photo instead.
 
 # %%
 workdir = tempfile.mkdtemp(prefix='dehazeddpm_')
 pairs = {hazy.stem: (hazy, gt) for hazy, gt in make_eval_set(workdir, size=SIZE, seed=0)}
+pairs.update({name: (path, None) for name, path in real_haze_photos().items()})
 print('bundled images:', list(pairs))
-IMAGE = 'motorcycle'   # or 'rocket', 'camera'
+IMAGE = 'motorcycle'   # @param ["motorcycle", "rocket", "camera", "aitzgorri", "sunset"]
 hazy_path, gt_path = pairs[IMAGE]
 
 # %%

@@ -114,3 +114,17 @@ def test_rule_d7_ships_the_new_denoiser_only_if_not_worse():
     assert not r.judge_d7(old, _cells(19.9, 18.0, 13.0))["ships"]
     worse_ssim = {k: {**v, "ssim": 0.79} for k, v in _cells(20.1, 18.1, 13.1).items()}
     assert not r.judge_d7(old, worse_ssim)["ships"]
+
+
+def test_real_haze_photos_ship_with_their_credit():
+    """The photos of real haze are package data (setup.cfg), load as RGB, and are credited."""
+    from dehazeddpm.io import load_image
+
+    photos = data.real_haze_photos()
+    assert tuple(photos) == data.REAL_HAZE_PHOTOS
+    credit = (ROOT / "dehazeddpm" / "assets" / "real_haze" / "README.md").read_text()
+    for name, path in photos.items():
+        img = load_image(path)
+        assert img.shape[-3] == 3 and min(img.shape[-2:]) >= 200
+        assert f"`{name}.jpg`" in credit and "CC BY 4.0" in credit
+    assert "assets/real_haze/*.jpg" in (ROOT / "setup.cfg").read_text()

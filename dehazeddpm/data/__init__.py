@@ -29,6 +29,7 @@ from .photos import (
     EVAL_HAZE,
     EVAL_PHOTOS,
     MOTORCYCLE_DOFFS,
+    REAL_HAZE_PHOTOS,
     TRAIN_PHOTOS,
     WHEEL_PHOTOS,
     builtin_photos,
@@ -36,14 +37,15 @@ from .photos import (
     eval_haze_params,
     load_photo,
     make_eval_set,
+    real_haze_photos,
     resize_photo,
 )
 from .public import DATASETS, SPLITS, DatasetError, DatasetLayout, Pair, dataset_pairs, describe_datasets
 
 __all__ = ["DATASETS", "SPLITS", "DatasetError", "DatasetLayout", "Pair", "dataset_pairs", "describe_datasets",
-           "AIRLIGHT_RANGE", "AIRLIGHT_TINT", "BETA_RANGE", "EVAL_HAZE", "EVAL_PHOTOS", "HAZE_KINDS", "HazeKind",
+           "AIRLIGHT_RANGE", "AIRLIGHT_TINT", "BETA_RANGE", "EVAL_HAZE", "EVAL_PHOTOS", "HAZE_KINDS", "REAL_HAZE_PHOTOS", "HazeKind",
            "WHEEL_PHOTOS", "airlight_field", "fbm_field", "plume_field", "random_haze_kind_params",
            "synthesize_nonhomogeneous", "cast_airlight", "smog_or_mist", "HazySample", "MOTORCYCLE_DOFFS",
            "PAIR_SUFFIXES", "PairedFolderDataset", "SyntheticHazeDataset", "TRAIN_PHOTOS", "builtin_photos",
-           "depth_prior", "disparity_to_depth", "eval_haze_params", "item_generator", "load_photo", "make_eval_set", "pair_key",
+           "depth_prior", "disparity_to_depth", "eval_haze_params", "item_generator", "load_photo", "make_eval_set", "pair_key", "real_haze_photos",
            "random_depth_field", "random_haze_params", "resize_photo", "synthesize_haze"]

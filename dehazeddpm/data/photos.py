@@ -32,7 +32,7 @@ from ..utils import resize, scaled_shape, write_json
 from .haze import depth_prior, random_haze_params, synthesize_haze
 from .nonhomogeneous import HAZE_KINDS, synthesize_nonhomogeneous
 
-__all__ = ["EVAL_HAZE", "EVAL_PHOTOS", "MOTORCYCLE_DOFFS", "TRAIN_PHOTOS", "WHEEL_PHOTOS", "builtin_photos", "disparity_to_depth",
+__all__ = ["EVAL_HAZE", "EVAL_PHOTOS", "MOTORCYCLE_DOFFS", "REAL_HAZE_PHOTOS", "TRAIN_PHOTOS", "WHEEL_PHOTOS", "builtin_photos", "disparity_to_depth", "real_haze_photos",
            "eval_haze_params", "load_photo", "make_eval_set", "resize_photo"]
 
 TRAIN_PHOTOS: tuple[str, ...] = ("astronaut", "coffee", "chelsea", "immunohistochemistry", "hubble_deep_field", "grass",
@@ -51,6 +51,17 @@ WHEEL_PHOTOS: dict[str, tuple[str, str, str]] = {
     "luispedro": ("mahotas", "demos/data/luispedro.jpg", "mahotas (MIT), bundled portrait of its author"),
 }
 EVAL_PHOTOS: tuple[str, ...] = ("motorcycle", "rocket", "camera")
+# Photos of real haze, shipped in the package (CC BY 4.0; assets/real_haze/README.md credits them):
+# judged by eye, never trained on; no ground truth exists for them.
+REAL_HAZE_PHOTOS: tuple[str, ...] = ("aitzgorri", "sunset")
+_REAL_HAZE_DIR = Path(__file__).resolve().parents[1] / "assets" / "real_haze"
+
+
+def real_haze_photos() -> dict[str, Path]:
+    """The bundled photos of real haze, name -> JPEG path (:data:`REAL_HAZE_PHOTOS`); load one
+    with :func:`dehazeddpm.io.load_image`. Real distance haze, not synthetic: there is no clear
+    ground truth, so they are for looking at, not for PSNR."""
+    return {name: _REAL_HAZE_DIR / f"{name}.jpg" for name in REAL_HAZE_PHOTOS}
 
 # Middlebury's depth is Z = f * baseline / (disparity + doffs); doffs (the principal point
 # offset between the two cameras) for the 4x down-sampled Motorcycle shipped by skimage.
