@@ -93,7 +93,11 @@ def test_train_demo_exports_beside_the_run_and_installs_only_when_asked(tmp_path
                                       val_crop=32)
     path = tmp_path / "tiny.json"
     path.write_text(json.dumps(recipe))
-    assets = {p.name: p.read_bytes() for p in (REPO / "dehazeddpm" / "assets").iterdir()}
+    def bundled() -> dict:  # every file under assets/, by relative path
+        root = REPO / "dehazeddpm" / "assets"
+        return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+    assets = bundled()
     registry = (REPO / "dehazeddpm" / "hub" / "weights.json").read_bytes()
     assert _load("train_demo").main(["--recipe", str(path), "--out", str(tmp_path / "run")]) == 0
     export = tmp_path / "run" / "export"
@@ -102,7 +106,7 @@ def test_train_demo_exports_beside_the_run_and_installs_only_when_asked(tmp_path
     entry = json.loads((export / "demo_entry.json").read_text())
     assert entry["denoiser"]["sha256"] == recipe["denoiser"]["kept"][2]  # the kept file, byte for byte
     assert json.loads((export / "demo_provenance.json").read_text())["round"] == 5
-    assert {p.name: p.read_bytes() for p in (REPO / "dehazeddpm" / "assets").iterdir()} == assets
+    assert bundled() == assets
     assert (REPO / "dehazeddpm" / "hub" / "weights.json").read_bytes() == registry
 
 
