@@ -19,10 +19,10 @@ from .nonhomogeneous import (
     HazeKind,
     airlight_field,
     cast_airlight,
-    smog_or_mist,
     fbm_field,
     plume_field,
     random_haze_kind_params,
+    smog_or_mist,
     synthesize_nonhomogeneous,
 )
 from .photos import (

@@ -27,7 +27,7 @@ from ..utils import resize
 from . import haze
 from .nonhomogeneous import smog_or_mist, synthesize_nonhomogeneous
 
-__all__ = ["PAIR_SUFFIXES", "PairedFolderDataset", "SyntheticHazeDataset", "item_generator", "pair_key"]
+__all__ = ["PAIR_SUFFIXES", "PairedFolderDataset", "SyntheticHazeDataset", "item_generator", "list_images", "pair_key"]
 
 # Stripped (case-insensitively, once) from file stems before pairing: "01_hazy" ~ "01_GT" ~ "01".
 PAIR_SUFFIXES: tuple[str, ...] = ("_hazy", "_gt", "_clean", "_clear")
@@ -62,7 +62,10 @@ def _rand(g: Optional[torch.Generator]) -> float:
     return float(torch.rand((), generator=g, dtype=torch.float64))
 
 
-def _list_images(folder: Path) -> list[Path]:
+def list_images(folder: Union[str, os.PathLike]) -> list[Path]:
+    """The image files directly in ``folder`` (not its subfolders; hidden files skipped), sorted.
+    FileNotFoundError if it is not a folder."""
+    folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"not a folder: {folder}")
     return sorted(p for p in folder.iterdir()
@@ -100,10 +103,8 @@ class PairedFolderDataset(Dataset):
         key: Callable[[str], str] = pair_key,
     ) -> None:
         self.hazy_dir, self.gt_dir = Path(hazy_dir), Path(gt_dir)
-        if crop is not None and crop < 1:
-            raise ValueError(f"crop must be a positive integer, got {crop}")
-        self.crop, self.flip, self.seed, self.epoch = crop, flip, seed, 0
-        hazy_files, gt_files = _list_images(self.hazy_dir), _list_images(self.gt_dir)
+        self._sampling(crop, flip, seed)
+        hazy_files, gt_files = list_images(self.hazy_dir), list_images(self.gt_dir)
         if not hazy_files:
             raise ValueError(f"no images in {self.hazy_dir}")
         if not gt_files:
@@ -144,13 +145,17 @@ class PairedFolderDataset(Dataset):
         (:func:`~dehazeddpm.data.public.dataset_pairs`)."""
         if not pairs:
             raise ValueError("no image pairs to train on")
-        if crop is not None and crop < 1:
-            raise ValueError(f"crop must be a positive integer, got {crop}")
         self = cls.__new__(cls)
         self.hazy_dir = self.gt_dir = None  # type: ignore[assignment]
-        self.crop, self.flip, self.seed, self.epoch = crop, flip, seed, 0
+        self._sampling(crop, flip, seed)
         self.pairs = [(Path(h), Path(g)) for h, g in pairs]
         return self
+
+    def _sampling(self, crop: Optional[int], flip: bool, seed: Optional[int]) -> None:
+        """The per-item randomness both constructors set: crop, flip, seed and epoch."""
+        if crop is not None and crop < 1:
+            raise ValueError(f"crop must be a positive integer, got {crop}")
+        self.crop, self.flip, self.seed, self.epoch = crop, flip, seed, 0
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch used to seed per-item randomness (only matters with an integer seed)."""

@@ -168,8 +168,8 @@ def dataset_pairs(name: str, root: Union[str, Path], split: str = "test") -> Lis
         if missing:
             raise DatasetError(f"{layout.name}'s test split is scenes {ids[0]}-{ids[-1]}; scene "
                                f"{', '.join(map(str, missing))} is missing under {root}")
-    keep = (lambda sid: True) if ids is None else (lambda sid: (sid in ids) == (split == "test"))
-    chosen = [(sid, p) for sid, p in hazy if keep(sid)]
+    # "test" keeps the split's scenes, "train" the others, "all" (ids None) every one
+    chosen = [(sid, p) for sid, p in hazy if ids is None or (sid in ids) == (split == "test")]
     if not chosen:
         raise DatasetError(f"no {layout.name} images of the {split} split under {root}")
     return sorted((Pair(_pair_name(p), p, gt[sid]) for sid, p in chosen), key=lambda pr: pr.name)

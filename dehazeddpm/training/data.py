@@ -6,19 +6,18 @@ own shard, so a resumed run reads the very batches the uninterrupted run would h
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..data.datasets import PairedFolderDataset, SyntheticHazeDataset, item_generator
+from ..data.datasets import PairedFolderDataset, SyntheticHazeDataset, item_generator, list_images
 from ..data.haze import depth_prior, random_haze_params, synthesize_haze
 from ..data.nonhomogeneous import smog_or_mist, synthesize_nonhomogeneous
 from ..data.photos import builtin_photos
 from ..data.public import dataset_pairs
 from ..inference.working_size import stage1_at_size
-from ..io.images import denoiser_condition
+from ..io.images import denoiser_condition, load_image
 from ..models.stage1 import Stage1Net
 from ..utils import resize, scaled_shape
 from .config import TrainConfig
@@ -62,9 +61,7 @@ def positions(start_step: int, steps: int, batch: int, rank: int, world: int) ->
 def folder_photos(folder: str) -> Dict[str, Tuple[torch.Tensor, Optional[torch.Tensor]]]:
     """The clear photos of a folder of the user's, ``{stem: (3xHxW in [0, 1], None)}`` (no depth:
     the haze follows a depth cue and random fields), for synthetic haze over them."""
-    from ..io.images import is_image_file, load_image
-
-    paths = sorted(p for p in Path(folder).iterdir() if p.is_file() and is_image_file(p) and not p.name.startswith("."))
+    paths = list_images(folder)
     if not paths:
         raise ValueError(f"photos folder {folder} holds no images")
     return {p.stem: (load_image(p)[0], None) for p in paths}
