@@ -23,8 +23,9 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from dehazeddpm.data import EVAL_HAZE, make_eval_set
+from dehazeddpm.hub import WeightsError
 from dehazeddpm.inference import DehazePipeline
-from dehazeddpm.io import load_image
+from dehazeddpm.io import CheckpointError, ImageReadError, load_image
 from dehazeddpm.metrics import mean_ab
 from dehazeddpm.utils import write_json
 
@@ -64,4 +65,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except (CheckpointError, ImageReadError, WeightsError) as exc:  # a bad file given: one line, no traceback
+        sys.exit(f"airlight.py: {exc}")

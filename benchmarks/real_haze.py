@@ -30,8 +30,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from dehazeddpm.data import real_haze_photos  # noqa: E402
+from dehazeddpm.hub import WeightsError  # noqa: E402
 from dehazeddpm.inference import DehazePipeline  # noqa: E402
-from dehazeddpm.io import is_image_file, load_image  # noqa: E402
+from dehazeddpm.io import CheckpointError, ImageReadError, is_image_file, load_image  # noqa: E402
 from dehazeddpm.metrics import haze_density, mean_ab  # noqa: E402
 from dehazeddpm.utils import write_json  # noqa: E402
 from dehazeddpm.viz.plotting import to_numpy_image  # noqa: E402
@@ -126,4 +127,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except (CheckpointError, ImageReadError, WeightsError) as exc:  # a bad file given: one line, no traceback
+        sys.exit(f"real_haze.py: {exc}")

@@ -34,7 +34,9 @@ import torch
 
 from dehazeddpm.data import TRAIN_PHOTOS, make_eval_set
 from dehazeddpm.evaluation import DEFAULT_CALL, STAGE1, Pair, evaluate, summarize
+from dehazeddpm.hub import WeightsError
 from dehazeddpm.inference import DehazePipeline
+from dehazeddpm.io import CheckpointError, ImageReadError
 from dehazeddpm.utils import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,11 +136,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                               "names": NAMES, "haze_seeds": list(HAZE_SEEDS), "torch": torch.__version__}
     cols: Dict[str, Dict[Cell, Dict[str, float]]] = {}
     if cands:
-        print("bundled stage 1", flush=True)
-        cols["bundled"] = cell_scores(_load(None, None), dict(STAGE1))
-        for name, f in cands.items():
+        # every file is loaded (and checked) before minutes of scoring begin
+        pipes = {"bundled": _load(None, None), **{name: _load(f, None) for name, f in cands.items()}}
+        for name, pipe in pipes.items():
             print(name, flush=True)
-            cols[name] = cell_scores(_load(f, None), dict(STAGE1))
+            cols[name] = cell_scores(pipe, dict(STAGE1))
         verdict = judge_r7(cols["bundled"], {n: cols[n] for n in cands})
         result["r7"] = verdict
         for n, v in verdict["candidates"].items():
@@ -147,10 +149,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"R7 ships: {verdict['winner'] or 'the bundled stage 1 (none passes)'}")
     if args.pair:
         s1, den = args.pair
+        bundled_den, new_den = _load(s1, None), _load(s1, den)
         print("default call, bundled denoiser", flush=True)
-        cols["default, bundled denoiser"] = old = cell_scores(_load(s1, None), dict(DEFAULT_CALL))
+        cols["default, bundled denoiser"] = old = cell_scores(bundled_den, dict(DEFAULT_CALL))
         print("default call, new denoiser", flush=True)
-        cols["default, new denoiser"] = new = cell_scores(_load(s1, den), dict(DEFAULT_CALL))
+        cols["default, new denoiser"] = new = cell_scores(new_den, dict(DEFAULT_CALL))
         result["d7"] = judge_d7(old, new)
         print(f"D7: PSNR {result['d7']['delta_psnr']:+.3f} dB, SSIM {result['d7']['delta_ssim']:+.4f}: "
               f"{'the new denoiser ships' if result['d7']['ships'] else 'the bundled denoiser stays'}")
@@ -163,4 +166,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except (CheckpointError, ImageReadError, WeightsError) as exc:  # a bad file given: one line, no traceback
+        sys.exit(f"stage1_rule.py: {exc}")

@@ -35,7 +35,7 @@ import torch
 from dehazeddpm.diffusion import NoiseSchedule
 from dehazeddpm.hub import sha256_file
 from dehazeddpm.io import load_denoiser, load_stage1, save_denoiser, save_stage1
-from dehazeddpm.training import TrainConfig, provenance, train_denoiser, train_stage1
+from dehazeddpm.training import RunExistsError, TrainConfig, provenance, train_denoiser, train_stage1
 from dehazeddpm.utils import atomic_write, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -150,6 +150,16 @@ def stage1_phases(s1: Dict[str, Any], out: Path, init: Path) -> List[TrainConfig
     return phases
 
 
+def _train(run, cfg: TrainConfig, resume: bool) -> None:
+    """``run(cfg)``; an unfinished run already in its folder is one line (this script has no
+    --overwrite: nothing it made is ever deleted)."""
+    try:
+        run(cfg, resume=resume)
+    except RunExistsError as exc:
+        raise SystemExit(f"{cfg.out_dir} holds an unfinished {cfg.stage} run: rerun with --resume to continue "
+                         "it, or give another --out") from exc
+
+
 def _sidecar(ckpt: Path) -> dict:
     return json.loads(ckpt.with_suffix(".json").read_text())
 
@@ -206,11 +216,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 _check_trained(f"stage 1 ({cfg.out_dir})", Path(cfg.out_dir) / "stage1_final.pth", cfg)
                 print(f"{cfg.out_dir}: finished earlier with this recipe's settings; kept")
                 continue
-            train_stage1(cfg, resume=args.resume)
+            _train(train_stage1, cfg, args.resume)
     if args.phase in ("all", "denoiser") and "config" in den:
         _check_trained("stage1", s1_ckpt, c1)
         fetch_from_git(tuple(den["init"]), init2)
-        train_denoiser(configs["denoiser"], resume=args.resume)
+        _train(train_denoiser, configs["denoiser"], args.resume)
     if args.phase in ("all", "export"):
         sides = {role: _check_trained(role, ckpt, configs[role])
                  for role, ckpt in (("stage1", s1_ckpt), ("denoiser", den_ckpt)) if role in configs}

@@ -74,6 +74,9 @@ def test_colour_term_adds_the_l1_of_mean_colours():
     assert torch.allclose(with_colour - base, expected, atol=1e-6)
     assert TrainConfig(loss_weights={"colour": 1.0}).loss_weights["colour"] == 1.0
     assert TrainConfig().loss_weights["colour"] == 0.0  # the reference's loss by default
+    for bad in ("much", -1.0, float("nan"), True):  # caught before a run starts, not mid-step
+        with pytest.raises(ValueError, match="loss weights must be finite numbers"):
+            TrainConfig(loss_weights={"colour": bad})
 
 
 def _rule():

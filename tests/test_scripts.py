@@ -134,3 +134,9 @@ def test_train_demo_runs_stage1_phases_in_turn_and_keeps_finished_ones(tmp_path,
     assert (first.stat().st_mtime_ns, second.stat().st_mtime_ns) == stamps
     prov = json.loads((out / "export" / "demo_provenance.json").read_text())
     assert [p["steps"] for p in prov["stage1_phases"]] == [1, 2] and prov["steps_done"]["stage1"] == 2
+    # an unfinished phase in the folder (an interrupted run) is one line pointing at --resume
+    (tmp_path / "cut" / "stage1").mkdir(parents=True)
+    (tmp_path / "cut" / "stage1" / "resume_stage1.pt").write_bytes(b"left by a killed run")
+    with pytest.raises(SystemExit, match="unfinished stage1 run: rerun with --resume"):
+        train_demo.main(["--recipe", str(path), "--out", str(tmp_path / "cut"), "--phase", "stage1"])
+    assert (tmp_path / "cut" / "stage1" / "resume_stage1.pt").read_bytes() == b"left by a killed run"

@@ -166,6 +166,10 @@ class Stage1Settings:
         unknown = sorted(set(weights) - set(DEFAULT_LOSS_WEIGHTS))
         if unknown:
             raise ValueError(f"unknown loss weights {unknown}; known: {sorted(DEFAULT_LOSS_WEIGHTS)}")
+        bad = {k: v for k, v in weights.items() if isinstance(v, bool) or not isinstance(v, (int, float))
+               or not math.isfinite(v) or v < 0}
+        if bad:
+            raise ValueError(f"loss weights must be finite numbers >= 0, got {bad}")
         self.loss_weights = weights
 
 
