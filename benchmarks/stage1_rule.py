@@ -1,8 +1,9 @@
-"""Rules R7 and D7 (docs/benchmarks.md): which demo stage 1 ships, and whether its matched denoiser does.
+"""Rules R7, R8 and D7 (docs/benchmarks.md): which demo stage 1 ships, and whether its matched denoiser does.
 
 Usage::
 
     python benchmarks/stage1_rule.py --candidate round6=R6_STAGE1 --candidate round7=R7_STAGE1
+    python benchmarks/stage1_rule.py --rule r8 --round5 R5_STAGE1 --candidate round9=R9_STAGE1
     python benchmarks/stage1_rule.py --pair R7_STAGE1 R7_DENOISER          # Rule D7
 
 Both judge on training-photo pairs (``make_eval_set(split="train")``, the 8 photos of
@@ -15,6 +16,12 @@ and of each candidate. A candidate passes when every nh and dense cell gains at 
 :data:`GAIN_DB` over the bundled stage 1 and no depth cell loses more than :data:`DEPTH_LOSS_DB`.
 Of those that pass, the largest smallest nh/dense gain wins, unless another passing candidate's is
 within :data:`CLOSE_DB` of it with a lower mean colour error (|a*| + |b*| error over all cells).
+
+R8 (a colour round) also scores round 5's stage 1 (``--round5``; the issue's baseline). A
+candidate replaces the bundled stage 1 when it passes R7 against round 5, no cell's PSNR is more
+than :data:`R8_PSNR_DB` below the bundled one's, and its colour error is at least
+:data:`R8_COLOUR` below the bundled one's in every nh and dense cell and at most
+:data:`R8_DEPTH_COLOUR` above it in any depth cell; the lowest nh/dense colour error wins.
 
 D7 scores the demo default call with a stage 1 and the bundled denoiser against the same stage 1
 with a new denoiser (sampling seed 0). The new denoiser ships with the stage 1 when its mean PSNR
@@ -48,6 +55,9 @@ GAIN_DB = 1.0       # each nh and dense cell, over the bundled stage 1
 DEPTH_LOSS_DB = 0.2  # the most a depth cell may lose
 CLOSE_DB = 0.5
 D7_SSIM = 0.005
+R8_PSNR_DB = 0.1     # the most any cell may lose against the bundled stage 1
+R8_COLOUR = 1.0      # the least each nh and dense cell's colour error must drop (Lab units)
+R8_DEPTH_COLOUR = 0.3  # the most a depth cell's colour error may rise
 
 Cell = Tuple[str, int]
 
@@ -70,6 +80,11 @@ def cell_scores(pipe: DehazePipeline, run: Dict[str, Any], seeds: Sequence[int] 
     return out
 
 
+def colour_error(cell: Dict[str, float]) -> float:
+    """|a* - a*gt| + |b* - b*gt| of one cell (its mean over pairs)."""
+    return cell["abs_da"] + cell["abs_db"]
+
+
 def judge_r7(bundled: Dict[Cell, Dict[str, float]], candidates: Dict[str, Dict[Cell, Dict[str, float]]]
              ) -> Dict[str, Any]:
     """Rule R7's verdict: per candidate its gains, pass/fail and why; and the winner (or None)."""
@@ -83,7 +98,7 @@ def judge_r7(bundled: Dict[Cell, Dict[str, float]], candidates: Dict[str, Dict[C
             why.append(f"smallest nh/dense gain {min(hard):+.2f} dB < {GAIN_DB:+.1f}")
         if min(depth) < -DEPTH_LOSS_DB:
             why.append(f"depth loses {min(depth):+.2f} dB < {-DEPTH_LOSS_DB:+.1f}")
-        colour = sum(c["abs_da"] + c["abs_db"] for c in cells.values()) / len(cells)
+        colour = sum(colour_error(c) for c in cells.values()) / len(cells)
         verdicts[name] = {"gains_db": gains, "min_hard_gain": min(hard), "colour_error": colour,
                           "passes": not why, "why_not": why}
     passing = sorted((v["min_hard_gain"], n) for n, v in verdicts.items() if v["passes"])
@@ -91,6 +106,33 @@ def judge_r7(bundled: Dict[Cell, Dict[str, float]], candidates: Dict[str, Dict[C
     if winner is not None:
         close = [n for g, n in passing if g >= verdicts[winner]["min_hard_gain"] - CLOSE_DB]
         winner = min(close, key=lambda n: verdicts[n]["colour_error"])
+    return {"candidates": verdicts, "winner": winner}
+
+
+def judge_r8(round5: Dict[Cell, Dict[str, float]], bundled: Dict[Cell, Dict[str, float]],
+             candidates: Dict[str, Dict[Cell, Dict[str, float]]]) -> Dict[str, Any]:
+    """Rule R8's verdict: per candidate R7 against round 5, its PSNR and colour against the bundled
+    stage 1 per cell, pass/fail and why; and the winner (or None)."""
+    r7 = judge_r7(round5, candidates)["candidates"]
+    verdicts: Dict[str, Dict[str, Any]] = {}
+    for name, cells in candidates.items():
+        why = [f"R7 against round 5: {w}" for w in r7[name]["why_not"]]
+        d_psnr = {c: cells[c]["psnr"] - bundled[c]["psnr"] for c in cells}
+        d_colour = {c: colour_error(cells[c]) - colour_error(bundled[c]) for c in cells}
+        worst = min(d_psnr, key=d_psnr.get)
+        if d_psnr[worst] < -R8_PSNR_DB:
+            why.append(f"{worst[0]} {worst[1]} loses {d_psnr[worst]:+.2f} dB < {-R8_PSNR_DB:+.1f}")
+        for c, d in d_colour.items():
+            if c[0] != "depth" and d > -R8_COLOUR:
+                why.append(f"{c[0]} {c[1]} colour error {d:+.2f} (needs <= {-R8_COLOUR:+.1f})")
+            if c[0] == "depth" and d > R8_DEPTH_COLOUR:
+                why.append(f"{c[0]} {c[1]} colour error {d:+.2f} (> {R8_DEPTH_COLOUR:+.1f})")
+        hard = [colour_error(v) for c, v in cells.items() if c[0] != "depth"]
+        verdicts[name] = {"psnr_vs_bundled": {f"{k} {s}": v for (k, s), v in d_psnr.items()},
+                          "colour_vs_bundled": {f"{k} {s}": v for (k, s), v in d_colour.items()},
+                          "hard_colour_error": sum(hard) / len(hard), "passes": not why, "why_not": why}
+    passing = [n for n, v in verdicts.items() if v["passes"]]
+    winner = min(passing, key=lambda n: verdicts[n]["hard_colour_error"]) if passing else None
     return {"candidates": verdicts, "winner": winner}
 
 
@@ -120,6 +162,8 @@ def _load(stage1: Optional[str], denoiser: Optional[str]) -> DehazePipeline:
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--candidate", action="append", default=[], metavar="NAME=FILE", help="a stage-1 file (Rule R7)")
+    ap.add_argument("--rule", choices=("r7", "r8"), default="r7", help="the rule that judges --candidate")
+    ap.add_argument("--round5", metavar="FILE", help="round 5's stage 1 (Rule R8's baseline for R7)")
     ap.add_argument("--pair", nargs=2, metavar=("STAGE1", "DENOISER"), help="Rule D7 for this stage 1 and denoiser")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=str(ROOT / "runs" / "stage1_rule.json"))
@@ -127,7 +171,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     cands = dict(c.split("=", 1) for c in args.candidate if "=" in c)
     if len(cands) != len(args.candidate) or not (cands or args.pair):
         ap.error("give --candidate NAME=FILE (one or more) or --pair STAGE1 DENOISER")
-    for f in list(cands.values()) + list(args.pair or []):
+    if args.rule == "r8" and not (cands and args.round5):
+        ap.error("--rule r8 needs --round5 FILE and one or more --candidate NAME=FILE")
+    for f in list(cands.values()) + list(args.pair or []) + ([args.round5] if args.rule == "r8" else []):
         if not Path(f).is_file():
             ap.error(f"no such file: {f}")
     torch.set_num_threads(args.threads)
@@ -137,16 +183,23 @@ def main(argv: Optional[List[str]] = None) -> int:
     cols: Dict[str, Dict[Cell, Dict[str, float]]] = {}
     if cands:
         # every file is loaded (and checked) before minutes of scoring begin
-        pipes = {"bundled": _load(None, None), **{name: _load(f, None) for name, f in cands.items()}}
+        pipes = {**({"round5": _load(args.round5, None)} if args.rule == "r8" else {}),
+                 "bundled": _load(None, None), **{name: _load(f, None) for name, f in cands.items()}}
         for name, pipe in pipes.items():
             print(name, flush=True)
             cols[name] = cell_scores(pipe, dict(STAGE1))
-        verdict = judge_r7(cols["bundled"], {n: cols[n] for n in cands})
-        result["r7"] = verdict
-        for n, v in verdict["candidates"].items():
-            print(f"R7 {n}: {'passes' if v['passes'] else 'fails: ' + '; '.join(v['why_not'])} "
-                  f"(smallest nh/dense gain {v['min_hard_gain']:+.2f} dB, colour error {v['colour_error']:.2f})")
-        print(f"R7 ships: {verdict['winner'] or 'the bundled stage 1 (none passes)'}")
+        judged = {n: cols[n] for n in cands}
+        if args.rule == "r8":
+            verdict = result["r8"] = judge_r8(cols["round5"], cols["bundled"], judged)
+            for n, v in verdict["candidates"].items():
+                print(f"R8 {n}: {'passes' if v['passes'] else 'fails: ' + '; '.join(v['why_not'])} "
+                      f"(nh/dense colour error {v['hard_colour_error']:.2f})")
+        else:
+            verdict = result["r7"] = judge_r7(cols["bundled"], judged)
+            for n, v in verdict["candidates"].items():
+                print(f"R7 {n}: {'passes' if v['passes'] else 'fails: ' + '; '.join(v['why_not'])} "
+                      f"(smallest nh/dense gain {v['min_hard_gain']:+.2f} dB, colour error {v['colour_error']:.2f})")
+        print(f"{args.rule.upper()} ships: {verdict['winner'] or 'the bundled stage 1 (none passes)'}")
     if args.pair:
         s1, den = args.pair
         bundled_den, new_den = _load(s1, None), _load(s1, den)

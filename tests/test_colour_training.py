@@ -110,6 +110,35 @@ def test_rule_r7_judges_each_kind_on_its_own():
     assert r.judge_r7(bundled, {"small gain": _cells(20.1, 17.8, 13.5)})["winner"] is None
 
 
+def _with_colour(cells, **by_kind):
+    """``cells`` with each named kind's colour error (|da| + |db|) set to the given value."""
+    return {c: {**v, "abs_da": by_kind[c[0]] / 2, "abs_db": by_kind[c[0]] / 2} if c[0] in by_kind else v
+            for c, v in cells.items()}
+
+
+def test_rule_r8_asks_for_less_colour_error_in_every_hard_cell_at_no_psnr_cost():
+    r = _rule()
+    round5 = _cells(20.0, 17.0, 12.0)
+    bundled = _with_colour(_cells(20.0, 18.5, 13.5), depth=6.0, nh=9.0, dense=12.0)
+    verdict = r.judge_r8(round5, bundled, {
+        "less cast": _with_colour(_cells(20.0, 18.5, 13.5), depth=6.2, nh=7.5, dense=10.0),
+        "much less cast": _with_colour(_cells(19.95, 18.45, 13.5), depth=6.0, nh=7.0, dense=9.5),
+        "nh cast barely down": _with_colour(_cells(20.0, 18.5, 13.5), depth=6.0, nh=8.5, dense=9.0),
+        "psnr cost": _with_colour(_cells(20.0, 18.3, 13.5), depth=6.0, nh=7.0, dense=9.0),
+        "depth cast up": _with_colour(_cells(20.0, 18.5, 13.5), depth=6.5, nh=7.0, dense=9.0),
+        "not +1 dB over round 5": _with_colour(_cells(20.0, 17.9, 13.5), depth=6.0, nh=7.0, dense=9.0),
+    })
+    c = verdict["candidates"]
+    assert c["less cast"]["passes"] and c["much less cast"]["passes"]
+    assert c["nh cast barely down"]["why_not"] == ["nh 128 colour error -0.50 (needs <= -1.0)",
+                                                   "nh 384 colour error -0.50 (needs <= -1.0)"]
+    assert not c["psnr cost"]["passes"] and "loses -0.20 dB" in c["psnr cost"]["why_not"][0]
+    assert not c["depth cast up"]["passes"] and "depth 128 colour error +0.50" in c["depth cast up"]["why_not"][0]
+    assert c["not +1 dB over round 5"]["why_not"][0].startswith("R7 against round 5: smallest nh/dense gain +0.90")
+    assert verdict["winner"] == "much less cast"  # nh/dense colour error 8.25 against 8.75
+    assert r.judge_r8(round5, bundled, {"as before": bundled})["winner"] is None  # no colour gain
+
+
 def test_rule_d7_ships_the_new_denoiser_only_if_not_worse():
     r = _rule()
     old = _cells(20.0, 18.0, 13.0)
