@@ -5,6 +5,7 @@ Usage::
     python benchmarks/stage1_rule.py --candidate round6=R6_STAGE1 --candidate round7=R7_STAGE1
     python benchmarks/stage1_rule.py --rule r8 --round5 R5_STAGE1 --candidate round9=R9_STAGE1
     python benchmarks/stage1_rule.py --pair R7_STAGE1 R7_DENOISER          # Rule D7
+    python benchmarks/stage1_rule.py --rule s1                             # Rule S1
 
 Both judge on training-photo pairs (``make_eval_set(split="train")``, the 8 photos of
 :data:`NAMES`), never on the eval photos, per (haze kind, size) cell: kinds depth, nh and dense,
@@ -22,6 +23,12 @@ candidate replaces the bundled stage 1 when it passes R7 against round 5, no cel
 than :data:`R8_PSNR_DB` below the bundled one's, and its colour error is at least
 :data:`R8_COLOUR` below the bundled one's in every nh and dense cell and at most
 :data:`R8_DEPTH_COLOUR` above it in any depth cell; the lowest nh/dense colour error wins.
+
+S1 scores the bundled weights' default call against calls that average K samples of fewer steps
+each at the same UNet work (:data:`S1_CANDIDATES`). One replaces the default when no cell's SSIM is
+lower and no cell's PSNR lower by more than :data:`S1_PSNR_DB`; the highest smallest (SSIM - SSIM
+of J) wins, the fewer samples within :data:`S1_CLOSE_SSIM` of it. (Its wall time is judged
+separately, by ``benchmarks/default_call.py``.)
 
 D7 scores the demo default call with a stage 1 and the bundled denoiser against the same stage 1
 with a new denoiser (sampling seed 0). The new denoiser ships with the stage 1 when its mean PSNR
@@ -58,6 +65,12 @@ D7_SSIM = 0.005
 R8_PSNR_DB = 0.1     # the most any cell may lose against the bundled stage 1
 R8_COLOUR = 1.0      # the least each nh and dense cell's colour error must drop (Lab units)
 R8_DEPTH_COLOUR = 0.3  # the most a depth cell's colour error may rise
+# Rule S1: today's default, and K samples of fewer steps at the same UNet work (start 0.3 runs
+# 6 of 20 respaced steps, 3 of 10, 2 of 7)
+S1_CANDIDATES: Dict[str, Dict[str, Any]] = {"today": {}, "2 of 10 steps": {"samples": 2, "steps": 10},
+                                            "3 of 7 steps": {"samples": 3, "steps": 7}}
+S1_PSNR_DB = 0.05
+S1_CLOSE_SSIM = 0.002
 
 Cell = Tuple[str, int]
 
@@ -136,6 +149,27 @@ def judge_r8(round5: Dict[Cell, Dict[str, float]], bundled: Dict[Cell, Dict[str,
     return {"candidates": verdicts, "winner": winner}
 
 
+def judge_s1(j: Dict[Cell, Dict[str, float]], runs: Dict[str, Dict[Cell, Dict[str, float]]]) -> Dict[str, Any]:
+    """Rule S1's verdict: per candidate (``runs`` holds "today" and the others, in order of more
+    samples) its worst SSIM gap to J, pass/fail against today and why; and the winner."""
+    today = runs["today"]
+    verdicts: Dict[str, Dict[str, Any]] = {}
+    for name, cells in runs.items():
+        why = []
+        for c, v in cells.items():
+            if v["ssim"] < today[c]["ssim"]:
+                why.append(f"{c[0]} {c[1]} SSIM {v['ssim'] - today[c]['ssim']:+.4f} below today's")
+            if v["psnr"] < today[c]["psnr"] - S1_PSNR_DB:
+                why.append(f"{c[0]} {c[1]} PSNR {v['psnr'] - today[c]['psnr']:+.2f} dB < {-S1_PSNR_DB:+.2f}")
+        verdicts[name] = {"worst_ssim_gap_to_j": min(v["ssim"] - j[c]["ssim"] for c, v in cells.items()),
+                          "passes": name == "today" or not why, "why_not": why if name != "today" else []}
+    passing = [n for n in runs if verdicts[n]["passes"]]
+    best = max(verdicts[n]["worst_ssim_gap_to_j"] for n in passing)
+    # runs are in order of more samples: the first within reach of the best has the fewest
+    winner = next(n for n in passing if verdicts[n]["worst_ssim_gap_to_j"] >= best - S1_CLOSE_SSIM)
+    return {"candidates": verdicts, "winner": winner}
+
+
 def judge_d7(old: Dict[Cell, Dict[str, float]], new: Dict[Cell, Dict[str, float]]) -> Dict[str, Any]:
     """Rule D7's verdict: mean PSNR and SSIM over the cells with the bundled and the new denoiser."""
     mean = lambda cells, k: sum(c[k] for c in cells.values()) / len(cells)  # noqa: E731
@@ -162,15 +196,18 @@ def _load(stage1: Optional[str], denoiser: Optional[str]) -> DehazePipeline:
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--candidate", action="append", default=[], metavar="NAME=FILE", help="a stage-1 file (Rule R7)")
-    ap.add_argument("--rule", choices=("r7", "r8"), default="r7", help="the rule that judges --candidate")
+    ap.add_argument("--rule", choices=("r7", "r8", "s1"), default="r7",
+                    help="the rule that judges --candidate (s1: the default call's samples, no candidate files)")
     ap.add_argument("--round5", metavar="FILE", help="round 5's stage 1 (Rule R8's baseline for R7)")
     ap.add_argument("--pair", nargs=2, metavar=("STAGE1", "DENOISER"), help="Rule D7 for this stage 1 and denoiser")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=str(ROOT / "runs" / "stage1_rule.json"))
     args = ap.parse_args(argv)
     cands = dict(c.split("=", 1) for c in args.candidate if "=" in c)
-    if len(cands) != len(args.candidate) or not (cands or args.pair):
+    if len(cands) != len(args.candidate) or not (cands or args.pair or args.rule == "s1"):
         ap.error("give --candidate NAME=FILE (one or more) or --pair STAGE1 DENOISER")
+    if args.rule == "s1" and cands:
+        ap.error("--rule s1 judges the bundled weights' default call: give no --candidate")
     if args.rule == "r8" and not (cands and args.round5):
         ap.error("--rule r8 needs --round5 FILE and one or more --candidate NAME=FILE")
     for f in list(cands.values()) + list(args.pair or []) + ([args.round5] if args.rule == "r8" else []):
@@ -200,6 +237,18 @@ def main(argv: Optional[List[str]] = None) -> int:
                 print(f"R7 {n}: {'passes' if v['passes'] else 'fails: ' + '; '.join(v['why_not'])} "
                       f"(smallest nh/dense gain {v['min_hard_gain']:+.2f} dB, colour error {v['colour_error']:.2f})")
         print(f"{args.rule.upper()} ships: {verdict['winner'] or 'the bundled stage 1 (none passes)'}")
+    if args.rule == "s1":
+        pipe = _load(None, None)
+        print("stage 1's J", flush=True)
+        cols["J"] = cell_scores(pipe, dict(STAGE1))
+        for name, opts in S1_CANDIDATES.items():
+            print(f"default call, {name}", flush=True)
+            cols[name] = cell_scores(pipe, dict(opts))
+        verdict = result["s1"] = judge_s1(cols["J"], {n: cols[n] for n in S1_CANDIDATES})
+        for n, v in verdict["candidates"].items():
+            print(f"S1 {n}: {'passes' if v['passes'] else 'fails: ' + '; '.join(v['why_not'])} "
+                  f"(worst SSIM gap to J {v['worst_ssim_gap_to_j']:+.4f})")
+        print(f"S1 ships: {verdict['winner']}")
     if args.pair:
         s1, den = args.pair
         bundled_den, new_den = _load(s1, None), _load(s1, den)

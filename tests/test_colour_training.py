@@ -139,6 +139,31 @@ def test_rule_r8_asks_for_less_colour_error_in_every_hard_cell_at_no_psnr_cost()
     assert r.judge_r8(round5, bundled, {"as before": bundled})["winner"] is None  # no colour gain
 
 
+def _ssim(cells, ssim: float, psnr_shift: float = 0.0):
+    return {c: {**v, "ssim": ssim, "psnr": v["psnr"] + psnr_shift} for c, v in cells.items()}
+
+
+def test_rule_s1_ships_the_average_closest_to_j_at_no_cost_in_any_cell():
+    r = _rule()
+    base = _cells(20.0, 18.0, 14.0)
+    j = _ssim(base, 0.85)
+    today = _ssim(base, 0.82)
+    two = _ssim(base, 0.835, psnr_shift=-0.04)       # within the 0.05 dB bound
+    three = _ssim(base, 0.836)                       # better, but within 0.002 of two: fewer samples win
+    verdict = r.judge_s1(j, {"today": today, "2 of 10 steps": two, "3 of 7 steps": three})
+    assert verdict["winner"] == "2 of 10 steps"
+    assert verdict["candidates"]["3 of 7 steps"]["worst_ssim_gap_to_j"] == pytest.approx(-0.014)
+    three_better = _ssim(base, 0.84)
+    assert r.judge_s1(j, {"today": today, "2 of 10 steps": two, "3 of 7 steps": three_better})["winner"] == "3 of 7 steps"
+    # one cell worse than today is enough to keep today's default
+    worse_cell = {**two, ("dense", 384): {**two[("dense", 384)], "ssim": 0.81}}
+    lossy = _ssim(base, 0.84, psnr_shift=-0.1)
+    verdict = r.judge_s1(j, {"today": today, "2 of 10 steps": worse_cell, "3 of 7 steps": lossy})
+    assert verdict["winner"] == "today"
+    assert verdict["candidates"]["2 of 10 steps"]["why_not"] == ["dense 384 SSIM -0.0100 below today's"]
+    assert "PSNR -0.10 dB < -0.05" in verdict["candidates"]["3 of 7 steps"]["why_not"][0]
+
+
 def test_rule_d7_ships_the_new_denoiser_only_if_not_worse():
     r = _rule()
     old = _cells(20.0, 18.0, 13.0)
