@@ -124,8 +124,9 @@ class SamplingOptions:
         describe="attention in {v}-position windows", quiet=(0,))
     samples: Optional[int] = option(
         "draw K samples in one batch; the image is their mean (the posterior mean's estimate) and "
-        "res.spread their per-pixel standard deviation (default 1)", "int", low=1, metavar="K",
-        describe="mean of {v} samples", quiet=(1,))
+        "res.spread their per-pixel standard deviation (default: the weights' K, set with their steps, "
+        "so a call that chooses its steps gets 1; else 1)", "int", low=1, metavar="K",
+        describe="mean of {v} samples", quiet=(1,), sampler_specific=True, follows="steps")
     fusion: Optional[str] = option(
         "blend J back in where the haze is thin", "choice", choices=FUSIONS)
     precision: Optional[str] = option(

@@ -146,7 +146,24 @@ def test_weights_ddim_defaults_apply_to_ddim_only(pipe):
     assert p(x, sampler="ddpm", seed=0, progress=False).evaluations == 40
     assert counted.calls == 6 + 20 + 40
     assert DehazePipeline.from_pretrained("demo", device="cpu").defaults == SamplingOptions(
-        sampler="ddim", start_strength=0.3, eta=1.0, stage1_size=128, tile_size=136, tile_overlap=8)
+        sampler="ddim", steps=7, samples=3, start_strength=0.3, eta=1.0, stage1_size=128, tile_size=136, tile_overlap=8)
+
+
+def test_weights_samples_come_with_their_steps(pipe):
+    """The demo's default averages 3 samples of a 7-step chain (Rule S1); a call that chooses its
+    own steps, or another sampler, draws one sample unless it asks for more: the same cost as before."""
+    counted = Counting(Pointwise())
+    p = DehazePipeline(pipe.stage1, counted, NoiseSchedule.from_config({**SCHEDULE, "n_timestep": 40}),
+                       device="cpu", defaults={"sampler": "ddim", "steps": 7, "samples": 3, "start_strength": 0.3})
+    x = _rand_image(16, 16)
+    res = p(x, seed=0, progress=False)
+    assert (res.options.steps, res.options.samples, res.evaluations) == (7, 3, 2) and res.spread is not None
+    assert counted.calls == 2  # the 3 samples go through the denoiser as one batch per step
+    for chosen, samples in (({"steps": 20}, 1), ({"sampler": "ddpm", "steps": 5}, 1),
+                            ({"steps": 20, "samples": 2}, 2), ({"samples": 4}, 4)):
+        res = p(x, seed=0, progress=False, **chosen)
+        assert res.options.samples == samples, chosen
+        assert (res.spread is None) == (samples == 1)
 
 
 def test_weights_default_eta_fills_only_an_eta_left_at_none(pipe):

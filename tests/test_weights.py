@@ -98,8 +98,9 @@ def test_demo_entry_is_bundled():
 
 def test_sampling_defaults_are_validated():
     from dehazeddpm.options import SamplingOptions
-    assert W.get_entry("demo").defaults == SamplingOptions(sampler="ddim", start_strength=0.3, eta=1.0, stage1_size=128,
-                                                           tile_size=136, tile_overlap=8)  # Rule T1
+    assert W.get_entry("demo").defaults == SamplingOptions(sampler="ddim", steps=7, samples=3, start_strength=0.3,
+                                                           eta=1.0, stage1_size=128, tile_size=136,
+                                                           tile_overlap=8)  # Rules T1 and S1
     # released weights sample as the reference does: from pure noise, stage 1 at full resolution
     assert W.get_entry("nh-haze").defaults == SamplingOptions() == W.get_entry("dense-haze").defaults
     base = dict(_raw()["entries"]["demo"])
@@ -108,7 +109,8 @@ def test_sampling_defaults_are_validated():
                        ({"start_strength": "0.3"}, "start_strength"), ({"eta": -0.1}, "eta"), ({"eta": 1.5}, "eta"),
                        ({"eta": True}, "eta"), ({"colour": 10}, "colour"), ({"stage1_size": -3}, "stage1_size"),
                        ({"stage1_size": 1.5}, "stage1_size"), ({"stage1_size": True}, "stage1_size"),
-                       ({"sampler": "euler"}, "sampler"), ([0.3], "object")):
+                       ({"sampler": "euler"}, "sampler"), ({"samples": 0}, "samples"),
+                       ({"steps": 2.5}, "steps"), ([0.3], "object")):
         with pytest.raises(W.WeightsError, match=f"'demo'.*defaults.*{field}"):
             W.WeightsEntry.from_dict("demo", dict(base, defaults=bad))
 
