@@ -153,3 +153,18 @@ def test_batched_tiles_are_bit_equal_to_one_tile_at_a_time_in_fp32(items):
         for batch in (2, 3, 100):
             many = PrecisionDenoiser(TiledDenoiser(unet, 136, 8, tile_batch=batch), "fp32", cpu)(x, level)
             assert torch.equal(one, many), batch
+
+
+@pytest.mark.parametrize("size", [(40, 56), (100, 72)])  # one tile, and several
+def test_a_bound_condition_is_cropped_with_each_tile(unet, size):
+    """The pipeline binds [J, T] to the tiler, which crops it with each tile instead of taking a
+    full-size cat([condition, x_t]) every step: the same eps, bit for bit, for K samples sharing
+    one condition (an expanded view, never copied to full size)."""
+    torch.manual_seed(1)
+    h, w = size
+    condition, x_t = torch.randn(1, 4, h, w), torch.randn(3, 3, h, w)
+    level = torch.full((3,), 0.6)
+    with torch.inference_mode():
+        given = TiledDenoiser(unet, 32, 8, tile_batch=2)(torch.cat([condition.expand(3, -1, -1, -1), x_t], 1), level)
+        bound = TiledDenoiser(unet, 32, 8, tile_batch=2, condition=condition.expand(3, -1, -1, -1))(x_t, level)
+    assert bound.shape == (3, 3, h, w) and torch.equal(given, bound)

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from ..diffusion.samplers import Callback, sample, sampling_schedule
 from ..diffusion.schedule import RELEASED_SCHEDULE, NoiseSchedule
+from ..diffusion.wrappers import ConditionedDenoiser
 from ..io.checkpoints import load_denoiser, load_schedule, load_stage1
 from ..io.images import ImageSource, denoiser_condition, load_image, to_pil, to_signed, to_unit
 from ..models.attention import set_attention_window
@@ -350,19 +351,24 @@ class DehazePipeline:
         """The denoiser's condition in [-1, 1]: ``cat([J, T])`` (4 channels), or J for a J-only model."""
         return denoiser_condition(J, T, int(self.denoiser.config.in_channel - self.denoiser.config.out_channel))
 
-    def _denoiser(self, opts: SamplingOptions, tile: Optional[int], precision: str
+    def _denoiser(self, opts: SamplingOptions, tile: Optional[int], precision: str, condition: torch.Tensor
                   ) -> Tuple[nn.Module, Optional[TiledDenoiser]]:
-        """The denoiser a call samples with (tiled, in its precision and layout), and its tiling if any."""
+        """The denoiser a call samples with, ``(x_t, gamma) -> eps`` with ``condition`` bound
+        (tiled, in its precision and layout), and its tiling if any."""
         layout = denoiser_layout(precision, self.device)
         if layout != self._layout:  # calls rarely switch: convert the weights when they do
             self.denoiser.to(memory_format=layout)
             self._layout = layout
-        model: nn.Module = self._compiled or self.denoiser
+        # precision and layout inside the tiles: converting the whole (K, 7, H, W) input to
+        # channels_last at every step held a second full-size copy of it
+        model: nn.Module = PrecisionDenoiser(self._compiled or self.denoiser, precision, self.device)
         tiled = None
         if tile is not None:
             batch = tiles_per_call(tile, opts.samples, self.device, auto_tile=opts.tile_size is None)
-            model = tiled = TiledDenoiser(model, tile, opts.tile_overlap, tile_batch=batch)
-        return PrecisionDenoiser(model, precision, self.device), tiled
+            # the tiler crops the condition with each tile: no full-size cat at every step
+            tiled = TiledDenoiser(model, tile, opts.tile_overlap, tile_batch=batch, condition=condition)
+            return tiled, tiled
+        return ConditionedDenoiser(model, condition), None
 
     def _tile(self, opts: SamplingOptions, ph: int, pw: int) -> Optional[int]:
         tile = opts.tile_size if opts.tile_size is not None else choose_tile(
@@ -380,7 +386,7 @@ class DehazePipeline:
         condition = self.condition(stage1.J, stage1.T).expand(k, -1, -1, -1)
         run = sampling_schedule(self.schedule, opts.steps, opts.start_strength)
         tile = self._tile(opts, *stage1.J.shape[-2:])
-        model, tiled = self._denoiser(opts, tile, opts.precision)
+        model, tiled = self._denoiser(opts, tile, opts.precision, condition)
         units = len(tiled.tiles(*stage1.J.shape[-2:])) if tiled is not None else 1
         generator = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
         desc = f"{opts.sampler} {hw[1]}x{hw[0]}"
@@ -388,7 +394,7 @@ class DehazePipeline:
                 set_attention_window(self.denoiser, opts.attention_window):
             if tiled is not None:
                 tiled.on_tiles = recorder.on_tiles
-            out = sample(model, condition, self.schedule, opts.sampler, opts.steps, generator=generator,
+            out = sample(model, None, self.schedule, opts.sampler, opts.steps, generator=generator,
                          callback=recorder, zero_mean_noise=opts.zero_mean_noise,
                          start_strength=opts.start_strength, start_image=to_signed(stage1.J).expand(k, -1, -1, -1),
                          **opts.sampler_keywords())

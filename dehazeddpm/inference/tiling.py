@@ -32,11 +32,14 @@ class TiledDenoiser(nn.Module):
             for tiles whose deepest feature map is at least 32 px (the demo's 136 px tiles); oneDNN's
             3x3 kernel choice can move the last bit of smaller ones.
         on_tiles: called with the number of tiles after each UNet call (a progress bar's update).
+        condition: (B or 1, C, H, W), bound here: the tiler is then called with x_t alone and
+            puts each tile's crop of the condition before it, so no full-size ``cat([condition,
+            x_t])`` is made at each step (None: the caller passes that cat).
     Inputs whose sides both fit one tile go straight to ``unet``.
     """
 
     def __init__(self, unet: nn.Module, tile_size: int, overlap: Optional[int] = None, tile_batch: int = 1,
-                 on_tiles: Optional[Callable[[int], Any]] = None):
+                 on_tiles: Optional[Callable[[int], Any]] = None, condition: Optional[torch.Tensor] = None):
         super().__init__()
         self.unet = unet
         mult = int(getattr(getattr(unet, "config", None), "size_multiple", 1))
@@ -48,6 +51,7 @@ class TiledDenoiser(nn.Module):
             raise ValueError("tile_batch must be >= 1")
         self.tile_batch = int(tile_batch)
         self.on_tiles = on_tiles
+        self.condition = condition
         self._weights: Optional[Tuple[Tuple[int, int, torch.device], List[torch.Tensor], torch.Tensor]] = None
 
     @property
@@ -77,12 +81,21 @@ class TiledDenoiser(nn.Module):
             self._weights = ((h, w, device), [t.to(device) for t in weights], wsum.to(device))
         return self._weights[1], self._weights[2]
 
+    def _crop(self, x_in: torch.Tensor, y: int, x: int, th: int, tw: int) -> torch.Tensor:
+        """The UNet's input over one box: the crop of ``x_in``, after the bound condition's if any."""
+        crop = x_in[:, :, y:y + th, x:x + tw]
+        if self.condition is None:
+            return crop
+        cond = self.condition[:, :, y:y + th, x:x + tw].to(crop.dtype)
+        return torch.cat([cond.expand(crop.shape[0], -1, -1, -1), crop], 1)
+
     def forward(self, x_in: torch.Tensor, noise_level: torch.Tensor) -> torch.Tensor:
-        """x_in: (B, C, H, W) ``cat([condition, x_t])``; noise_level: (B,). Returns eps, float32.
-        The tiles go to the UNet ``tile_batch`` at a time (each with its B items)."""
+        """x_in: (B, C, H, W) ``cat([condition, x_t])``, or x_t when the condition is bound;
+        noise_level: (B,). Returns eps, float32. The tiles go to the UNet ``tile_batch`` at a
+        time (each with its B items)."""
         b, _, h, w = x_in.shape
         if h <= self.tile_size and w <= self.tile_size:
-            out = self.unet(x_in, noise_level)
+            out = self.unet(self._crop(x_in, 0, 0, h, w), noise_level)
             if self.on_tiles is not None:
                 self.on_tiles(1)
             return out
@@ -94,7 +107,7 @@ class TiledDenoiser(nn.Module):
         out: Optional[torch.Tensor] = None
         for start in range(0, len(boxes), self.tile_batch):
             chunk = boxes[start:start + self.tile_batch]
-            crops = torch.cat([x_in[:, :, y:y + th, x:x + tw] for y, x, th, tw in chunk], 0)
+            crops = torch.cat([self._crop(x_in, *box) for box in chunk], 0)
             eps = self.unet(crops, noise_level.repeat(len(chunk))).float()
             if self.on_tiles is not None:
                 self.on_tiles(len(chunk))
