@@ -170,8 +170,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     tile = choose_tile(*hw, device, int(cfg["inner_channel"])) if device.type == "cuda" else None
     tile = tile or (32 if args.tiny else 512)
     report["untiled"] = timed_eval(auto, device, hw, args.repeats)
-    report["tiled"] = {"tile": tile, **timed_eval(PrecisionDenoiser(TiledDenoiser(unet, tile, tile // 4), precision,
-                                                                     device), device, hw, args.repeats)}
+    # wrapped as the pipeline wraps it: precision and layout inside the tiles
+    report["tiled"] = {"tile": tile, **timed_eval(TiledDenoiser(auto, tile, tile // 4), device, hw, args.repeats)}
     estimate = hw[0] * hw[1] * int(cfg["inner_channel"]) * CUDA_BYTES_PER_PIXEL_CHANNEL
     measured = report["untiled"]["peak_bytes"]
     report["tile_heuristic"] = {"estimate_bytes_untiled": estimate, "measured_peak_bytes_untiled": measured,
