@@ -7,7 +7,7 @@ Usage::
     python benchmarks/stage1_rule.py --pair R7_STAGE1 R7_DENOISER          # Rule D7
     python benchmarks/stage1_rule.py --rule s1                             # Rule S1
 
-Both judge on training-photo pairs (``make_eval_set(split="train")``, the 8 photos of
+Every rule here judges on training-photo pairs (``make_eval_set(split="train")``, the 8 photos of
 :data:`NAMES`), never on the eval photos, per (haze kind, size) cell: kinds depth, nh and dense,
 shorter sides 128 and 384, haze seeds 0, 1, 2. Each cell's mean is over photos and seeds; cells
 are never averaged together.
