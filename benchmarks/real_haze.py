@@ -30,9 +30,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from dehazeddpm.data import real_haze_photos  # noqa: E402
+from dehazeddpm.data.datasets import list_images  # noqa: E402
 from dehazeddpm.hub import WeightsError  # noqa: E402
 from dehazeddpm.inference import DehazePipeline  # noqa: E402
-from dehazeddpm.io import CheckpointError, ImageReadError, is_image_file, load_image  # noqa: E402
+from dehazeddpm.io import CheckpointError, ImageReadError, load_image  # noqa: E402
 from dehazeddpm.metrics import haze_density, mean_ab  # noqa: E402
 from dehazeddpm.utils import write_json  # noqa: E402
 from dehazeddpm.viz.plotting import to_numpy_image  # noqa: E402
@@ -78,10 +79,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.photos is None:
         photos = list(real_haze_photos().values())
     else:
-        folder = Path(args.photos)
-        photos = sorted(p for p in folder.iterdir() if is_image_file(p)) if folder.is_dir() else []
+        try:
+            photos = list_images(args.photos)
+        except FileNotFoundError as exc:
+            ap.error(f"--photos: {exc}")
         if not photos:
-            ap.error(f"--photos: no images in {folder}")
+            ap.error(f"--photos: no images in {args.photos}")
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         sides: Dict[str, DehazePipeline] = {}
