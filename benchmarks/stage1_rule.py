@@ -1,9 +1,10 @@
-"""Rules R7, R8 and D7 (docs/benchmarks.md): which demo stage 1 ships, and whether its matched denoiser does.
+"""Rules R7, R8, R9 and D7 (docs/benchmarks.md): which demo stage 1 ships, and whether its matched denoiser does.
 
 Usage::
 
     python benchmarks/stage1_rule.py --candidate round6=R6_STAGE1 --candidate round7=R7_STAGE1
     python benchmarks/stage1_rule.py --rule r8 --round5 R5_STAGE1 --candidate round9=R9_STAGE1
+    python benchmarks/stage1_rule.py --rule r9 --round5 R5_STAGE1 --candidate round10=R10_STAGE1
     python benchmarks/stage1_rule.py --pair R7_STAGE1 R7_DENOISER          # Rule D7
     python benchmarks/stage1_rule.py --rule s1                             # Rule S1
 
@@ -23,6 +24,12 @@ candidate replaces the bundled stage 1 when it passes R7 against round 5, no cel
 than :data:`R8_PSNR_DB` below the bundled one's, and its colour error is at least
 :data:`R8_COLOUR` below the bundled one's in every nh and dense cell and at most
 :data:`R8_DEPTH_COLOUR` above it in any depth cell; the lowest nh/dense colour error wins.
+
+R9 (per photo) also keeps each photo's mean over the haze seeds. A candidate replaces the bundled
+stage 1 when it passes R7 against round 5, no photo in any cell is more than :data:`R9_PHOTO_DB`
+below round 5's, no nh or dense cell is more than :data:`R9_HARD_DB` below the bundled one's and
+no cell's colour error is more than :data:`R9_COLOUR` above the bundled one's; the highest
+smallest per-photo gain over round 5 wins.
 
 S1 scores the bundled weights' default call against calls that average K samples of fewer steps
 each at the same UNet work (:data:`S1_CANDIDATES`). One replaces the default when no cell's SSIM is
@@ -65,6 +72,9 @@ D7_SSIM = 0.005
 R8_PSNR_DB = 0.1     # the most any cell may lose against the bundled stage 1
 R8_COLOUR = 1.0      # the least each nh and dense cell's colour error must drop (Lab units)
 R8_DEPTH_COLOUR = 0.3  # the most a depth cell's colour error may rise
+R9_PHOTO_DB = 1.0    # the most one photo (mean over the haze seeds) may lose against round 5, in any cell
+R9_HARD_DB = 0.3     # the most an nh or dense cell may lose against the bundled stage 1
+R9_COLOUR = 0.3      # the most any cell's colour error may rise against the bundled stage 1
 # Rule S1: today's default, and K samples of fewer steps at the same UNet work (start 0.3 runs
 # 6 of 20 respaced steps, 3 of 10, 2 of 7)
 S1_CANDIDATES: Dict[str, Dict[str, Any]] = {"today": {}, "2 of 10 steps": {"samples": 2, "steps": 10},
@@ -75,8 +85,9 @@ S1_CLOSE_SSIM = 0.002
 Cell = Tuple[str, int]
 
 
-def cell_scores(pipe: DehazePipeline, run: Dict[str, Any], seeds: Sequence[int] = (0,)) -> Dict[Cell, Dict[str, float]]:
-    """{(kind, size): mean psnr, ssim, abs_da, abs_db} of ``run`` over NAMES x HAZE_SEEDS (x ``seeds``)."""
+def cell_scores(pipe: DehazePipeline, run: Dict[str, Any], seeds: Sequence[int] = (0,)) -> Dict[Cell, Dict[str, Any]]:
+    """{(kind, size): mean psnr, ssim, abs_da, abs_db} of ``run`` over NAMES x HAZE_SEEDS (x ``seeds``),
+    and ``photos``: {photo: its mean PSNR over the seeds}."""
     out: Dict[Cell, Dict[str, float]] = {}
     for kind in KINDS:
         for size in SIZES:
@@ -87,7 +98,9 @@ def cell_scores(pipe: DehazePipeline, run: Dict[str, Any], seeds: Sequence[int] 
                              make_eval_set(tmp, size=size, seed=hs, kind=kind, split="train", names=NAMES)]
                     rows += evaluate(pipe, pairs, {"run": run}, seeds)
             s = summarize(rows)[0]
-            out[(kind, size)] = {k: float(s[k]) for k in ("psnr", "ssim", "abs_da", "abs_db")}
+            photos = {name: [r["psnr"] for r in rows if r["name"] == name] for name in dict.fromkeys(r["name"] for r in rows)}
+            out[(kind, size)] = {**{k: float(s[k]) for k in ("psnr", "ssim", "abs_da", "abs_db")},
+                                 "photos": {n: sum(v) / len(v) for n, v in photos.items()}}
             print(f"  {kind:5s} {size:4d}  PSNR {s['psnr']:6.2f}  SSIM {s['ssim']:.4f}  |da| {s['abs_da']:.2f}  "
                   f"|db| {s['abs_db']:.2f}", flush=True)
     return out
@@ -149,6 +162,41 @@ def judge_r8(round5: Dict[Cell, Dict[str, float]], bundled: Dict[Cell, Dict[str,
     return {"candidates": verdicts, "winner": winner}
 
 
+def photo_gains(base: Dict[Cell, Dict[str, Any]], cells: Dict[Cell, Dict[str, Any]]) -> Dict[str, float]:
+    """{"kind size photo": PSNR gain of ``cells`` over ``base``}, each photo's mean over the seeds."""
+    return {f"{k} {s} {n}": v - base[(k, s)]["photos"][n] for (k, s), c in cells.items() for n, v in c["photos"].items()}
+
+
+def judge_r9(round5: Dict[Cell, Dict[str, Any]], bundled: Dict[Cell, Dict[str, Any]],
+             candidates: Dict[str, Dict[Cell, Dict[str, Any]]]) -> Dict[str, Any]:
+    """Rule R9's verdict: per candidate R7 against round 5, each photo's gain over round 5, its nh
+    and dense PSNR and every cell's colour against the bundled stage 1, pass/fail and why; the
+    bundled stage 1's own per-photo gains; and the winner (or None)."""
+    r7 = judge_r7(round5, candidates)["candidates"]
+    verdicts: Dict[str, Dict[str, Any]] = {}
+    for name, cells in candidates.items():
+        why = [f"R7 against round 5: {w}" for w in r7[name]["why_not"]]
+        gains = photo_gains(round5, cells)
+        why += [f"{c} loses {g:+.2f} dB against round 5 (< {-R9_PHOTO_DB:+.1f})" for c, g in gains.items()
+                if g < -R9_PHOTO_DB]
+        for c, v in cells.items():
+            d_psnr = v["psnr"] - bundled[c]["psnr"]
+            if c[0] != "depth" and d_psnr < -R9_HARD_DB:
+                why.append(f"{c[0]} {c[1]} loses {d_psnr:+.2f} dB against the bundled stage 1 (< {-R9_HARD_DB:+.1f})")
+            d_colour = colour_error(v) - colour_error(bundled[c])
+            if d_colour > R9_COLOUR:
+                why.append(f"{c[0]} {c[1]} colour error {d_colour:+.2f} against the bundled stage 1 (> {R9_COLOUR:+.1f})")
+        worst = min(gains, key=gains.get)
+        verdicts[name] = {"worst_photo": worst, "worst_photo_gain": gains[worst], "photo_gains": gains,
+                          "passes": not why, "why_not": why}
+    bundled_gains = photo_gains(round5, bundled)
+    worst = min(bundled_gains, key=bundled_gains.get)
+    passing = [n for n, v in verdicts.items() if v["passes"]]
+    winner = max(passing, key=lambda n: verdicts[n]["worst_photo_gain"]) if passing else None
+    return {"candidates": verdicts, "bundled": {"worst_photo": worst, "worst_photo_gain": bundled_gains[worst],
+                                                "photo_gains": bundled_gains}, "winner": winner}
+
+
 def judge_s1(j: Dict[Cell, Dict[str, float]], runs: Dict[str, Dict[Cell, Dict[str, float]]]) -> Dict[str, Any]:
     """Rule S1's verdict: per candidate (``runs`` holds "today" and the others, in order of more
     samples) its worst SSIM gap to J, pass/fail against today and why; and the winner."""
@@ -196,9 +244,9 @@ def _load(stage1: Optional[str], denoiser: Optional[str]) -> DehazePipeline:
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--candidate", action="append", default=[], metavar="NAME=FILE", help="a stage-1 file (Rule R7)")
-    ap.add_argument("--rule", choices=("r7", "r8", "s1"), default="r7",
+    ap.add_argument("--rule", choices=("r7", "r8", "r9", "s1"), default="r7",
                     help="the rule that judges --candidate (s1: the default call's samples, no candidate files)")
-    ap.add_argument("--round5", metavar="FILE", help="round 5's stage 1 (Rule R8's baseline for R7)")
+    ap.add_argument("--round5", metavar="FILE", help="round 5's stage 1 (Rules R8 and R9: the baseline for R7)")
     ap.add_argument("--pair", nargs=2, metavar=("STAGE1", "DENOISER"), help="Rule D7 for this stage 1 and denoiser")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=str(ROOT / "runs" / "stage1_rule.json"))
@@ -208,9 +256,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         ap.error("give --candidate NAME=FILE (one or more) or --pair STAGE1 DENOISER")
     if args.rule == "s1" and cands:
         ap.error("--rule s1 judges the bundled weights' default call: give no --candidate")
-    if args.rule == "r8" and not (cands and args.round5):
-        ap.error("--rule r8 needs --round5 FILE and one or more --candidate NAME=FILE")
-    for f in list(cands.values()) + list(args.pair or []) + ([args.round5] if args.rule == "r8" else []):
+    if args.rule in ("r8", "r9") and not (cands and args.round5):
+        ap.error(f"--rule {args.rule} needs --round5 FILE and one or more --candidate NAME=FILE")
+    for f in list(cands.values()) + list(args.pair or []) + ([args.round5] if args.rule in ("r8", "r9") else []):
         if not Path(f).is_file():
             ap.error(f"no such file: {f}")
     torch.set_num_threads(args.threads)
@@ -220,7 +268,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     cols: Dict[str, Dict[Cell, Dict[str, float]]] = {}
     if cands:
         # every file is loaded (and checked) before minutes of scoring begin
-        pipes = {**({"round5": _load(args.round5, None)} if args.rule == "r8" else {}),
+        pipes = {**({"round5": _load(args.round5, None)} if args.rule in ("r8", "r9") else {}),
                  "bundled": _load(None, None), **{name: _load(f, None) for name, f in cands.items()}}
         for name, pipe in pipes.items():
             print(name, flush=True)
@@ -231,6 +279,13 @@ def main(argv: Optional[List[str]] = None) -> int:
             for n, v in verdict["candidates"].items():
                 print(f"R8 {n}: {'passes' if v['passes'] else 'fails: ' + '; '.join(v['why_not'])} "
                       f"(nh/dense colour error {v['hard_colour_error']:.2f})")
+        elif args.rule == "r9":
+            verdict = result["r9"] = judge_r9(cols["round5"], cols["bundled"], judged)
+            print(f"R9 the bundled stage 1's worst photo: {verdict['bundled']['worst_photo']} "
+                  f"{verdict['bundled']['worst_photo_gain']:+.2f} dB against round 5")
+            for n, v in verdict["candidates"].items():
+                print(f"R9 {n}: {'passes' if v['passes'] else 'fails: ' + '; '.join(v['why_not'])} "
+                      f"(worst photo {v['worst_photo']} {v['worst_photo_gain']:+.2f} dB against round 5)")
         else:
             verdict = result["r7"] = judge_r7(cols["bundled"], judged)
             for n, v in verdict["candidates"].items():

@@ -1,5 +1,5 @@
-"""The stage-1 colour fix: cast airlight in the training data, the mean-colour loss term, and the
-rules that judge demo weights per haze kind (benchmarks/stage1_rule.py)."""
+"""The stage-1 colour fix: cast airlight and tinted scenes in the training data, the mean-colour
+loss term, and the rules that judge demo weights per haze kind (benchmarks/stage1_rule.py)."""
 from __future__ import annotations
 
 import importlib.util
@@ -59,6 +59,43 @@ def test_dataset_casts_depth_haze_airlight_only_when_asked():
         data.SyntheticHazeDataset(photos, crop=32, length=4, airlight_cast=1.5)
     with pytest.raises(ValueError, match="airlight_cast"):
         TrainConfig(airlight_cast=-0.1)
+
+
+def test_tint_scene_turns_a_grey_scene_coloured_without_clipping():
+    grey = torch.linspace(0, 1, 64).view(1, 8, 8).expand(3, 8, 8).contiguous()
+    tinted = [data.tint_scene(grey, _g(s)) for s in range(50)]
+    gains = [t[:, -1, -1] for t in tinted]  # the white pixel: each channel's gain
+    assert all(float(g.max()) == pytest.approx(1.0) for g in gains)  # the largest gain is 1: nothing clips
+    lo, hi = data.SCENE_TINT_RANGE
+    # the smallest gain is (1 - s * c) / (1 + s * c') for the drawn strength s: never below (1-hi)/(1+hi)
+    assert min(float(g.min()) for g in gains) >= (1 - hi) / (1 + hi) - 1e-6
+    assert max(float(g.min()) for g in gains) <= 1 - lo / 2
+    # the hue goes every way: each channel is the weakest for some draws
+    assert {int(g.argmin()) for g in gains} == {0, 1, 2}
+    # a pixel keeps its channel ratios across the image (a white balance, not a per-pixel change)
+    t = tinted[0]
+    assert torch.allclose(t[:, 4, 4] / grey[:, 4, 4], t[:, -1, -1], atol=1e-6)
+
+
+def test_dataset_tints_scenes_only_when_asked():
+    photos = {"grey": (torch.rand(1, 80, 80, generator=_g(0)).expand(3, 80, 80).contiguous(), None)}
+    tinted = data.SyntheticHazeDataset(photos, crop=32, length=40, seed=1, scene_tint=1.0)
+    plain = data.SyntheticHazeDataset(photos, crop=32, length=40, seed=1)
+
+    def chroma(ds):
+        return sum(float((ds[i]["gt"] - ds[i]["gt"].mean(0)).abs().mean()) for i in range(40)) / 40
+
+    assert chroma(plain) < 1e-6 and chroma(tinted) > 0.02
+    it = tinted[3]  # the haze is laid over the tinted scene, which is the ground truth
+    t, a = it["transmission"], it["airlight"]
+    assert torch.allclose(it["hazy"], (it["gt"] * t + a * (1 - t)).clamp(0, 1), atol=1e-5)
+    # 0 draws nothing extra: recipes before scene_tint reproduce
+    assert torch.equal(data.SyntheticHazeDataset(photos, crop=32, length=40, seed=1, scene_tint=0.0)[5]["hazy"],
+                       plain[5]["hazy"])
+    with pytest.raises(ValueError, match="scene_tint"):
+        data.SyntheticHazeDataset(photos, crop=32, length=4, scene_tint=2.0)
+    with pytest.raises(ValueError, match="scene_tint"):
+        TrainConfig(scene_tint=-0.5)
 
 
 def test_colour_term_adds_the_l1_of_mean_colours():
@@ -185,3 +222,32 @@ def test_real_haze_photos_ship_with_their_credit():
         assert img.shape[-3] == 3 and min(img.shape[-2:]) >= 200
         assert f"`{name}.jpg`" in credit and "CC BY 4.0" in credit
     assert "assets/real_haze/*.jpg" in (ROOT / "setup.cfg").read_text()
+
+
+def _photos(cells, **per_photo):
+    """``cells`` with photos a and b, whose PSNRs differ from the cell's by the given offsets."""
+    return {c: {**v, "photos": {n: v["psnr"] + d for n, d in per_photo.items()}} for c, v in cells.items()}
+
+
+def test_rule_r9_lets_no_photo_pay_for_the_cell_mean():
+    r = _rule()
+    round5 = _photos(_cells(20.0, 17.0, 12.0), a=0.0, b=0.0)
+    bundled = _photos(_with_colour(_cells(20.0, 18.5, 13.5), depth=6.0, nh=9.0, dense=12.0), a=-1.5, b=1.5)
+    verdict = r.judge_r9(round5, bundled, {
+        # the bundled stage 1's shape: the cell holds, photo a pays 1.5 dB for photo b
+        "photo a pays": _photos(_with_colour(_cells(20.0, 18.5, 13.5), depth=6.0, nh=9.0, dense=12.0), a=-1.5, b=1.5),
+        "every photo": _photos(_with_colour(_cells(20.0, 18.3, 13.3), depth=6.0, nh=9.0, dense=12.0), a=-0.5, b=0.5),
+        "closer still": _photos(_with_colour(_cells(20.0, 18.3, 13.3), depth=6.2, nh=9.0, dense=12.0), a=-0.2, b=0.2),
+        "hard cells lost": _photos(_with_colour(_cells(20.0, 18.1, 13.5), depth=6.0, nh=9.0, dense=12.0), a=0.0, b=0.0),
+        "colour up": _photos(_with_colour(_cells(20.0, 18.5, 13.5), depth=6.0, nh=9.5, dense=12.0), a=0.0, b=0.0),
+    })
+    c = verdict["candidates"]
+    assert verdict["bundled"]["worst_photo_gain"] == pytest.approx(-1.5)
+    assert not c["photo a pays"]["passes"]
+    assert c["photo a pays"]["why_not"][0] == "depth 128 a loses -1.50 dB against round 5 (< -1.0)"
+    assert c["every photo"]["passes"] and c["closer still"]["passes"]
+    assert c["hard cells lost"]["why_not"][0] == "nh 128 loses -0.40 dB against the bundled stage 1 (< -0.3)"
+    assert c["colour up"]["why_not"] == ["nh 128 colour error +0.50 against the bundled stage 1 (> +0.3)",
+                                         "nh 384 colour error +0.50 against the bundled stage 1 (> +0.3)"]
+    assert verdict["winner"] == "closer still"  # its worst photo -0.2 dB against -0.5 (depth colour +0.2 is allowed)
+    assert r.judge_r9(round5, bundled, {"as bundled": bundled})["winner"] is None

@@ -325,6 +325,11 @@ def test_scene_condition_pool_builds_the_pipelines_condition(stage1_file):
     assert float((pool.condition[:, :3] - to_signed(pool.gt)).abs().mean()) < 1.0
     with pytest.raises(ValueError, match="scene_sizes"):
         SceneConditionPool(photos, stage1, 5, **{**kw, "scene_sizes": (8, 48)})
+    # tinted scenes: the ground truth itself changes colour (a grey photo gains chroma)
+    grey = {"g": (photos["a"][0][:1].expand(3, 90, 120).contiguous(), None)}
+    chroma = lambda p: float((p.gt - p.gt.mean(1, keepdim=True)).abs().mean())  # noqa: E731
+    assert chroma(SceneConditionPool(grey, stage1, 5, **kw)) < 1e-6
+    assert chroma(SceneConditionPool(grey, stage1, 5, **kw, scene_tint=1.0)) > 0.02
 
 
 def test_noise_focus_and_scene_options_are_checked(tmp_path, stage1_file):

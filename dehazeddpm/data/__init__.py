@@ -8,11 +8,13 @@ from .haze import (
     AIRLIGHT_RANGE,
     AIRLIGHT_TINT,
     BETA_RANGE,
+    SCENE_TINT_RANGE,
     HazySample,
     depth_prior,
     random_depth_field,
     random_haze_params,
     synthesize_haze,
+    tint_scene,
 )
 from .nonhomogeneous import (
     HAZE_KINDS,
@@ -48,4 +50,4 @@ __all__ = ["DATASETS", "SPLITS", "DatasetError", "DatasetLayout", "Pair", "datas
            "synthesize_nonhomogeneous", "cast_airlight", "smog_or_mist", "HazySample", "MOTORCYCLE_DOFFS",
            "PAIR_SUFFIXES", "PairedFolderDataset", "SyntheticHazeDataset", "TRAIN_PHOTOS", "builtin_photos",
            "depth_prior", "disparity_to_depth", "eval_haze_params", "item_generator", "load_photo", "make_eval_set", "pair_key", "real_haze_photos",
-           "random_depth_field", "random_haze_params", "resize_photo", "synthesize_haze"]
+           "random_depth_field", "random_haze_params", "resize_photo", "SCENE_TINT_RANGE", "synthesize_haze", "tint_scene"]

@@ -221,11 +221,16 @@ class SyntheticHazeDataset(Dataset):
     ``airlight_cast`` (probability in [0, 1]): a depth-hazed crop's airlight is cast towards smog
     or mist like the non-homogeneous kinds' (:func:`~dehazeddpm.data.nonhomogeneous.smog_or_mist`)
     instead of near-grey. 0 draws no extra random numbers.
+
+    ``scene_tint`` (probability in [0, 1]): a crop's clear image (its ground truth) is put under a
+    random white balance first (:func:`haze.tint_scene`), so a clear scene is not always neutral.
+    0 draws no extra random numbers.
     """
 
     def __init__(self, photos: Photos, *, crop: int, length: int, seed: int = 0, fixed: bool = False,
                  min_scale: float = 0.5, augment: bool = False, random_depth: float = 0.0,
-                 nonhomogeneous: float = 0.0, dense_share: float = 0.3, airlight_cast: float = 0.0) -> None:
+                 nonhomogeneous: float = 0.0, dense_share: float = 0.3, airlight_cast: float = 0.0,
+                 scene_tint: float = 0.0) -> None:
         if not photos:
             raise ValueError("photos is empty")
         if crop < 1 or length < 1:
@@ -234,10 +239,10 @@ class SyntheticHazeDataset(Dataset):
             raise ValueError(f"min_scale must lie in (0, 1], got {min_scale}")
         if not 0 <= random_depth <= 1:
             raise ValueError(f"random_depth is a probability in [0, 1], got {random_depth}")
-        if not all(0 <= p <= 1 for p in (nonhomogeneous, dense_share, airlight_cast)):
-            raise ValueError(f"nonhomogeneous, dense_share and airlight_cast are probabilities in [0, 1], got "
-                             f"{nonhomogeneous}, {dense_share}, {airlight_cast}")
-        self.airlight_cast = float(airlight_cast)
+        if not all(0 <= p <= 1 for p in (nonhomogeneous, dense_share, airlight_cast, scene_tint)):
+            raise ValueError(f"nonhomogeneous, dense_share, airlight_cast and scene_tint are probabilities in [0, 1], "
+                             f"got {nonhomogeneous}, {dense_share}, {airlight_cast}, {scene_tint}")
+        self.airlight_cast, self.scene_tint = float(airlight_cast), float(scene_tint)
         self.random_depth = float(random_depth)
         self.nonhomogeneous, self.dense_share = float(nonhomogeneous), float(dense_share)
         self.crop, self.length, self.seed, self.fixed, self.epoch = crop, length, seed, fixed, 0
@@ -297,6 +302,8 @@ class SyntheticHazeDataset(Dataset):
         if self.augment:
             patch = patch[_PERMUTATIONS[_randint(len(_PERMUTATIONS), g)]]
             dpatch = dpatch ** math.exp((2 * _rand(g) - 1) * math.log(2))
+        if self.scene_tint > 0 and _rand(g) < self.scene_tint:
+            patch = haze.tint_scene(patch, g)
         if self.random_depth > 0 and _rand(g) < self.random_depth:
             dpatch = haze.random_depth_field(c, c, generator=g)
         if self.nonhomogeneous > 0 and _rand(g) < self.nonhomogeneous:

@@ -19,7 +19,7 @@ from ..physics import rehaze, transmission
 from ..utils import resize, scaled_shape
 
 __all__ = ["AIRLIGHT_RANGE", "AIRLIGHT_TINT", "BETA_RANGE", "HazySample", "as_clear_image", "depth_prior", "random_depth_field",
-           "random_haze_params", "synthesize_haze"]
+           "SCENE_TINT_RANGE", "random_haze_params", "synthesize_haze", "tint_scene"]
 
 # Scattering coefficient range for random haze. With depth normalised to (0, 1] this gives hazy
 # images mostly at 11-16 dB PSNR against the clear photo (interquartile range over the built-in
@@ -28,6 +28,8 @@ BETA_RANGE: tuple[float, float] = (0.6, 2.0)
 # Global airlight level range; each channel gets an extra tint of up to +-AIRLIGHT_TINT.
 AIRLIGHT_RANGE: tuple[float, float] = (0.7, 1.0)
 AIRLIGHT_TINT = 0.04
+# Strength range of :func:`tint_scene`'s white-balance shift (0: none).
+SCENE_TINT_RANGE: tuple[float, float] = (0.1, 0.5)
 
 Airlight = Union[float, Sequence[float], torch.Tensor]
 
@@ -203,3 +205,20 @@ def random_depth_field(h: int, w: int, *, grid: int = 3,
     if grid == 1:
         return z.expand(1, 1, h, w)[0, 0].clone()
     return F.interpolate(z, size=(h, w), mode="bicubic", align_corners=True)[0, 0].clamp(0, 1)
+
+
+def tint_scene(clear01: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """The clear image 3xHxW in [0, 1] under a random white balance: its channels scaled by
+    ``1 + s * cos(theta - 2*pi*c/3)`` (hue angle theta uniform, strength s uniform in
+    :data:`SCENE_TINT_RANGE`), divided by the largest gain so nothing clips. Returns 3xHxW in [0, 1].
+
+    Why: half the built-in training photos are grey, so without it a clear scene is nearly always
+    neutral and a stage-1 net learns to neutralise every colour, a blue dusk sky or a warm room
+    included, as if it were the airlight's cast. Tinted scenes make the scene's colour something
+    the haze must be told apart from.
+    """
+    u = torch.rand(2, generator=generator, dtype=torch.float64).tolist()
+    theta = 2 * math.pi * u[0]
+    strength = SCENE_TINT_RANGE[0] + u[1] * (SCENE_TINT_RANGE[1] - SCENE_TINT_RANGE[0])
+    gains = torch.tensor([1 + strength * math.cos(theta - 2 * math.pi * c / 3) for c in range(3)], dtype=torch.float32)
+    return (clear01 * (gains / gains.max()).view(3, 1, 1).to(clear01)).clamp(0, 1)

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..data.datasets import PairedFolderDataset, SyntheticHazeDataset, item_generator, list_images
-from ..data.haze import depth_prior, random_haze_params, synthesize_haze
+from ..data.haze import depth_prior, random_haze_params, synthesize_haze, tint_scene
 from ..data.nonhomogeneous import smog_or_mist, synthesize_nonhomogeneous
 from ..data.photos import builtin_photos
 from ..data.public import dataset_pairs
@@ -81,7 +81,8 @@ def build_datasets(cfg: TrainConfig) -> Tuple[Dataset, Dict[str, torch.Tensor]]:
         length = max(1000, cfg.batch_size * 8, cfg.condition_pool)
         train = SyntheticHazeDataset(photos, crop=cfg.crop, length=length, seed=cfg.seed, min_scale=cfg.min_scale,
                                      augment=cfg.augment, random_depth=cfg.random_depth,
-                                     nonhomogeneous=cfg.nonhomogeneous, airlight_cast=cfg.airlight_cast)
+                                     nonhomogeneous=cfg.nonhomogeneous, airlight_cast=cfg.airlight_cast,
+                                     scene_tint=cfg.scene_tint)
         # fixed crops from another seed: a validation set that never changes between runs
         val_ds: Dataset = SyntheticHazeDataset(photos, crop=vcrop, length=cfg.num_val, seed=cfg.seed + 7919, fixed=True,
                                                min_scale=cfg.min_scale)
@@ -144,7 +145,8 @@ class SceneConditionPool(ConditionPool):
     probability ``nonhomogeneous``, non-homogeneous haze), and
     stage 1 run on the whole scene at ``working_size`` (:func:`stage1_at_size`; None: as it is).
     ``crops_per_scene`` random ``crop``-square windows of the scene give the items
-    ``{"gt": 3xcxc in [0, 1], "condition": 4xcxc in [-1, 1]}``, mirrored with probability 1/2 per
+    ``{"gt": 3xcxc in [0, 1], "condition": 4xcxc in [-1, 1]}``; with probability ``scene_tint``
+    the scene is put under a random white balance (:func:`tint_scene`) before it is hazed, mirrored with probability 1/2 per
     epoch like :class:`ConditionPool`. So the denoiser learns on the J and T it is given at
     inference: stage 1's errors at that scene size, the working size's upsampling included.
     """
@@ -152,7 +154,7 @@ class SceneConditionPool(ConditionPool):
     def __init__(self, photos: Mapping[str, Tuple[torch.Tensor, Optional[torch.Tensor]]], stage1: Stage1Net,
                  size: int, *, crop: int, scene_sizes: Tuple[int, int], working_size: Optional[int], seed: int,
                  nonhomogeneous: float = 0.0, augment: bool = False, crops_per_scene: int = 4,
-                 airlight_cast: float = 0.0, device: "torch.device | str" = "cpu") -> None:
+                 airlight_cast: float = 0.0, scene_tint: float = 0.0, device: "torch.device | str" = "cpu") -> None:
         if size < 1 or crops_per_scene < 1:
             raise ValueError(f"size and crops_per_scene must be positive, got {size}, {crops_per_scene}")
         lo, hi = scene_sizes
@@ -168,6 +170,8 @@ class SceneConditionPool(ConditionPool):
             clear = resize(clear[None], shape, "antialias")[0].clamp(0, 1)
             if augment:
                 clear = clear[torch.randperm(3, generator=g)]
+            if scene_tint > 0 and float(torch.rand((), generator=g)) < scene_tint:
+                clear = tint_scene(clear, g)
             d = depth_prior(clear) if depth is None else resize(depth[None, None], shape, "antialias")[0, 0].clamp(0, 1)
             if float(torch.rand((), generator=g)) < nonhomogeneous:
                 kind = "dense" if float(torch.rand((), generator=g)) < 0.3 else "nh"

@@ -115,7 +115,8 @@ class Trainer:
                                           cfg.condition_pool, crop=cfg.crop, scene_sizes=tuple(cfg.scene_sizes),
                                           working_size=cfg.working_size, seed=cfg.seed,
                                           nonhomogeneous=cfg.nonhomogeneous, augment=cfg.augment,
-                                          airlight_cast=cfg.airlight_cast, device=d.device)
+                                          airlight_cast=cfg.airlight_cast, scene_tint=cfg.scene_tint,
+                                          device=d.device)
         elif cfg.stage == "denoiser" and cfg.condition_pool:
             train_ds = ConditionPool(train_ds, self.stage1_frozen, cfg.condition_pool, cfg.seed,  # type: ignore[arg-type]
                                      device=d.device)
