@@ -12,6 +12,8 @@ Per (haze kind, size) cell of the held-out eval photos, with the thresholds of t
 - the default call's mean |a* - a*gt| and |b* - b*gt| within 3 Lab units on every kind;
 - the default call not below J by more than 0.2 dB PSNR and 0.02 SSIM at any size.
 
+Beside the checks, which judge each cell's mean as the issue does, each row names the photo whose
+J lost most against BEFORE (when both runs kept their photos' numbers): a cell's mean can hide it.
 Prints a markdown table (each check marked met or missed) and writes JSON.
 """
 from __future__ import annotations
@@ -48,6 +50,11 @@ def checks(before: Dict[str, Any], after: Dict[str, Any]) -> List[Dict[str, Any]
             "default_da_before": b[(kind, size, DEFAULT)]["mean_abs_da"] if (kind, size, DEFAULT) in b else None,
             "default_db_before": b[(kind, size, DEFAULT)]["mean_abs_db"] if (kind, size, DEFAULT) in b else None,
         }
+        p0, p1 = j0.get("photos") or {}, j1.get("photos") or {}
+        shared = [n for n in p1 if n in p0]
+        if shared:
+            worst = min(shared, key=lambda n: p1[n] - p0[n])
+            row["J_worst_photo"], row["J_worst_photo_gain"] = worst, p1[worst] - p0[worst]
         if kind == "depth":
             row["J_check"] = gain >= -0.2
         elif size in ("256", "original"):
@@ -77,13 +84,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     rows = checks(before, after)
     if not rows:
         ap.error("the two runs share no (haze, size) cell with both stage 1 J and the default call")
-    lines = ["| haze | size | J before -> after (dB) | J check | default - J: dB / SSIM | stage-2 check | "
-             "default's abs(a*), abs(b*) error: before -> after | colour check |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| haze | size | J before -> after (dB) | J check | J's worst photo (dB) | default - J: dB / SSIM | "
+             "stage-2 check | default's abs(a*), abs(b*) error: before -> after | colour check |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         before_ab = ("-" if r["default_da_before"] is None
                      else f"{r['default_da_before']:.1f}, {r['default_db_before']:.1f}")
+        worst = (f"{r['J_worst_photo']} {r['J_worst_photo_gain']:+.2f}" if "J_worst_photo" in r else "-")
         lines.append(f"| {r['haze']} | {r['size']} | {r['J_before']:.2f} -> {r['J_after']:.2f} ({r['J_gain']:+.2f}) | "
-                     f"{_mark(r['J_check'])} | {r['default_minus_J_psnr']:+.2f} / {r['default_minus_J_ssim']:+.3f} | "
+                     f"{_mark(r['J_check'])} | {worst} | {r['default_minus_J_psnr']:+.2f} / {r['default_minus_J_ssim']:+.3f} | "
                      f"{_mark(r['stage2_check'])} | {before_ab} -> {r['default_da']:.1f}, {r['default_db']:.1f} | "
                      f"{_mark(r['colour_check'])} |")
     table = "\n".join(lines)

@@ -10,7 +10,8 @@ For each haze kind and size: mean PSNR / SSIM of J and of the weights' default c
 unless files are given) over the eval photos (``make_eval_set``; held out from training), the
 default call averaged over ``--seeds``; from pure noise (DDIM 20, eta 0, ``start_strength=1``) at
 ``--noise-size``; and the colour cast: |mean a*| and |mean b*| (CIE Lab) of the output minus the
-ground truth's, per image. ``--candidates`` also scores the start strengths and etas of Rule R6.
+ground truth's, per image. Each row also keeps every photo's PSNR, so a cell's mean cannot hide
+one photo's loss (``demo_acceptance.py`` names the worst). ``--candidates`` also scores the start strengths and etas of Rule R6.
 Scored by the package's harness (:func:`dehazeddpm.evaluation.evaluate`). Prints a markdown table
 and writes JSON. (Before 0.4 this was ``scripts/eval_stages.py``.)
 """
@@ -26,7 +27,7 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from dehazeddpm.data import EVAL_HAZE, EVAL_PHOTOS, TRAIN_PHOTOS, make_eval_set
-from dehazeddpm.evaluation import DEFAULT_CALL, STAGE1, Pair, evaluate, summarize
+from dehazeddpm.evaluation import DEFAULT_CALL, STAGE1, Pair, by_image, evaluate, summarize
 from dehazeddpm.inference import DehazePipeline
 from dehazeddpm.utils import write_json
 
@@ -38,14 +39,17 @@ CANDIDATES = [(s, e) for s in (0.2, 0.3, 0.4) for e in (0.0, 1.0)]
 def score(pipe: DehazePipeline, pairs: List[Pair], runs: Dict[str, Dict[str, Any]], seeds: List[int]
           ) -> Dict[str, Dict[str, Any]]:
     """Per run ({name: pipeline options}): mean PSNR and SSIM, the colour cast (mean and max over
-    images of |a* - a*gt| and |b* - b*gt|) and the seconds, over the pairs and seeds."""
+    images of |a* - a*gt| and |b* - b*gt|), each photo's PSNR (``photos``, its mean over the seeds)
+    and the seconds, over the pairs and seeds."""
     rows = evaluate(pipe, pairs, runs, seeds)
+    per_photo = by_image(rows, ("psnr",))
     out: Dict[str, Dict[str, Any]] = {}
     for s in summarize(rows):
         mine = [r for r in rows if r["run"] == s["run"]]
         out[s["run"]] = {"psnr": s["psnr"], "ssim": s["ssim"], "max_abs_da": max(r["abs_da"] for r in mine),
                          "max_abs_db": max(r["abs_db"] for r in mine), "mean_abs_da": s["abs_da"],
-                         "mean_abs_db": s["abs_db"], "seconds": sum(r["seconds"] for r in mine)}
+                         "mean_abs_db": s["abs_db"], "seconds": sum(r["seconds"] for r in mine),
+                         "photos": {p["name"]: p[f"psnr_{s['run']}"] for p in per_photo}}
     return out
 
 

@@ -69,11 +69,35 @@ def test_quality_reports_stage1_and_the_default_per_size_and_haze(tmp_path):
     assert ("nh", "16", "from pure noise (DDIM 20, eta 0)") in methods and ("nh", "24", "from pure noise (DDIM 20, eta 0)") not in methods
     for r in data["rows"]:
         assert 0 <= r["ssim"] <= 1 and r["max_abs_da"] >= r["mean_abs_da"] >= 0
+        # every eval photo's own PSNR, whose mean is the cell's
+        assert set(r["photos"]) == {"motorcycle", "rocket", "camera"}
+        assert sum(r["photos"].values()) / 3 == pytest.approx(r["psnr"])
     # the rule's candidates on training photos, without touching the eval photos
     assert _bench("quality").main(["--split", "train", "--names", "coins", "--sizes", "16", "--haze", "nh",
                                       "--seeds", "0", "--noise-size", "0", "--candidates", "--threads", "1",
                                       "--json", str(out)]) == 0
     assert len(json.loads(out.read_text())["rows"]) == 2 + 6
+
+
+def test_demo_acceptance_names_the_photo_a_cell_mean_hides(tmp_path, capsys):
+    def run(j: dict, default: float) -> dict:
+        cell = {"haze": "depth", "size": "256", "ssim": 0.8, "mean_abs_da": 1.0, "mean_abs_db": 2.0}
+        return {"command": "x", "rows": [{**cell, "method": "stage 1 J", "psnr": sum(j.values()) / len(j), "photos": j},
+                                          {**cell, "method": "default call", "psnr": default, "photos": {}}]}
+
+    before, after = tmp_path / "b.json", tmp_path / "a.json"
+    before.write_text(json.dumps(run({"rocket": 22.0, "camera": 22.0}, 21.9)))
+    after.write_text(json.dumps(run({"rocket": 18.0, "camera": 26.2}, 22.0)))  # the mean gains 0.1 dB
+    assert _bench("demo_acceptance").main([str(before), str(after), "--json", str(tmp_path / "o.json")]) == 0
+    row = json.loads((tmp_path / "o.json").read_text())["rows"][0]
+    assert row["J_check"] and row["J_gain"] == pytest.approx(0.1)
+    assert row["J_worst_photo"] == "rocket" and row["J_worst_photo_gain"] == pytest.approx(-4.0)
+    assert "| rocket -4.00 |" in capsys.readouterr().out
+    # results written before photos were kept: the column says "-"
+    before.write_text(json.dumps({"command": "x", "rows": [{k: v for k, v in r.items() if k != "photos"}
+                                                           for r in run({"rocket": 22.0}, 21.9)["rows"]]}))
+    assert _bench("demo_acceptance").main([str(before), str(after), "--json", str(tmp_path / "o.json")]) == 0
+    assert "J_worst_photo" not in json.loads((tmp_path / "o.json").read_text())["rows"][0]
 
 
 @pytest.mark.parametrize("bad", [["--haze", "smog"], ["--split", "train", "--names", "motorcycle"], ["--sizes", "0"],
