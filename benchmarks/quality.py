@@ -11,7 +11,8 @@ unless files are given) over the eval photos (``make_eval_set``; held out from t
 default call averaged over ``--seeds``; from pure noise (DDIM 20, eta 0, ``start_strength=1``) at
 ``--noise-size``; and the colour cast: |mean a*| and |mean b*| (CIE Lab) of the output minus the
 ground truth's, per image. Each row also keeps every photo's PSNR, so a cell's mean cannot hide
-one photo's loss (``demo_acceptance.py`` names the worst). ``--candidates`` also scores the start strengths and etas of Rule R6.
+one photo's loss (``demo_acceptance.py`` names the worst). ``--candidates`` also scores the start
+strengths and etas of Rule R6.
 Scored by the package's harness (:func:`dehazeddpm.evaluation.evaluate`). Prints a markdown table
 and writes JSON. (Before 0.4 this was ``scripts/eval_stages.py``.)
 """

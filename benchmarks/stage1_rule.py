@@ -88,7 +88,7 @@ Cell = Tuple[str, int]
 def cell_scores(pipe: DehazePipeline, run: Dict[str, Any], seeds: Sequence[int] = (0,)) -> Dict[Cell, Dict[str, Any]]:
     """{(kind, size): mean psnr, ssim, abs_da, abs_db} of ``run`` over NAMES x HAZE_SEEDS (x ``seeds``),
     and ``photos``: {photo: its mean PSNR over the seeds}."""
-    out: Dict[Cell, Dict[str, float]] = {}
+    out: Dict[Cell, Dict[str, Any]] = {}
     for kind in KINDS:
         for size in SIZES:
             rows: List[Dict[str, Any]] = []
