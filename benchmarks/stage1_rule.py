@@ -1,10 +1,11 @@
-"""Rules R7, R8, R9 and D7 (docs/benchmarks.md): which demo stage 1 ships, and whether its matched denoiser does.
+"""Rules R7, R8, R9, R10 and D7 (docs/benchmarks.md): which demo stage 1 ships, and whether its matched denoiser does.
 
 Usage::
 
     python benchmarks/stage1_rule.py --candidate round6=R6_STAGE1 --candidate round7=R7_STAGE1
     python benchmarks/stage1_rule.py --rule r8 --round5 R5_STAGE1 --candidate round9=R9_STAGE1
     python benchmarks/stage1_rule.py --rule r9 --round5 R5_STAGE1 --candidate round10=R10_STAGE1
+    python benchmarks/stage1_rule.py --rule r10 --candidate round11=R11_STAGE1
     python benchmarks/stage1_rule.py --pair R7_STAGE1 R7_DENOISER          # Rule D7
     python benchmarks/stage1_rule.py --rule s1                             # Rule S1
 
@@ -30,6 +31,11 @@ stage 1 when it passes R7 against round 5, no photo in any cell is more than :da
 below round 5's, no nh or dense cell is more than :data:`R9_HARD_DB` below the bundled one's and
 no cell's colour error is more than :data:`R9_COLOUR` above the bundled one's; the highest
 smallest per-photo gain over round 5 wins.
+
+R10 (a dense round) judges a candidate against the bundled stage 1 alone: every dense cell gains at
+least :data:`R10_DENSE_DB`, no other cell loses more than :data:`R10_CELL_DB`, no photo in any cell
+loses more than :data:`R10_PHOTO_DB` and no cell's colour error rises more than :data:`R9_COLOUR`;
+the largest smallest dense gain wins.
 
 S1 scores the bundled weights' default call against calls that average K samples of fewer steps
 each at the same UNet work (:data:`S1_CANDIDATES`). One replaces the default when no cell's SSIM is
@@ -75,6 +81,9 @@ R8_DEPTH_COLOUR = 0.3  # the most a depth cell's colour error may rise
 R9_PHOTO_DB = 1.0    # the most one photo (mean over the haze seeds) may lose against round 5, in any cell
 R9_HARD_DB = 0.3     # the most an nh or dense cell may lose against the bundled stage 1
 R9_COLOUR = 0.3      # the most any cell's colour error may rise against the bundled stage 1
+R10_DENSE_DB = 0.3   # the least each dense cell must gain over the bundled stage 1
+R10_CELL_DB = 0.1    # the most a depth or nh cell may lose against it
+R10_PHOTO_DB = 0.5   # the most one photo (mean over the haze seeds) may lose against it, in any cell
 # Rule S1: today's default, and K samples of fewer steps at the same UNet work (start 0.3 runs
 # 6 of 20 respaced steps, 3 of 10, 2 of 7)
 S1_CANDIDATES: Dict[str, Dict[str, Any]] = {"today": {}, "2 of 10 steps": {"samples": 2, "steps": 10},
@@ -197,6 +206,35 @@ def judge_r9(round5: Dict[Cell, Dict[str, Any]], bundled: Dict[Cell, Dict[str, A
                                                 "photo_gains": bundled_gains}, "winner": winner}
 
 
+def judge_r10(bundled: Dict[Cell, Dict[str, Any]], candidates: Dict[str, Dict[Cell, Dict[str, Any]]]
+              ) -> Dict[str, Any]:
+    """Rule R10's verdict: per candidate its dense gains, other cells, photos and colour against the
+    bundled stage 1, pass/fail and why; and the winner (or None)."""
+    verdicts: Dict[str, Dict[str, Any]] = {}
+    for name, cells in candidates.items():
+        why: List[str] = []
+        dense = []
+        for c, v in cells.items():
+            d_psnr = v["psnr"] - bundled[c]["psnr"]
+            if c[0] == "dense":
+                dense.append(d_psnr)
+                if d_psnr < R10_DENSE_DB:
+                    why.append(f"dense {c[1]} gains {d_psnr:+.2f} dB < {R10_DENSE_DB:+.1f}")
+            elif d_psnr < -R10_CELL_DB:
+                why.append(f"{c[0]} {c[1]} loses {d_psnr:+.2f} dB < {-R10_CELL_DB:+.1f}")
+            d_colour = colour_error(v) - colour_error(bundled[c])
+            if d_colour > R9_COLOUR:
+                why.append(f"{c[0]} {c[1]} colour error {d_colour:+.2f} (> {R9_COLOUR:+.1f})")
+        gains = photo_gains(bundled, cells)
+        why += [f"{c} loses {g:+.2f} dB (< {-R10_PHOTO_DB:+.1f})" for c, g in gains.items() if g < -R10_PHOTO_DB]
+        worst = min(gains, key=gains.get)
+        verdicts[name] = {"min_dense_gain": min(dense), "worst_photo": worst, "worst_photo_gain": gains[worst],
+                          "photo_gains": gains, "passes": not why, "why_not": why}
+    passing = [n for n, v in verdicts.items() if v["passes"]]
+    winner = max(passing, key=lambda n: verdicts[n]["min_dense_gain"]) if passing else None
+    return {"candidates": verdicts, "winner": winner}
+
+
 def judge_s1(j: Dict[Cell, Dict[str, float]], runs: Dict[str, Dict[Cell, Dict[str, float]]]) -> Dict[str, Any]:
     """Rule S1's verdict: per candidate (``runs`` holds "today" and the others, in order of more
     samples) its worst SSIM gap to J, pass/fail against today and why; and the winner."""
@@ -244,7 +282,7 @@ def _load(stage1: Optional[str], denoiser: Optional[str]) -> DehazePipeline:
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--candidate", action="append", default=[], metavar="NAME=FILE", help="a stage-1 file (Rule R7)")
-    ap.add_argument("--rule", choices=("r7", "r8", "r9", "s1"), default="r7",
+    ap.add_argument("--rule", choices=("r7", "r8", "r9", "r10", "s1"), default="r7",
                     help="the rule that judges --candidate (s1: the default call's samples, no candidate files)")
     ap.add_argument("--round5", metavar="FILE", help="round 5's stage 1 (Rules R8 and R9: the baseline for R7)")
     ap.add_argument("--pair", nargs=2, metavar=("STAGE1", "DENOISER"), help="Rule D7 for this stage 1 and denoiser")
@@ -286,6 +324,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             for n, v in verdict["candidates"].items():
                 print(f"R9 {n}: {'passes' if v['passes'] else 'fails: ' + '; '.join(v['why_not'])} "
                       f"(worst photo {v['worst_photo']} {v['worst_photo_gain']:+.2f} dB against round 5)")
+        elif args.rule == "r10":
+            verdict = result["r10"] = judge_r10(cols["bundled"], judged)
+            for n, v in verdict["candidates"].items():
+                print(f"R10 {n}: {'passes' if v['passes'] else 'fails: ' + '; '.join(v['why_not'])} "
+                      f"(smallest dense gain {v['min_dense_gain']:+.2f} dB, worst photo {v['worst_photo']} "
+                      f"{v['worst_photo_gain']:+.2f} dB)")
         else:
             verdict = result["r7"] = judge_r7(cols["bundled"], judged)
             for n, v in verdict["candidates"].items():

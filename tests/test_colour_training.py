@@ -251,3 +251,24 @@ def test_rule_r9_lets_no_photo_pay_for_the_cell_mean():
                                          "nh 384 colour error +0.50 against the bundled stage 1 (> +0.3)"]
     assert verdict["winner"] == "closer still"  # its worst photo -0.2 dB against -0.5 (depth colour +0.2 is allowed)
     assert r.judge_r9(round5, bundled, {"as bundled": bundled})["winner"] is None
+
+
+def test_rule_r10_asks_dense_gains_that_cost_no_cell_and_no_photo():
+    r = _rule()
+    bundled = _photos(_with_colour(_cells(20.0, 18.5, 13.5), depth=6.0, nh=9.0, dense=12.0), a=-0.5, b=0.5)
+    verdict = r.judge_r10(bundled, {
+        "dense up": _photos(_with_colour(_cells(19.95, 18.5, 13.9), depth=6.0, nh=9.0, dense=12.0), a=-0.5, b=0.5),
+        "more dense": _photos(_with_colour(_cells(20.0, 18.45, 14.0), depth=6.0, nh=9.0, dense=11.0), a=-0.5, b=0.5),
+        "too little": _photos(_with_colour(_cells(20.0, 18.5, 13.7), depth=6.0, nh=9.0, dense=12.0), a=-0.5, b=0.5),
+        "depth pays": _photos(_with_colour(_cells(19.8, 18.5, 14.0), depth=6.0, nh=9.0, dense=12.0), a=-0.5, b=0.5),
+        "one photo pays": _photos(_with_colour(_cells(20.0, 18.5, 14.0), depth=6.0, nh=9.0, dense=12.0), a=-1.2, b=1.2),
+        "colour up": _photos(_with_colour(_cells(20.0, 18.5, 14.0), depth=6.0, nh=9.0, dense=12.5), a=-0.5, b=0.5),
+    })
+    c = verdict["candidates"]
+    assert c["dense up"]["passes"] and c["more dense"]["passes"]
+    assert c["too little"]["why_not"] == ["dense 128 gains +0.20 dB < +0.3", "dense 384 gains +0.20 dB < +0.3"]
+    assert c["depth pays"]["why_not"][0] == "depth 128 loses -0.20 dB < -0.1"
+    assert c["one photo pays"]["why_not"][0] == "depth 128 a loses -0.70 dB (< -0.5)"
+    assert "dense 128 colour error +0.50 (> +0.3)" in c["colour up"]["why_not"]
+    assert verdict["winner"] == "more dense"  # +0.5 dB against +0.4
+    assert r.judge_r10(bundled, {"as bundled": bundled})["winner"] is None

@@ -84,7 +84,7 @@ class RunSettings:
     ``lr_schedule``: ``"constant"`` (the reference) or ``"cosine"`` (decays to ``lr / 20`` at
     ``steps``). ``augment`` (synthetic data): random channel order and depth power per crop;
     ``random_depth``: the fraction of crops hazed over a random smooth depth field;
-    ``nonhomogeneous``: the fraction with non-homogeneous haze (30% of those "dense");
+    ``nonhomogeneous``: the fraction with non-homogeneous haze, ``dense_share`` of those "dense";
     ``airlight_cast``: the fraction of the other (depth-hazed) crops whose airlight is cast towards
     smog or mist instead of near-grey; ``scene_tint``: the fraction of crops whose clear image is put
     under a random white balance before hazing (a tinted scene to keep, not a cast to remove).
@@ -125,6 +125,7 @@ class RunSettings:
     random_depth: float = 0.0
     init_checkpoint: Optional[str] = None
     nonhomogeneous: float = 0.0
+    dense_share: float = 0.3
     airlight_cast: float = 0.0
     scene_tint: float = 0.0
     max_minutes: Optional[float] = None
@@ -142,7 +143,7 @@ class RunSettings:
             raise ValueError("data='dataset' needs dataset (e.g. 'nh-haze') and root (the folder it unpacks to)")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
-        for name in ("random_depth", "nonhomogeneous", "airlight_cast", "scene_tint"):
+        for name in ("random_depth", "nonhomogeneous", "dense_share", "airlight_cast", "scene_tint"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} is a probability in [0, 1], got {getattr(self, name)}")
         if self.data == "synthetic" and self.photos != "train" and not os.path.isdir(self.photos):

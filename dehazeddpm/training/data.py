@@ -81,8 +81,8 @@ def build_datasets(cfg: TrainConfig) -> Tuple[Dataset, Dict[str, torch.Tensor]]:
         length = max(1000, cfg.batch_size * 8, cfg.condition_pool)
         train = SyntheticHazeDataset(photos, crop=cfg.crop, length=length, seed=cfg.seed, min_scale=cfg.min_scale,
                                      augment=cfg.augment, random_depth=cfg.random_depth,
-                                     nonhomogeneous=cfg.nonhomogeneous, airlight_cast=cfg.airlight_cast,
-                                     scene_tint=cfg.scene_tint)
+                                     nonhomogeneous=cfg.nonhomogeneous, dense_share=cfg.dense_share,
+                                     airlight_cast=cfg.airlight_cast, scene_tint=cfg.scene_tint)
         # fixed crops from another seed: a validation set that never changes between runs
         val_ds: Dataset = SyntheticHazeDataset(photos, crop=vcrop, length=cfg.num_val, seed=cfg.seed + 7919, fixed=True,
                                                min_scale=cfg.min_scale)
@@ -142,7 +142,7 @@ class SceneConditionPool(ConditionPool):
     Scene ``k`` (drawn from ``(seed, k)``): a photo of ``photos`` resized to a shorter side in
     ``scene_sizes``, its colour channels in a random order when ``augment``, hazed whole (depth
     haze over its depth prior, its airlight cast with probability ``airlight_cast``, or, with
-    probability ``nonhomogeneous``, non-homogeneous haze), and
+    probability ``nonhomogeneous``, non-homogeneous haze, "dense" one time in ``dense_share``), and
     stage 1 run on the whole scene at ``working_size`` (:func:`stage1_at_size`; None: as it is).
     ``crops_per_scene`` random ``crop``-square windows of the scene give the items
     ``{"gt": 3xcxc in [0, 1], "condition": 4xcxc in [-1, 1]}``; with probability ``scene_tint``
@@ -153,7 +153,7 @@ class SceneConditionPool(ConditionPool):
 
     def __init__(self, photos: Mapping[str, Tuple[torch.Tensor, Optional[torch.Tensor]]], stage1: Stage1Net,
                  size: int, *, crop: int, scene_sizes: Tuple[int, int], working_size: Optional[int], seed: int,
-                 nonhomogeneous: float = 0.0, augment: bool = False, crops_per_scene: int = 4,
+                 nonhomogeneous: float = 0.0, dense_share: float = 0.3, augment: bool = False, crops_per_scene: int = 4,
                  airlight_cast: float = 0.0, scene_tint: float = 0.0, device: "torch.device | str" = "cpu") -> None:
         if size < 1 or crops_per_scene < 1:
             raise ValueError(f"size and crops_per_scene must be positive, got {size}, {crops_per_scene}")
@@ -174,7 +174,7 @@ class SceneConditionPool(ConditionPool):
                 clear = tint_scene(clear, g)
             d = depth_prior(clear) if depth is None else resize(depth[None, None], shape, "antialias")[0, 0].clamp(0, 1)
             if float(torch.rand((), generator=g)) < nonhomogeneous:
-                kind = "dense" if float(torch.rand((), generator=g)) < 0.3 else "nh"
+                kind = "dense" if float(torch.rand((), generator=g)) < dense_share else "nh"
                 sample = synthesize_nonhomogeneous(clear, kind, d, generator=g)
             elif airlight_cast > 0 and float(torch.rand((), generator=g)) < airlight_cast:
                 beta, grey = random_haze_params(g)
