@@ -145,15 +145,16 @@ class SceneConditionPool(ConditionPool):
     probability ``nonhomogeneous``, non-homogeneous haze, "dense" one time in ``dense_share``), and
     stage 1 run on the whole scene at ``working_size`` (:func:`stage1_at_size`; None: as it is).
     ``crops_per_scene`` random ``crop``-square windows of the scene give the items
-    ``{"gt": 3xcxc in [0, 1], "condition": 4xcxc in [-1, 1]}``; with probability ``scene_tint``
-    the scene is put under a random white balance (:func:`tint_scene`) before it is hazed, mirrored with probability 1/2 per
-    epoch like :class:`ConditionPool`. So the denoiser learns on the J and T it is given at
+    ``{"gt": 3xcxc in [0, 1], "condition": 4xcxc in [-1, 1]}``, mirrored with probability 1/2 per
+    epoch like :class:`ConditionPool`. With probability ``scene_tint`` the scene is put under a
+    random white balance (:func:`tint_scene`) before it is hazed. So the denoiser learns on the J and T it is given at
     inference: stage 1's errors at that scene size, the working size's upsampling included.
     """
 
     def __init__(self, photos: Mapping[str, Tuple[torch.Tensor, Optional[torch.Tensor]]], stage1: Stage1Net,
                  size: int, *, crop: int, scene_sizes: Tuple[int, int], working_size: Optional[int], seed: int,
-                 nonhomogeneous: float = 0.0, dense_share: float = 0.3, augment: bool = False, crops_per_scene: int = 4,
+                 nonhomogeneous: float = 0.0, dense_share: float = 0.3, augment: bool = False,
+                 crops_per_scene: int = 4,
                  airlight_cast: float = 0.0, scene_tint: float = 0.0, device: "torch.device | str" = "cpu") -> None:
         if size < 1 or crops_per_scene < 1:
             raise ValueError(f"size and crops_per_scene must be positive, got {size}, {crops_per_scene}")

@@ -114,9 +114,9 @@ class Trainer:
             train_ds = SceneConditionPool(training_photos(cfg.photos), self.stage1_frozen,  # type: ignore[arg-type]
                                           cfg.condition_pool, crop=cfg.crop, scene_sizes=tuple(cfg.scene_sizes),
                                           working_size=cfg.working_size, seed=cfg.seed,
-                                          nonhomogeneous=cfg.nonhomogeneous, dense_share=cfg.dense_share, augment=cfg.augment,
-                                          airlight_cast=cfg.airlight_cast, scene_tint=cfg.scene_tint,
-                                          device=d.device)
+                                          nonhomogeneous=cfg.nonhomogeneous, dense_share=cfg.dense_share,
+                                          augment=cfg.augment, airlight_cast=cfg.airlight_cast,
+                                          scene_tint=cfg.scene_tint, device=d.device)
         elif cfg.stage == "denoiser" and cfg.condition_pool:
             train_ds = ConditionPool(train_ds, self.stage1_frozen, cfg.condition_pool, cfg.seed,  # type: ignore[arg-type]
                                      device=d.device)
