@@ -146,9 +146,10 @@ class SceneConditionPool(ConditionPool):
     stage 1 run on the whole scene at ``working_size`` (:func:`stage1_at_size`; None: as it is).
     ``crops_per_scene`` random ``crop``-square windows of the scene give the items
     ``{"gt": 3xcxc in [0, 1], "condition": 4xcxc in [-1, 1]}``, mirrored with probability 1/2 per
-    epoch like :class:`ConditionPool`. With probability ``scene_tint`` the scene is put under a
-    random white balance (:func:`tint_scene`) before it is hazed. So the denoiser learns on the J and T it is given at
-    inference: stage 1's errors at that scene size, the working size's upsampling included.
+    epoch like :class:`ConditionPool`. So the denoiser learns on the J and T it is given at
+    inference: stage 1's errors at that scene size, the working size's upsampling included. With
+    probability ``scene_tint`` the scene is put under a random white balance (:func:`tint_scene`)
+    before it is hazed.
     """
 
     def __init__(self, photos: Mapping[str, Tuple[torch.Tensor, Optional[torch.Tensor]]], stage1: Stage1Net,
