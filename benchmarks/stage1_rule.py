@@ -55,7 +55,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -84,6 +84,7 @@ R9_COLOUR = 0.3      # the most any cell's colour error may rise against the bun
 R10_DENSE_DB = 0.3   # the least each dense cell must gain over the bundled stage 1
 R10_CELL_DB = 0.1    # the most a depth or nh cell may lose against it
 R10_PHOTO_DB = 0.5   # the most one photo (mean over the haze seeds) may lose against it, in any cell
+ROUND5_RULES = ("r8", "r9")  # the rules that also score round 5's stage 1 (--round5)
 # Rule S1: today's default, and K samples of fewer steps at the same UNet work (start 0.3 runs
 # 6 of 20 respaced steps, 3 of 10, 2 of 7)
 S1_CANDIDATES: Dict[str, Dict[str, Any]] = {"today": {}, "2 of 10 steps": {"samples": 2, "steps": 10},
@@ -274,6 +275,12 @@ def _table(columns: Dict[str, Dict[Cell, Dict[str, float]]]) -> str:
     return "\n".join(lines)
 
 
+def _report(rule: str, verdict: Dict[str, Any], summary: Callable[[Dict[str, Any]], str]) -> None:
+    """One line per candidate of ``verdict``: passes, or fails and why, then ``summary`` of it."""
+    for n, v in verdict["candidates"].items():
+        print(f"{rule} {n}: {'passes' if v['passes'] else 'fails: ' + '; '.join(v['why_not'])} ({summary(v)})")
+
+
 def _load(stage1: Optional[str], denoiser: Optional[str]) -> DehazePipeline:
     return DehazePipeline.from_pretrained("demo", device="cpu", stage1=stage1, denoiser=denoiser, download=False,
                                           progress=False)
@@ -294,9 +301,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         ap.error("give --candidate NAME=FILE (one or more) or --pair STAGE1 DENOISER")
     if args.rule == "s1" and cands:
         ap.error("--rule s1 judges the bundled weights' default call: give no --candidate")
-    if args.rule in ("r8", "r9") and not (cands and args.round5):
+    needs_round5 = args.rule in ROUND5_RULES
+    if needs_round5 and not (cands and args.round5):
         ap.error(f"--rule {args.rule} needs --round5 FILE and one or more --candidate NAME=FILE")
-    for f in list(cands.values()) + list(args.pair or []) + ([args.round5] if args.rule in ("r8", "r9") else []):
+    for f in list(cands.values()) + list(args.pair or []) + ([args.round5] if needs_round5 else []):
         if not Path(f).is_file():
             ap.error(f"no such file: {f}")
     torch.set_num_threads(args.threads)
@@ -306,7 +314,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     cols: Dict[str, Dict[Cell, Dict[str, float]]] = {}
     if cands:
         # every file is loaded (and checked) before minutes of scoring begin
-        pipes = {**({"round5": _load(args.round5, None)} if args.rule in ("r8", "r9") else {}),
+        pipes = {**({"round5": _load(args.round5, None)} if needs_round5 else {}),
                  "bundled": _load(None, None), **{name: _load(f, None) for name, f in cands.items()}}
         for name, pipe in pipes.items():
             print(name, flush=True)
@@ -314,27 +322,21 @@ def main(argv: Optional[List[str]] = None) -> int:
         judged = {n: cols[n] for n in cands}
         if args.rule == "r8":
             verdict = result["r8"] = judge_r8(cols["round5"], cols["bundled"], judged)
-            for n, v in verdict["candidates"].items():
-                print(f"R8 {n}: {'passes' if v['passes'] else 'fails: ' + '; '.join(v['why_not'])} "
-                      f"(nh/dense colour error {v['hard_colour_error']:.2f})")
+            _report("R8", verdict, lambda v: f"nh/dense colour error {v['hard_colour_error']:.2f}")
         elif args.rule == "r9":
             verdict = result["r9"] = judge_r9(cols["round5"], cols["bundled"], judged)
             print(f"R9 the bundled stage 1's worst photo: {verdict['bundled']['worst_photo']} "
                   f"{verdict['bundled']['worst_photo_gain']:+.2f} dB against round 5")
-            for n, v in verdict["candidates"].items():
-                print(f"R9 {n}: {'passes' if v['passes'] else 'fails: ' + '; '.join(v['why_not'])} "
-                      f"(worst photo {v['worst_photo']} {v['worst_photo_gain']:+.2f} dB against round 5)")
+            _report("R9", verdict, lambda v: f"worst photo {v['worst_photo']} {v['worst_photo_gain']:+.2f} dB "
+                                             "against round 5")
         elif args.rule == "r10":
             verdict = result["r10"] = judge_r10(cols["bundled"], judged)
-            for n, v in verdict["candidates"].items():
-                print(f"R10 {n}: {'passes' if v['passes'] else 'fails: ' + '; '.join(v['why_not'])} "
-                      f"(smallest dense gain {v['min_dense_gain']:+.2f} dB, worst photo {v['worst_photo']} "
-                      f"{v['worst_photo_gain']:+.2f} dB)")
+            _report("R10", verdict, lambda v: f"smallest dense gain {v['min_dense_gain']:+.2f} dB, worst photo "
+                                              f"{v['worst_photo']} {v['worst_photo_gain']:+.2f} dB")
         else:
             verdict = result["r7"] = judge_r7(cols["bundled"], judged)
-            for n, v in verdict["candidates"].items():
-                print(f"R7 {n}: {'passes' if v['passes'] else 'fails: ' + '; '.join(v['why_not'])} "
-                      f"(smallest nh/dense gain {v['min_hard_gain']:+.2f} dB, colour error {v['colour_error']:.2f})")
+            _report("R7", verdict, lambda v: f"smallest nh/dense gain {v['min_hard_gain']:+.2f} dB, "
+                                             f"colour error {v['colour_error']:.2f}")
         print(f"{args.rule.upper()} ships: {verdict['winner'] or 'the bundled stage 1 (none passes)'}")
     if args.rule == "s1":
         pipe = _load(None, None)
@@ -344,9 +346,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"default call, {name}", flush=True)
             cols[name] = cell_scores(pipe, dict(opts))
         verdict = result["s1"] = judge_s1(cols["J"], {n: cols[n] for n in S1_CANDIDATES})
-        for n, v in verdict["candidates"].items():
-            print(f"S1 {n}: {'passes' if v['passes'] else 'fails: ' + '; '.join(v['why_not'])} "
-                  f"(worst SSIM gap to J {v['worst_ssim_gap_to_j']:+.4f})")
+        _report("S1", verdict, lambda v: f"worst SSIM gap to J {v['worst_ssim_gap_to_j']:+.4f}")
         print(f"S1 ships: {verdict['winner']}")
     if args.pair:
         s1, den = args.pair
