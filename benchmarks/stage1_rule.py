@@ -60,7 +60,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from dehazeddpm.data import TRAIN_PHOTOS, make_eval_set
-from dehazeddpm.evaluation import DEFAULT_CALL, STAGE1, Pair, evaluate, summarize
+from dehazeddpm.evaluation import DEFAULT_CALL, STAGE1, Pair, by_image, evaluate, summarize
 from dehazeddpm.hub import WeightsError
 from dehazeddpm.inference import DehazePipeline
 from dehazeddpm.io import CheckpointError, ImageReadError
@@ -108,9 +108,8 @@ def cell_scores(pipe: DehazePipeline, run: Dict[str, Any], seeds: Sequence[int] 
                              make_eval_set(tmp, size=size, seed=hs, kind=kind, split="train", names=NAMES)]
                     rows += evaluate(pipe, pairs, {"run": run}, seeds)
             s = summarize(rows)[0]
-            photos = {name: [r["psnr"] for r in rows if r["name"] == name] for name in dict.fromkeys(r["name"] for r in rows)}
             out[(kind, size)] = {**{k: float(s[k]) for k in ("psnr", "ssim", "abs_da", "abs_db")},
-                                 "photos": {n: sum(v) / len(v) for n, v in photos.items()}}
+                                 "photos": {p["name"]: p["psnr_run"] for p in by_image(rows, ("psnr",))}}
             print(f"  {kind:5s} {size:4d}  PSNR {s['psnr']:6.2f}  SSIM {s['ssim']:.4f}  |da| {s['abs_da']:.2f}  "
                   f"|db| {s['abs_db']:.2f}", flush=True)
     return out
