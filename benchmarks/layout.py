@@ -15,7 +15,7 @@ import copy
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
@@ -26,21 +26,9 @@ from dehazeddpm.utils import write_json
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def per_eval(model: torch.nn.Module, x: torch.Tensor, fmt: torch.memory_format, repeats: int) -> float:
-    level = torch.tensor([0.5])
-    x = x.contiguous(memory_format=fmt)
-    best = float("inf")
-    with torch.inference_mode(), autocast("bf16", torch.device("cpu")):
-        model(x, level)
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            model(x, level)
-            best = min(best, time.perf_counter() - t0)
-    return best
-
-
-def best_ms(fn, repeats: int = 20) -> float:
-    for _ in range(3):
+def best_ms(fn: Callable[[], Any], repeats: int = 20, warm_up: int = 3) -> float:
+    """The fastest of ``repeats`` calls of ``fn`` after ``warm_up`` untimed ones, in ms."""
+    for _ in range(warm_up):
         fn()
     best = float("inf")
     for _ in range(repeats):
@@ -48,6 +36,14 @@ def best_ms(fn, repeats: int = 20) -> float:
         fn()
         best = min(best, time.perf_counter() - t0)
     return best * 1e3
+
+
+def per_eval(model: torch.nn.Module, x: torch.Tensor, fmt: torch.memory_format, repeats: int) -> float:
+    """Seconds of one evaluation (bf16 autocast), the fastest of ``repeats`` after one warm-up."""
+    level = torch.tensor([0.5])
+    x = x.contiguous(memory_format=fmt)
+    with torch.inference_mode(), autocast("bf16", torch.device("cpu")):
+        return best_ms(lambda: model(x, level), repeats, warm_up=1) / 1e3
 
 
 def norm_act_rows() -> Dict[str, Dict[str, float]]:
