@@ -214,8 +214,11 @@ def _move_controls(page: Any, stack: str, report: NotebookReport) -> None:
             (report.controls_moved if _output_pictures(cell) != before else report.controls_dead).append(label)
 
 
-def run_notebook(browser: Any, server: JupyterServer, name: str, results: Path, timeout_s: float = 300) -> NotebookReport:
-    """Open ``name``, run all cells, check the page, move the controls, save, and screenshot."""
+def run_notebook(browser: Any, server: JupyterServer, name: str, results: Path, timeout_s: float = 300,
+                 widget_cells: int = 0) -> NotebookReport:
+    """Open ``name``, run all cells, check the page, move the controls, save, and screenshot.
+    ``widget_cells``: how many cells should show widget views; their rendering is waited for (up
+    to 30 s after the kernel went idle: a loaded machine renders them late), not assumed."""
     js = _JS[server.stack]
     report = NotebookReport(name=name, stack=server.stack)
     page = browser.new_page(viewport=VIEWPORT)
@@ -232,6 +235,15 @@ def run_notebook(browser: Any, server: JupyterServer, name: str, results: Path, 
         if page.evaluate(js["busy"]):
             report.errors.append(f"still running after {timeout_s:.0f} s")
         page.wait_for_timeout(1500)  # widget views render after the kernel went idle
+        rendered = f"() => document.querySelectorAll({js['cells']!r}).length && " \
+                   f"[...document.querySelectorAll({js['cells']!r})]" \
+                   f".filter(c => c.querySelector('.jupyter-widgets')).length >= {widget_cells}"
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+        try:
+            page.wait_for_function(rendered, timeout=30_000, polling=500)
+        except PlaywrightTimeout:  # too few rendered: counted and reported by the test
+            pass
         report.seconds = time.time() - t0
         for i, outs in enumerate(page.evaluate(js["outputs"])):
             for o in outs:

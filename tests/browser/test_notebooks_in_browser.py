@@ -48,7 +48,7 @@ def server(request, tmp_path_factory):
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_in_the_browser(browser, server, name) -> None:
-    report = run_notebook(browser, server, name, RESULTS)
+    report = run_notebook(browser, server, name, RESULTS, widget_cells=WIDGET_CELLS[name])
     out = RESULTS / server.stack / f"{Path(name).stem}.json"
     out.write_text(json.dumps(asdict(report), indent=2) + "\n")
     assert report.problems() == [], f"{server.stack} {name}: {report.problems()} (screenshots in {out.parent})"
