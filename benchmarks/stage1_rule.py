@@ -8,6 +8,7 @@ Usage::
     python benchmarks/stage1_rule.py --rule r10 --candidate round11=R11_STAGE1
     python benchmarks/stage1_rule.py --pair R7_STAGE1 R7_DENOISER          # Rule D7
     python benchmarks/stage1_rule.py --rule s1                             # Rule S1
+    python benchmarks/stage1_rule.py --rule s2                             # Rule S2
 
 Every rule here judges on training-photo pairs (``make_eval_set(split="train")``, the 8 photos of
 :data:`NAMES`), never on the eval photos, per (haze kind, size) cell: kinds depth, nh and dense,
@@ -43,6 +44,9 @@ lower and no cell's PSNR lower by more than :data:`S1_PSNR_DB`; the highest smal
 of J) wins, the fewer samples within :data:`S1_CLOSE_SSIM` of it. (Its wall time is judged
 separately, by ``benchmarks/default_call.py``.)
 
+S2 does the same among calls whose first step is no closer to J than the call issue #26 was filed
+against (:data:`S2_CANDIDATES`, judged against :data:`S2_BASELINE`, with S1's margins).
+
 D7 scores the demo default call with a stage 1 and the bundled denoiser against the same stage 1
 with a new denoiser (sampling seed 0). The new denoiser ships with the stage 1 when its mean PSNR
 over the cells is not lower and its mean SSIM is not lower by more than :data:`D7_SSIM`.
@@ -60,6 +64,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from dehazeddpm.data import TRAIN_PHOTOS, make_eval_set
+from dehazeddpm.diffusion import sampling_schedule
 from dehazeddpm.evaluation import DEFAULT_CALL, STAGE1, Pair, by_image, evaluate, summarize
 from dehazeddpm.hub import WeightsError
 from dehazeddpm.inference import DehazePipeline
@@ -91,6 +96,14 @@ S1_CANDIDATES: Dict[str, Dict[str, Any]] = {"today": {}, "2 of 10 steps": {"samp
                                             "3 of 7 steps": {"samples": 3, "steps": 7}}
 S1_PSNR_DB = 0.05
 S1_CLOSE_SSIM = 0.002
+# Rule S2: the call #26 was filed against (its first step t = 526) and calls at the same UNet work
+# whose first step is no lower, in order of more steps per sample; "3 of 7 steps" (t = 333) is
+# scored for the record only. S2 reuses S1's margins.
+S2_BASELINE = "1 of 20 steps"
+S2_CANDIDATES: Dict[str, Dict[str, Any]] = {S2_BASELINE: {"samples": 1, "steps": 20},
+                                            "3 of 2 steps": {"samples": 3, "steps": 2},
+                                            "6 of 1 step": {"samples": 6, "steps": 1},
+                                            "3 of 7 steps": {"samples": 3, "steps": 7}}
 
 Cell = Tuple[str, int]
 
@@ -235,23 +248,25 @@ def judge_r10(bundled: Dict[Cell, Dict[str, Any]], candidates: Dict[str, Dict[Ce
     return {"candidates": verdicts, "winner": winner}
 
 
-def judge_s1(j: Dict[Cell, Dict[str, float]], runs: Dict[str, Dict[Cell, Dict[str, float]]]) -> Dict[str, Any]:
-    """Rule S1's verdict: per candidate (``runs`` holds "today" and the others, in order of more
-    samples) its worst SSIM gap to J, pass/fail against today and why; and the winner."""
-    today = runs["today"]
+def judge_s1(j: Dict[Cell, Dict[str, float]], runs: Dict[str, Dict[Cell, Dict[str, float]]],
+             baseline: str = "today") -> Dict[str, Any]:
+    """Rules S1 and S2: per call in ``runs`` (the ``baseline`` and the candidates, in order of
+    preference: the first within :data:`S1_CLOSE_SSIM` of the best wins) its worst SSIM gap to J,
+    pass/fail against the baseline and why; and the winner (the baseline when none passes)."""
+    today = runs[baseline]
     verdicts: Dict[str, Dict[str, Any]] = {}
     for name, cells in runs.items():
         why = []
         for c, v in cells.items():
             if v["ssim"] < today[c]["ssim"]:
-                why.append(f"{c[0]} {c[1]} SSIM {v['ssim'] - today[c]['ssim']:+.4f} below today's")
+                why.append(f"{c[0]} {c[1]} SSIM {v['ssim'] - today[c]['ssim']:+.4f} below the baseline's")
             if v["psnr"] < today[c]["psnr"] - S1_PSNR_DB:
                 why.append(f"{c[0]} {c[1]} PSNR {v['psnr'] - today[c]['psnr']:+.2f} dB < {-S1_PSNR_DB:+.2f}")
         verdicts[name] = {"worst_ssim_gap_to_j": min(v["ssim"] - j[c]["ssim"] for c, v in cells.items()),
-                          "passes": name == "today" or not why, "why_not": why if name != "today" else []}
+                          "passes": name == baseline or not why, "why_not": why if name != baseline else []}
     passing = [n for n in runs if verdicts[n]["passes"]]
     best = max(verdicts[n]["worst_ssim_gap_to_j"] for n in passing)
-    # runs are in order of more samples: the first within reach of the best has the fewest
+    # runs are in order of preference (S1: fewer samples; S2: more steps per sample)
     winner = next(n for n in passing if verdicts[n]["worst_ssim_gap_to_j"] >= best - S1_CLOSE_SSIM)
     return {"candidates": verdicts, "winner": winner}
 
@@ -280,6 +295,12 @@ def _report(rule: str, verdict: Dict[str, Any], summary: Callable[[Dict[str, Any
         print(f"{rule} {n}: {'passes' if v['passes'] else 'fails: ' + '; '.join(v['why_not'])} ({summary(v)})")
 
 
+def _first_step(pipe: DehazePipeline, opts: Dict[str, Any]) -> int:
+    """The training-grid timestep at which the default call with ``opts`` starts from J."""
+    run = sampling_schedule(pipe.schedule, opts["steps"], pipe.resolve_options(**opts).start_strength)
+    return int(max(run.timesteps))
+
+
 def _load(stage1: Optional[str], denoiser: Optional[str]) -> DehazePipeline:
     return DehazePipeline.from_pretrained("demo", device="cpu", stage1=stage1, denoiser=denoiser, download=False,
                                           progress=False)
@@ -288,18 +309,19 @@ def _load(stage1: Optional[str], denoiser: Optional[str]) -> DehazePipeline:
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--candidate", action="append", default=[], metavar="NAME=FILE", help="a stage-1 file (Rule R7)")
-    ap.add_argument("--rule", choices=("r7", "r8", "r9", "r10", "s1"), default="r7",
-                    help="the rule that judges --candidate (s1: the default call's samples, no candidate files)")
+    ap.add_argument("--rule", choices=("r7", "r8", "r9", "r10", "s1", "s2"), default="r7",
+                    help="the rule that judges --candidate (s1, s2: the default call, no candidate files)")
     ap.add_argument("--round5", metavar="FILE", help="round 5's stage 1 (Rules R8 and R9: the baseline for R7)")
     ap.add_argument("--pair", nargs=2, metavar=("STAGE1", "DENOISER"), help="Rule D7 for this stage 1 and denoiser")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=str(ROOT / "runs" / "stage1_rule.json"))
     args = ap.parse_args(argv)
     cands = dict(c.split("=", 1) for c in args.candidate if "=" in c)
-    if len(cands) != len(args.candidate) or not (cands or args.pair or args.rule == "s1"):
+    call_rule = args.rule in ("s1", "s2")
+    if len(cands) != len(args.candidate) or not (cands or args.pair or call_rule):
         ap.error("give --candidate NAME=FILE (one or more) or --pair STAGE1 DENOISER")
-    if args.rule == "s1" and cands:
-        ap.error("--rule s1 judges the bundled weights' default call: give no --candidate")
+    if call_rule and cands:
+        ap.error(f"--rule {args.rule} judges the bundled weights' default call: give no --candidate")
     needs_round5 = args.rule in ROUND5_RULES
     if needs_round5 and not (cands and args.round5):
         ap.error(f"--rule {args.rule} needs --round5 FILE and one or more --candidate NAME=FILE")
@@ -347,6 +369,24 @@ def main(argv: Optional[List[str]] = None) -> int:
         verdict = result["s1"] = judge_s1(cols["J"], {n: cols[n] for n in S1_CANDIDATES})
         _report("S1", verdict, lambda v: f"worst SSIM gap to J {v['worst_ssim_gap_to_j']:+.4f}")
         print(f"S1 ships: {verdict['winner']}")
+    if args.rule == "s2":
+        pipe = _load(None, None)
+        starts = {name: _first_step(pipe, opts) for name, opts in S2_CANDIDATES.items()}
+        result["first_step"] = starts
+        print("stage 1's J", flush=True)
+        cols["J"] = cell_scores(pipe, dict(STAGE1))
+        for name, opts in S2_CANDIDATES.items():
+            print(f"default call, {name} (first step t = {starts[name]})", flush=True)
+            cols[name] = cell_scores(pipe, dict(opts))
+        eligible = [n for n in S2_CANDIDATES if starts[n] >= starts[S2_BASELINE]]
+        verdict = result["s2"] = judge_s1(cols["J"], {n: cols[n] for n in eligible}, baseline=S2_BASELINE)
+        verdict["not_eligible"] = {n: f"first step t = {starts[n]} < {starts[S2_BASELINE]}"
+                                   for n in S2_CANDIDATES if n not in eligible}
+        _report("S2", verdict, lambda v: f"worst SSIM gap to J {v['worst_ssim_gap_to_j']:+.4f}")
+        for n, why in verdict["not_eligible"].items():
+            gap = min(v["ssim"] - cols["J"][c]["ssim"] for c, v in cols[n].items())
+            print(f"S2 {n}: not eligible, {why} (worst SSIM gap to J {gap:+.4f})")
+        print(f"S2 ships: {verdict['winner']} (if its wall time passes: benchmarks/default_call.py)")
     if args.pair:
         s1, den = args.pair
         bundled_den, new_den = _load(s1, None), _load(s1, den)

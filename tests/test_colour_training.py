@@ -197,8 +197,25 @@ def test_rule_s1_ships_the_average_closest_to_j_at_no_cost_in_any_cell():
     lossy = _ssim(base, 0.84, psnr_shift=-0.1)
     verdict = r.judge_s1(j, {"today": today, "2 of 10 steps": worse_cell, "3 of 7 steps": lossy})
     assert verdict["winner"] == "today"
-    assert verdict["candidates"]["2 of 10 steps"]["why_not"] == ["dense 384 SSIM -0.0100 below today's"]
+    assert verdict["candidates"]["2 of 10 steps"]["why_not"] == ["dense 384 SSIM -0.0100 below the baseline's"]
     assert "PSNR -0.10 dB < -0.05" in verdict["candidates"]["3 of 7 steps"]["why_not"][0]
+
+
+def test_rule_s2_judges_only_calls_that_start_no_closer_to_j_than_the_filed_one():
+    r = _rule()
+    pipe = r._load(None, None)
+    starts = {n: r._first_step(pipe, o) for n, o in r.S2_CANDIDATES.items()}
+    # the filed call (20 steps from 0.3) starts at t = 526; S1's 7-step chain rounds down to 333
+    assert starts == {r.S2_BASELINE: 526, "3 of 2 steps": 599, "6 of 1 step": 599, "3 of 7 steps": 333}
+    base = _cells(20.0, 18.0, 14.0)
+    j, filed = _ssim(base, 0.85), _ssim(base, 0.82)
+    runs = {r.S2_BASELINE: filed, "3 of 2 steps": _ssim(base, 0.838), "6 of 1 step": _ssim(base, 0.839)}
+    # within 0.002 of the best, the candidate with more steps per sample (listed first) wins
+    assert r.judge_s1(j, runs, baseline=r.S2_BASELINE)["winner"] == "3 of 2 steps"
+    runs["3 of 2 steps"] = _ssim(base, 0.83, psnr_shift=-0.06)  # loses more than 0.05 dB somewhere
+    assert r.judge_s1(j, runs, baseline=r.S2_BASELINE)["winner"] == "6 of 1 step"
+    runs["6 of 1 step"] = {**runs["6 of 1 step"], ("nh", 128): {**base[("nh", 128)], "ssim": 0.81}}
+    assert r.judge_s1(j, runs, baseline=r.S2_BASELINE)["winner"] == r.S2_BASELINE  # none passes
 
 
 def test_rule_d7_ships_the_new_denoiser_only_if_not_worse():
