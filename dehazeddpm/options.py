@@ -104,7 +104,8 @@ class SamplingOptions:
         "DDIM's noise scale, 0 (deterministic) to 1 (the ancestral variance)", "number", low=0, high=1,
         describe="eta {v:g}", sampler_specific=True)
     start_strength: Optional[float] = option(
-        "in (0, 1]: start from J noised to this fraction of the chain (1 = pure noise)", "number", low=0, high=1,
+        "in (0, 1]: start from J noised to this fraction of the chain, at its respaced step at or below "
+        "it (1 = pure noise)", "number", low=0, high=1,
         low_open=True, metavar="S", describe="from J at {v:g}", quiet=(1,), sampler_specific=True)
     zero_mean_noise: Optional[bool] = option(
         "draw the noise without its channel mean (default: on for every sampler but ddpm)", "bool",
@@ -246,9 +247,10 @@ class SamplingOptions:
         :func:`~dehazeddpm.diffusion.sample` passes on to the sampler that takes them."""
         return {name: getattr(self, name) for name in _SAMPLER_PARAMETERS if getattr(self, name) is not None}
 
-    def describe(self, evaluations: Optional[int] = None) -> str:
+    def describe(self, evaluations: Optional[int] = None, started_at: Optional[float] = None) -> str:
         """One line for people: what ran (use on resolved options). ``evaluations``: the denoiser
-        calls that ran, when a start below 1 ran only part of the ``steps``-step chain."""
+        calls that ran, when a start below 1 ran only part of the ``steps``-step chain;
+        ``started_at``: the level that run began at, said when it is not the asked start."""
         if evaluations is not None and evaluations != self.steps:
             noun = "evaluation" if evaluations == 1 else "evaluations"
             parts = [f"{self.sampler}, {evaluations} {noun} of a {self.steps}-step chain"]
@@ -258,6 +260,9 @@ class SamplingOptions:
             value = getattr(self, name)
             if spec.describe and value is not None and value not in spec.quiet:
                 parts.append(spec.describe.format(v=value))
+                if name == "start_strength" and started_at is not None and abs(started_at - value) >= 0.005:
+                    # the chain's step at or below the asked start: a short chain can land far below it
+                    parts[-1] += f" (began at {started_at:.2f}, the chain's step below)"
         return ", ".join(parts)
 
 

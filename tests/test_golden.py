@@ -62,6 +62,16 @@ def test_short_chains_on_the_demo_weights_refine_j(demo, steps):
     res = demo(hazy, steps=steps, seed=0, progress=False)
     assert psnr(load_image(res.image), res.J) > 22, res.describe()
     assert "from J at 0.3" in res.describe() and 1 <= res.evaluations <= steps
+    # 1 to 3 steps land on 0.3 exactly (the chain is too short to keep a step below it)
+    assert res.started_at == pytest.approx(0.3) and "began at" not in res.describe()
+
+
+def test_a_chain_that_starts_below_the_asked_start_says_so(demo):
+    """A 7-step chain asked 0.3 keeps its steps at or below 0.3: it begins at t = 333 of 2000."""
+    res = demo(make_eval_set_image(), steps=7, samples=1, seed=0, progress=False)
+    assert res.started_at == pytest.approx(334 / 2000) and res.evaluations == 2
+    assert "from J at 0.3 (began at 0.17, the chain's step below)" in res.describe()
+    assert demo(make_eval_set_image(), steps=3, start_strength=1.0, seed=0, progress=False).started_at is None
 
 
 def make_eval_set_image():

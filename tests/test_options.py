@@ -63,6 +63,8 @@ def test_describe_says_what_ran():
     opts = SamplingOptions(sampler="ddim", start_strength=0.3).resolved(2000)
     assert opts.describe(6).startswith("ddim, 6 evaluations of a 20-step chain")
     assert opts.describe(1).startswith("ddim, 1 evaluation of a 20-step chain")
+    assert "from J at 0.3 (began at 0.26, the chain's step below), " in opts.describe(6, 0.2635)
+    assert "from J at 0.3, " in opts.describe(2, 0.3)  # began where asked: nothing to add
 
 
 def _subparser(name: str):

@@ -200,8 +200,9 @@ def sampling_schedule(schedule: NoiseSchedule, steps: Optional[int] = None,
 
     A chain too short to honour the start (its kept steps would all sit at the clean end, or the
     rounding would keep only a step above the start) gets one step exactly at the start's noise
-    level instead, so a run "from J at 0.3" always begins at 0.3 of the chain, never from pure
-    noise nor from J itself.
+    level instead, never from pure noise nor from J itself. Otherwise the run begins at the
+    chain's step at or below the start, as diffusers' img2img ``strength`` does: a 7-step chain
+    asked 0.3 begins at t = 333 of 2000 (0.17); ``DehazeResult.started_at`` reports it.
     """
     if not 0 < start_strength <= 1:
         raise ValueError(f"start_strength must be in (0, 1], got {start_strength}")

@@ -112,8 +112,10 @@ class DehazeResult:
     at the input size, except ``A`` (1, 3, 1, 1). ``options`` is what actually ran: resolved
     sampler, steps (the chain's length), eta, start, precision and the tile used (None: the whole
     image); ``evaluations`` counts the denoiser evaluations that ran (fewer than the chain's
-    steps when the start is below 1), each over all samples at once; ``threads`` the CPU
-    threads the call chose (:func:`~dehazeddpm.inference.device.choose_threads`; None off the CPU).
+    steps when the start is below 1), each over all samples at once; ``started_at`` the noise
+    level the run began at, as a fraction of the chain (the respaced chain's step at or below
+    the asked start: 0.17 for a 7-step chain asked 0.3; None for a run from pure noise or stage 1
+    only); ``threads`` the CPU threads the call chose (:func:`~dehazeddpm.inference.device.choose_threads`; None off the CPU).
 
     With ``samples=K`` > 1, ``image`` is the mean of the K samples (each clamped to [0, 1]),
     ``spread`` (1, 1, H, W) their per-pixel standard deviation averaged over the colour channels
@@ -133,6 +135,7 @@ class DehazeResult:
     spread: Optional[torch.Tensor] = None
     samples: Optional[torch.Tensor] = None
     threads: Optional[int] = None
+    started_at: Optional[float] = None
 
     @property
     def steps(self) -> int:
@@ -143,7 +146,7 @@ class DehazeResult:
 
     def describe(self) -> str:
         """One line for a figure title: what ran, on how many CPU threads, and how long it took."""
-        what = "stage 1 only" if self.evaluations == 0 else self.options.describe(self.evaluations)
+        what = "stage 1 only" if self.evaluations == 0 else self.options.describe(self.evaluations, self.started_at)
         threads = f", {self.threads} CPU thread{'s' if self.threads != 1 else ''}" if self.threads else ""
         return f"{what}{threads}, {self.timings.get('total', 0.0):.1f} s"
 
@@ -377,10 +380,10 @@ class DehazePipeline:
 
     def _sample(self, opts: SamplingOptions, stage1: Stage1Output, seed: Optional[int], hw: Tuple[int, int],
                 trajectory_every: Optional[int], callback: Optional[Callback], progress: bool
-                ) -> Tuple[torch.Tensor, StepRecorder, Optional[int]]:
+                ) -> Tuple[torch.Tensor, StepRecorder, Optional[int], Optional[float]]:
         """Steps 4-6 of a call: the condition, the denoiser's wrappers (tiles, precision), and the
         sampling run with its recorder. Returns (x0 in [-1, 1] padded, (K, 3, H, W) for K samples,
-        the recorder, the tile)."""
+        the recorder, the tile, the noise level the run began at (None: pure noise))."""
         k = opts.samples
         # the K samples share one condition and start image and differ in their noise only
         condition = self.condition(stage1.J, stage1.T).expand(k, -1, -1, -1)
@@ -398,7 +401,8 @@ class DehazePipeline:
                          callback=recorder, zero_mean_noise=opts.zero_mean_noise,
                          start_strength=opts.start_strength, start_image=to_signed(stage1.J).expand(k, -1, -1, -1),
                          **opts.sampler_keywords())
-        return out, recorder, tile
+        started_at = (int(max(run.timesteps)) + 1) / len(self.schedule) if opts.start_strength < 1 else None
+        return out, recorder, tile, started_at
 
     @torch.inference_mode()
     def __call__(self, image: ImageSource, *, seed: Optional[int] = None, progress: bool = True,
@@ -452,7 +456,8 @@ class DehazePipeline:
             return self._pack(x, stage1, stage1.J, opts, timings, t_start, [] if trajectory_every else None, 0, None)
         # 4-6. condition, denoiser wrappers, sample
         t0 = time.perf_counter()
-        out, recorder, tile = self._sample(opts, stage1, seed, (h, w), trajectory_every, callback, progress)
+        out, recorder, tile, started_at = self._sample(opts, stage1, seed, (h, w), trajectory_every, callback,
+                                                       progress)
         # 7. check each sample: finite, and not constant where the input is not
         check_output("the denoiser", out)
         drawn = to_unit(out[..., :h, :w]).clamp(0, 1).float().cpu()
@@ -463,6 +468,7 @@ class DehazePipeline:
         # 8-9. average the samples, fuse and pack
         res = self._pack(x, stage1, drawn.mean(0, keepdim=True), dataclasses.replace(opts, tile_size=tile), timings,
                          t_start, recorder.frames, recorder.steps, tile)
+        res.started_at = started_at
         if len(drawn) > 1:
             res.spread = sample_spread(drawn)
             res.samples = drawn if keep_samples else None
