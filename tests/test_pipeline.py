@@ -146,12 +146,12 @@ def test_weights_ddim_defaults_apply_to_ddim_only(pipe):
     assert p(x, sampler="ddpm", seed=0, progress=False).evaluations == 40
     assert counted.calls == 6 + 20 + 40
     assert DehazePipeline.from_pretrained("demo", device="cpu").defaults == SamplingOptions(
-        sampler="ddim", steps=7, samples=3, start_strength=0.3, eta=1.0, stage1_size=128, tile_size=136, tile_overlap=8)
+        sampler="ddim", start_strength=0.3, eta=1.0, stage1_size=128, tile_size=136, tile_overlap=8)
 
 
 def test_weights_samples_come_with_their_steps(pipe):
-    """The demo's default averages 3 samples of a 7-step chain (Rule S1); a call that chooses its
-    own steps, or another sampler, draws one sample unless it asks for more: the same cost as before."""
+    """Weights whose defaults average 3 samples of a 7-step chain: a call that chooses its own
+    steps, or another sampler, draws one sample unless it asks for more."""
     counted = Counting(Pointwise())
     p = DehazePipeline(pipe.stage1, counted, NoiseSchedule.from_config({**SCHEDULE, "n_timestep": 40}),
                        device="cpu", defaults={"sampler": "ddim", "steps": 7, "samples": 3, "start_strength": 0.3})
