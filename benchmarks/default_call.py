@@ -100,24 +100,19 @@ def flop_floor(image: Path, seconds: float) -> Dict[str, Any]:
     """This checkout's default call counted by ``torch.utils.flop_counter`` (convolutions, matrix
     products, attention: what the call runs, tiles and overlaps included), this CPU's bf16 matmul
     rate (2048^3, best of 5: the cost model's yardstick) and the floor FLOPs / rate."""
-    import time
-
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     from dehazeddpm.inference import DehazePipeline
 
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from cost_model import matmul_rate
+
     pipe = DehazePipeline.from_pretrained("demo", device="cpu", download=False, progress=False)
     counter = FlopCounterMode(display=False)
     with counter:
         pipe(str(image), seed=0, progress=False)
-    a = torch.randn(2048, 2048, dtype=torch.bfloat16)
-    best = float("inf")
-    for _ in range(5):
-        t0 = time.perf_counter()
-        a @ a
-        best = min(best, time.perf_counter() - t0)
-    rate = 2 * 2048 ** 3 / best
+    rate = matmul_rate(torch.bfloat16)
     flops = counter.get_total_flops()
     return {"flops": flops, "bf16_matmul_flops_per_s": rate, "floor_seconds": flops / rate,
             "measured_over_floor": seconds / (flops / rate)}

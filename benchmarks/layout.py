@@ -6,7 +6,12 @@ contiguous, channels_last, and ``torch.compile`` (its warm-up stated), with and 
 SiLU, on one batch of tiles (8 x 32 x 136 x 136, bf16), eager against compiled (one fused kernel),
 in both layouts: where the compiled model's time goes.
 
+``--released`` times one evaluation of the released denoiser's config instead (random weights:
+only time is measured) on a ``--size`` (512) square input, untiled, in the same four ways, with the run's bf16
+matmul rate and each row's fraction of it (the FLOPs of ``cost_model.py``).
+
     python benchmarks/layout.py [--compile] [--json benchmarks/results/layout_cpu.json]
+    python benchmarks/layout.py --released --compile --json benchmarks/results/layout_released_cpu.json
 """
 from __future__ import annotations
 
@@ -19,11 +24,15 @@ from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
+from dehazeddpm.hub import get_entry
 from dehazeddpm.inference import DehazePipeline, TiledDenoiser
 from dehazeddpm.inference.device import autocast
+from dehazeddpm.models import UNet
 from dehazeddpm.utils import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))  # also when loaded from elsewhere (the tests)
+from cost_model import flops, matmul_rate  # noqa: E402  (the cost model's yardstick and FLOP count)
 
 
 def best_ms(fn: Callable[[], Any], repeats: int = 20, warm_up: int = 3) -> float:
@@ -68,18 +77,39 @@ def norm_act_rows() -> Dict[str, Dict[str, float]]:
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--compile", action="store_true", help="also torch.compile (a warm-up of minutes)")
+    ap.add_argument("--released", action="store_true",
+                    help="the released config's single evaluation at 512x512 instead of the demo's tiled one")
+    ap.add_argument("--size", type=int, default=512, help="--released: the square input's side")
     ap.add_argument("--repeats", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=str(ROOT / "runs" / "layout.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    unet = DehazePipeline.from_pretrained("demo", device="cpu", download=False, progress=False).denoiser
-    x = torch.randn(1, 7, 384, 512, generator=torch.Generator().manual_seed(0))
+    extra: Dict[str, Any] = {}
+    if args.released:
+        config = get_entry("nh-haze").unet_config
+        torch.manual_seed(0)
+        unet = UNet.from_config(config).eval()
+        x = torch.randn(1, 7, args.size, args.size, generator=torch.Generator().manual_seed(0))
+        extra = {"config": "nh-haze (random weights)", "size": [args.size, args.size],
+                 "flops_per_eval": flops(lambda: UNet.from_config(config), tuple(x.shape)),
+                 "bf16_matmul_flops_per_s": matmul_rate(torch.bfloat16)}
+        wrap = lambda net: net  # noqa: E731  (one untiled evaluation, as the released entry runs it)
+    else:
+        unet = DehazePipeline.from_pretrained("demo", device="cpu", download=False, progress=False).denoiser
+        x = torch.randn(1, 7, 384, 512, generator=torch.Generator().manual_seed(0))
+        wrap = lambda net: TiledDenoiser(net, 136, 8, tile_batch=8)  # noqa: E731
     rows: Dict[str, Any] = {}
+
+    def record(name: str, row: Dict[str, Any]) -> None:
+        if extra:
+            row["fraction_of_matmul_rate"] = extra["flops_per_eval"] / row["seconds_per_eval"] / extra["bf16_matmul_flops_per_s"]
+        rows[name] = row
+        print(name, row, flush=True)
+
     for name, fmt in (("contiguous", torch.contiguous_format), ("channels_last", torch.channels_last)):
         net = copy.deepcopy(unet).to(memory_format=fmt)
-        rows[name] = {"seconds_per_eval": per_eval(TiledDenoiser(net, 136, 8, tile_batch=8), x, fmt, args.repeats)}
-        print(name, rows[name], flush=True)
+        record(name, {"seconds_per_eval": per_eval(wrap(net), x, fmt, args.repeats)})
     if args.compile:
         import torch._inductor.config as inductor_config
 
@@ -90,18 +120,17 @@ def main(argv: Optional[List[str]] = None) -> int:
             net = torch.compile(copy.deepcopy(unet).to(memory_format=torch.channels_last))
             t0 = time.perf_counter()
             with torch.inference_mode(), autocast("bf16", torch.device("cpu")):
-                TiledDenoiser(net, 136, 8, tile_batch=8)(x.contiguous(memory_format=torch.channels_last),
-                                                         torch.tensor([0.5]))
+                wrap(net)(x.contiguous(memory_format=torch.channels_last), torch.tensor([0.5]))
             warm = time.perf_counter() - t0
-            rows[name] = {"seconds_per_eval": per_eval(TiledDenoiser(net, 136, 8, tile_batch=8), x, torch.channels_last,
-                                                       args.repeats), "warm_up_seconds": warm}
-            print(name, rows[name], flush=True)
+            record(name, {"seconds_per_eval": per_eval(wrap(net), x, torch.channels_last, args.repeats),
+                          "warm_up_seconds": warm})
         inductor_config.freezing = False
-        rows["GroupNorm + SiLU, one batch of tiles"] = norm_act_rows()
-        print("GroupNorm + SiLU", rows["GroupNorm + SiLU, one batch of tiles"], flush=True)
+        if not args.released:
+            rows["GroupNorm + SiLU, one batch of tiles"] = norm_act_rows()
+            print("GroupNorm + SiLU", rows["GroupNorm + SiLU, one batch of tiles"], flush=True)
     write_json(args.json, {"command": "python benchmarks/layout.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                            "date": time.strftime("%Y-%m-%d"), "threads": args.threads, "torch": torch.__version__,
-                           "rows": rows})
+                           **extra, "rows": rows})
     return 0
 
 

@@ -37,6 +37,19 @@ def test_cost_model_counts_flops_without_running_the_big_sizes(tmp_path):
     assert data["matmul_flops_per_s"]["fp32"] > 1e9
 
 
+def test_layout_times_the_released_config_against_the_matmul_rate(tmp_path):
+    out = tmp_path / "l.json"
+    assert _bench("layout").main(["--released", "--size", "64", "--repeats", "1", "--threads", "1",
+                                  "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["config"].startswith("nh-haze") and data["size"] == [64, 64]
+    assert 20e9 < data["flops_per_eval"] < 25e9  # 1426 GFLOP at 512x512 scales with the pixels: 22.3 at 64
+    for name in ("contiguous", "channels_last"):
+        row = data["rows"][name]
+        rate = data["flops_per_eval"] / row["seconds_per_eval"] / data["bf16_matmul_flops_per_s"]
+        assert row["fraction_of_matmul_rate"] == pytest.approx(rate) and 0 < rate < 1
+
+
 def test_gpu_check_runs_its_code_path_on_a_cpu(tmp_path):
     out = tmp_path / "g.json"
     assert _bench("gpu_check").main(["--device", "cpu", "--tiny", "--repeats", "1", "--out", str(out)]) == 0
