@@ -394,6 +394,29 @@ def _one_input(tmp_path) -> Path:
     return d
 
 
+def test_an_output_made_under_other_defaults_is_not_taken_as_done(tmp_path, capsys):
+    """The record holds the options that ran, the weights' defaults folded in: an output an earlier
+    version made with the same files and flags but other defaults (0.4's demo once averaged 3
+    samples of a 7-step chain, and recorded only the flags given: none) is refused, not kept."""
+    from dehazeddpm.cli.dehaze import RECORD_KEY
+    from dehazeddpm.hub import resolve, sha256_file
+    from dehazeddpm.io import read_png_text, save_image_atomic
+
+    src, out = _one_input(tmp_path), tmp_path / "o"
+    out.mkdir()
+    files = resolve("demo")
+    earlier = json.dumps({"stage1": sha256_file(files.stage1), "denoiser": sha256_file(files.denoiser),
+                          "unet_config": None, "options": {}, "seed": 0, "intermediates": False}, sort_keys=True)
+    save_image_atomic(Image.new("RGB", (20, 16)), out / "a.png", text={RECORD_KEY: earlier})
+    assert main(["dehaze", str(src / "a.png"), "-o", str(out), "--quiet"]) == 2
+    _one_error_line(capsys.readouterr().err, "made with other weights or settings", "--overwrite")
+    assert not np.asarray(Image.open(out / "a.png")).any()  # kept as it was
+    assert main(["dehaze", str(src / "a.png"), "-o", str(out), "--quiet", "--overwrite"]) == 0
+    ran = json.loads(read_png_text(out / "a.png")[RECORD_KEY])["options"]
+    assert ran["steps"] == 20 and ran["samples"] == 1 and ran["start_strength"] == 0.3  # the demo's defaults
+    assert ran["precision"] in ("bf16", "fp32")  # "auto" resolved on this CPU
+
+
 @pytest.mark.parametrize("quiet", [False, True])
 def test_outputs_made_otherwise_are_refused_not_counted_as_done(tmp_path, ckpts, capsys, quiet):
     """Each output records what made it: a rerun with other settings or weights refuses with a line

@@ -104,11 +104,16 @@ def test_flags_parse_into_the_fields():
 def test_every_field_is_a_pipeline_keyword_and_nothing_else(tiny_stage1, tiny_unet):
     from dehazeddpm.diffusion import RELEASED_SCHEDULE, NoiseSchedule
     from dehazeddpm.inference import DehazePipeline
+    from dehazeddpm.inference.device import resolve_precision
     from dehazeddpm.options import option_specs
 
     pipe = DehazePipeline(tiny_stage1(), tiny_unet(), NoiseSchedule.from_config(RELEASED_SCHEDULE), device="cpu")
-    assert pipe.resolve_options(**{name: None for name in option_specs()}) == SamplingOptions().resolved(2000)
-    assert pipe.resolve_options(options={"steps": 3}, eta=0.5) == SamplingOptions(steps=3, eta=0.5).resolved(2000)
+    here = resolve_precision("auto", pipe.device)  # what runs is recorded, never "auto"
+    assert pipe.resolve_options(**{name: None for name in option_specs()}) == SamplingOptions(precision=here).resolved(2000)
+    assert pipe.resolve_options(options={"steps": 3}, eta=0.5) == SamplingOptions(steps=3, eta=0.5,
+                                                                                  precision=here).resolved(2000)
+    with pytest.raises(ValueError, match="fp16.*CUDA"):
+        pipe.resolve_options(precision="fp16")
     with pytest.raises(ValueError, match=r"unknown keys \['colour'\]"):
         pipe.resolve_options(colour=1)
     with pytest.raises(ValueError, match="options must be a SamplingOptions or a dict"):

@@ -138,7 +138,6 @@ def build_pipeline(args: argparse.Namespace, device: Optional[str], options: Sam
     mismatched weights, no network) or run (fp16 on a CPU)."""
     import torch
 
-    from ..inference.device import resolve_precision
     from ..inference.pipeline import DehazePipeline
 
     _check_weight_args(args)
@@ -161,7 +160,7 @@ def build_pipeline(args: argparse.Namespace, device: Optional[str], options: Sam
         else:
             pipe = DehazePipeline.from_pretrained(args.weights or "demo", device, stage1=args.stage1,
                                                   denoiser=args.denoiser)
-        resolve_precision(pipe.resolve_options(options).precision, pipe.device)
+        pipe.resolve_options(options)  # fp16 on a CPU fails here, before any image
     except (OSError, ValueError, RuntimeError) as exc:  # WeightsError, CheckpointError, bad config
         raise CommandError(str(exc)) from exc
     return pipe

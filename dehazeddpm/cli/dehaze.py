@@ -159,10 +159,13 @@ _FATAL_WRITE_ERRORS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, er
 RECORD_KEY = "dehazeddpm"
 
 
-def run_record(args: argparse.Namespace, options: Any) -> str:
-    """What makes an output, as JSON: the weights' sha256, UNet settings given, the options chosen,
-    the seed and whether stage 1's files were asked for. A CommandError when the weights cannot be had."""
-    stage1, denoiser = weights_files(args)
+def run_record(args: argparse.Namespace, files: Tuple[Path, Path], options: Any) -> str:
+    """What makes an output, as JSON: the weights' sha256, UNet settings given, the options that
+    run (``pipe.resolve_options``: the weights' defaults and the device's precision folded in, so
+    outputs of a call whose defaults have changed since are not taken as done), the seed and
+    whether stage 1's files were asked for. ``files``: the stage-1 and denoiser files
+    (:func:`weights_files`)."""
+    stage1, denoiser = files
     return json.dumps({"stage1": sha256_file(stage1), "denoiser": sha256_file(denoiser),
                        "unet_config": args.unet_config or None, "options": options.to_dict(), "seed": args.seed,
                        "intermediates": bool(args.save_intermediates)}, sort_keys=True)
@@ -184,7 +187,8 @@ def _still_to_do(mine: List[Path], out_dir: Path, record: str, args: argparse.Na
     other = [p for p in mine if states[p] == "other"]
     if other and not args.overwrite:
         raise CommandError(f"{len(other)} output(s) in {out_dir} were made with other weights or settings "
-                           f"(e.g. {other[0].stem}.png): pass --overwrite to redo them, or choose another -o")
+                           f"(e.g. {other[0].stem}.png; defaults count, and they change between versions): pass "
+                           "--overwrite to redo them, or choose another -o")
     return [p for p in mine if states[p] != "done"]
 
 
@@ -220,10 +224,12 @@ def run(args: argparse.Namespace) -> int:
     unique, clashes = _unique_stems(inputs)
     failed = len(missing) + clashes
     mine = shard(unique, rank, world)
-    record = run_record(args, options)
+    files = weights_files(args)  # a missing or undownloadable file is one line, before anything loads
+    # the weights are loaded before deciding what is done: their defaults are part of the record
+    pipe = build_pipeline(args, _device_for(args.device, world, local_rank), options) if mine else None
+    record = run_record(args, files, pipe.resolve_options(options)) if pipe else ""
     todo = _still_to_do(mine, out_dir, record, args)
     skipped = len(mine) - len(todo)
-    pipe = build_pipeline(args, _device_for(args.device, world, local_rank), options) if todo else None
     written = 0
     for path in tqdm(todo, desc=f"dehaze[{rank}/{world}]" if world > 1 else "dehaze",
                      unit="img", disable=args.quiet or rank != 0):

@@ -85,15 +85,8 @@ def _meta(args: argparse.Namespace, pipe: Any, options: Any, pairs: List[Pair]) 
         stage1, denoiser = weights_files(args)
         meta.update(weights=args.weights or ("files" if args.stage1 else "demo"), stage1=str(stage1),
                     denoiser=str(denoiser), stage1_sha256=sha256_file(stage1), denoiser_sha256=sha256_file(denoiser),
-                    unet_config=args.unet_config or None, options=_ran(pipe, options))
+                    unet_config=args.unet_config or None, options=pipe.resolve_options(options).to_dict())
     return meta
-
-
-def _ran(pipe: Any, options: Any) -> Dict[str, Any]:
-    from ..inference.device import resolve_precision
-
-    ran = pipe.resolve_options(options)
-    return {**ran.to_dict(), "precision": resolve_precision(ran.precision, pipe.device)}
 
 
 def _report_format(args: argparse.Namespace) -> str:

@@ -309,13 +309,15 @@ class DehazePipeline:
                         **chosen: Any) -> SamplingOptions:
         """The options a call runs with: ``chosen`` keywords (fields of :class:`SamplingOptions`;
         None: not chosen) over ``options`` (a SamplingOptions or a dict of its fields), over the
-        weights' defaults, then the sampler's rules (:meth:`SamplingOptions.resolved`).
-        The one place a call's options are validated and completed."""
+        weights' defaults, then the sampler's rules (:meth:`SamplingOptions.resolved`), and the
+        precision this pipeline's device gives "auto" (:func:`resolve_precision`; fp16 on a CPU is
+        a ValueError). The one place a call's options are validated and completed."""
         call = SamplingOptions.coerce(options)
         picked = {k: v for k, v in chosen.items() if v is not None}
         if picked:
             call = SamplingOptions.from_mapping({**call.to_dict(), **picked}, where="the call's options")
-        return call.with_defaults(self.defaults).resolved(len(self.schedule))
+        opts = call.with_defaults(self.defaults).resolved(len(self.schedule))
+        return dataclasses.replace(opts, precision=resolve_precision(opts.precision, self.device))
 
     # -- the steps of a call ---------------------------------------------------------------------
     def stage1_outputs(self, x01: torch.Tensor, size: Optional[int] = None, precision: str = "fp32") -> Stage1Output:
@@ -428,7 +430,6 @@ class DehazePipeline:
         seed = check_seed(seed)
         # 1. resolve the options (the call's, over the weights' defaults) and the precision
         opts = self.resolve_options(options, **chosen)
-        opts = dataclasses.replace(opts, precision=resolve_precision(opts.precision, self.device))
         threads = choose_threads(self.device)
         with cpu_threads(threads):
             res = self._run(image, opts, seed, progress, trajectory_every, callback, keep_samples)
