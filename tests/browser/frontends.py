@@ -115,8 +115,15 @@ class JupyterServer:
 # -- the two frontends, as JavaScript ---------------------------------------------------------------
 _JS = {
     "classic": {
+        # widgetsnbextension gives the kernel its widget_manager when it has loaded; the manager then
+        # asks the kernel for widget state (run_notebook waits that round trip out, "settle_ms")
         "ready": "() => !!(window.Jupyter && Jupyter.notebook && Jupyter.notebook._fully_loaded"
-                 " && Jupyter.notebook.kernel && Jupyter.notebook.kernel.is_connected())",
+                 " && Jupyter.notebook.kernel && Jupyter.notebook.kernel.is_connected()"
+                 " && Jupyter.notebook.kernel.widget_manager)",
+        # a fresh kernel without ipywidgets closes the manager's control comm, and its fallback
+        # (list the kernel's comms, reopen each) raced cells already creating widgets: views never
+        # rendered ("Control comm was closed too early" in the console; 1-2 notebooks in 12 runs)
+        "settle_ms": 3000,
         "run_all": "() => Jupyter.notebook.execute_all_cells()",
         # a queued or running cell shows In [*] (a cell skipped after an error shows In [ ])
         "busy": "() => Array.from(document.querySelectorAll('.input_prompt')).some(p => p.textContent.includes('*'))",
@@ -136,6 +143,7 @@ _JS = {
         "save": "() => jupyterapp.commands.execute('docmanager:save')",
         "cells": ".jp-Notebook .jp-Cell",
         "output_area": ".jp-Cell-outputWrapper",
+        "settle_ms": 0,
     },
 }
 
@@ -226,6 +234,7 @@ def run_notebook(browser: Any, server: JupyterServer, name: str, results: Path, 
     try:
         page.goto(server.url(name), wait_until="domcontentloaded", timeout=60_000)
         page.wait_for_function(js["ready"], timeout=90_000, polling=500)
+        page.wait_for_timeout(js["settle_ms"])
         page.evaluate(js["run_all"])
         page.wait_for_timeout(1500)
         deadline, idle = time.time() + timeout_s, 0
