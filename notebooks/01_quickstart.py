@@ -145,8 +145,8 @@ if gt_path is not None:
 # batch: the image is their mean (an estimate of the posterior mean, what PSNR rewards) and
 # `res.spread` their per-pixel standard deviation, high where the model is unsure (thick haze, lost
 # detail). Beside T you can see whether the doubt sits where the haze was. (The demo's default draws
-# one sample: averaging short chains at the same cost began closer to J, so Rule S2 in
-# `docs/benchmarks.md` kept one.)
+# one sample: at the same cost, averaging shorter chains either began closer to J or lost SSIM, Rule
+# S2 in `docs/benchmarks.md`.)
 
 # %%
 res_k = pipe(hazy, seed=0, samples=4, progress=False)
