@@ -115,7 +115,8 @@ class DehazeResult:
     steps when the start is below 1), each over all samples at once; ``started_at`` the noise
     level the run began at, as a fraction of the chain (the respaced chain's step at or below
     the asked start: 0.17 for a 7-step chain asked 0.3; None for a run from pure noise or stage 1
-    only); ``threads`` the CPU threads the call chose (:func:`~dehazeddpm.inference.device.choose_threads`; None off the CPU).
+    only); ``threads`` the CPU threads the call chose
+    (:func:`~dehazeddpm.inference.device.choose_threads`; None off the CPU).
 
     With ``samples=K`` > 1, ``image`` is the mean of the K samples (each clamped to [0, 1]),
     ``spread`` (1, 1, H, W) their per-pixel standard deviation averaged over the colour channels
