@@ -1,4 +1,4 @@
-"""Rules R7, R8, R9, R10 and D7 (docs/benchmarks.md): which demo stage 1 ships, and whether its matched denoiser does.
+"""Rules R7, R8, R9, R10 (also R11's verdict) and D7 (docs/benchmarks.md): which demo stage 1 ships, and whether its matched denoiser does.
 
 Usage::
 
@@ -6,6 +6,7 @@ Usage::
     python benchmarks/stage1_rule.py --rule r8 --round5 R5_STAGE1 --candidate round9=R9_STAGE1
     python benchmarks/stage1_rule.py --rule r9 --round5 R5_STAGE1 --candidate round10=R10_STAGE1
     python benchmarks/stage1_rule.py --rule r10 --candidate round11=R11_STAGE1
+    python benchmarks/stage1_rule.py --rule r10 --candidate round12=R12_STAGE1  # Rule R11: R10's tests
     python benchmarks/stage1_rule.py --pair R7_STAGE1 R7_DENOISER          # Rule D7
     python benchmarks/stage1_rule.py --rule s1                             # Rule S1
     python benchmarks/stage1_rule.py --rule s2                             # Rule S2
