@@ -155,8 +155,8 @@ class SceneConditionPool(ConditionPool):
     def __init__(self, photos: Mapping[str, Tuple[torch.Tensor, Optional[torch.Tensor]]], stage1: Stage1Net,
                  size: int, *, crop: int, scene_sizes: Tuple[int, int], working_size: Optional[int], seed: int,
                  nonhomogeneous: float = 0.0, dense_share: float = 0.3, augment: bool = False,
-                 crops_per_scene: int = 4,
-                 airlight_cast: float = 0.0, scene_tint: float = 0.0, device: "torch.device | str" = "cpu") -> None:
+                 crops_per_scene: int = 4, airlight_cast: float = 0.0, scene_tint: float = 0.0,
+                 device: "torch.device | str" = "cpu") -> None:
         if size < 1 or crops_per_scene < 1:
             raise ValueError(f"size and crops_per_scene must be positive, got {size}, {crops_per_scene}")
         lo, hi = scene_sizes
