@@ -11,9 +11,10 @@ so): the training configs of both stages (or the denoiser file kept unchanged), 
 config and schedule, and the initial weights as (commit, path, sha256), taken from git history and
 checked. Stage 1 may train in phases (``more``: each from the previous phase's result); a phase
 finished earlier with the recipe's settings is kept on a rerun. Stage 1 is the standard
-``Stage1Net``; stage 2 a small SR3 UNet. Both train on synthetic haze over
-``dehazeddpm.data.TRAIN_PHOTOS`` only (the eval photos are disjoint) for a fixed number of steps, so
-a rerun with one torch thread retraces the run.
+``Stage1Net``; stage 2 a small SR3 UNet. Both train on synthetic haze over the built-in training
+photos only (the recipe's ``photos``: ``"train"``, ``dehazeddpm.data.TRAIN_PHOTOS``, or
+``"train_all"``, with ``MORE_TRAIN_PHOTOS``; the eval photos are disjoint) for a fixed number of
+steps, so a rerun with one torch thread retraces the run.
 
 ``export`` writes the fp16 files, ``demo_provenance.json`` and the registry entry into
 ``OUT/export/``; only ``--install`` copies them over ``dehazeddpm/assets/`` and the ``demo`` entry
@@ -56,8 +57,11 @@ def _dumps(obj) -> str:
 def registry_entry(recipe: Dict[str, Any], s1: Path, den: Path) -> Dict[str, Any]:
     """The registry's ``demo`` entry for these files (sha256, size, unet_config, schedule, dataset, notes)."""
     e = json.loads(_registry_path().read_text())["entries"]["demo"]
+    more = recipe["stage1"]["config"].get("photos", "train") == "train_all"
     e["dataset"] = ("synthetic depth-driven and non-homogeneous haze over the built-in training photos "
-                    "(dehazeddpm.data.TRAIN_PHOTOS: scikit-image, PyWavelets and mahotas wheels)")
+                    + ("(dehazeddpm.data.TRAIN_PHOTOS and MORE_TRAIN_PHOTOS: scikit-image, PyWavelets, mahotas and "
+                       "glymur wheels)" if more else
+                       "(dehazeddpm.data.TRAIN_PHOTOS: scikit-image, PyWavelets and mahotas wheels)"))
     e["notes"] = recipe["registry_note"]
     for role, f in (("stage1", s1), ("denoiser", den)):
         e[role]["sha256"] = sha256_file(f)

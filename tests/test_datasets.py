@@ -291,3 +291,19 @@ def test_synthetic_on_builtin_train_photos():
     names = {ds[i]["name"] for i in range(12)}
     assert names <= set(haze.TRAIN_PHOTOS) and len(names) >= 3
     assert datasets.item_generator(0, 0, 1).initial_seed() != datasets.item_generator(0, 0, 2).initial_seed()
+
+
+def test_train_all_adds_glymurs_photos_to_the_crops():
+    """``photos="train_all"``: the 16 training photos and glymur's two, every crop a hazy/clear
+    pair of one of them."""
+    pytest.importorskip("skimage.data")
+    from dehazeddpm.training.data import training_photos
+
+    photos = training_photos("train_all")
+    assert list(photos) == list(haze.TRAIN_PHOTOS + haze.MORE_TRAIN_PHOTOS)
+    ds = SyntheticHazeDataset(photos, crop=48, length=200, seed=0)
+    names = [ds[i]["name"] for i in range(200)]
+    assert set(names) <= set(photos) and {"nemo", "goodstuff"} <= set(names)
+    item = ds[names.index("nemo")]
+    assert item["hazy"].shape == item["gt"].shape == (3, 48, 48)
+    assert float((item["hazy"] - item["gt"]).abs().mean()) > 0.01  # hazed, not a copy

@@ -156,11 +156,15 @@ def test_motorcycle_real_depth(eval_photos):
 
 
 def test_builtin_split_sets_are_disjoint(eval_photos):
-    assert set(haze.TRAIN_PHOTOS).isdisjoint(haze.EVAL_PHOTOS)
-    assert len(haze.TRAIN_PHOTOS) == 16 and len(haze.EVAL_PHOTOS) == 3
-    assert set(haze.WHEEL_PHOTOS) <= set(haze.TRAIN_PHOTOS)
-    train = haze.builtin_photos("train")
-    assert list(train) == list(haze.TRAIN_PHOTOS) and list(eval_photos) == list(haze.EVAL_PHOTOS)
+    every_train = haze.TRAIN_PHOTOS + haze.MORE_TRAIN_PHOTOS
+    assert set(every_train).isdisjoint(haze.EVAL_PHOTOS) and set(haze.TRAIN_PHOTOS).isdisjoint(haze.MORE_TRAIN_PHOTOS)
+    assert len(haze.TRAIN_PHOTOS) == 16 and len(haze.MORE_TRAIN_PHOTOS) == 2 and len(haze.EVAL_PHOTOS) == 3
+    assert set(haze.WHEEL_PHOTOS) <= set(every_train)
+    train = haze.builtin_photos("train_all")
+    assert list(train) == list(every_train) and list(eval_photos) == list(haze.EVAL_PHOTOS)
+    # "train" stays the 16 photos the shipped recipes trained on, the same tensors
+    assert list(haze.builtin_photos("train")) == list(haze.TRAIN_PHOTOS)
+    assert torch.equal(haze.builtin_photos("train")["coffee"][0], train["coffee"][0])
     for name, (clear, depth) in {**train, **eval_photos}.items():
         assert clear.dtype == torch.float32 and clear.ndim == 3 and clear.shape[0] == 3, name
         assert 0 <= float(clear.min()) and float(clear.max()) <= 1, name
@@ -175,7 +179,7 @@ def test_builtin_split_sets_are_disjoint(eval_photos):
     # callers get copies
     train["astronaut"][0].zero_()
     assert float(haze.builtin_photos("train")["astronaut"][0].max()) > 0
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="'train', 'train_all' or 'eval'"):
         haze.builtin_photos("test")
 
 
@@ -194,6 +198,8 @@ def test_wheel_photos_come_from_the_installed_packages(monkeypatch):
         clear, depth = haze.load_photo(name)
         assert clear.shape[0] == 3 and min(clear.shape[1:]) >= 300 and depth is None, name
         assert float(clear.std()) > 0.05 and licence, name  # a real photo, with its licence recorded
+    # glymur's 2592x1456 street scene is halved on load, its aspect kept
+    assert tuple(haze.load_photo("nemo")[0].shape) == (3, 728, 1296)
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "pywt" else real(n, *a))
     with pytest.raises(ImportError, match="pip install PyWavelets"):
@@ -203,7 +209,8 @@ def test_wheel_photos_come_from_the_installed_packages(monkeypatch):
 def test_sample_photos_of_other_libraries_stay_out_of_training():
     """matplotlib's and scikit-learn's sample photos are reserved for independent evaluation."""
     reserved = {"grace_hopper", "china", "flower"}
-    assert reserved.isdisjoint(haze.TRAIN_PHOTOS) and reserved.isdisjoint(haze.EVAL_PHOTOS)
+    every_train = haze.TRAIN_PHOTOS + haze.MORE_TRAIN_PHOTOS
+    assert reserved.isdisjoint(every_train) and reserved.isdisjoint(haze.EVAL_PHOTOS)
 
 
 def test_make_eval_set_is_deterministic(tmp_path):

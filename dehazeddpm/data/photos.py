@@ -1,11 +1,15 @@
 """The photos bundled with the package's dependencies, split into disjoint train and eval sets.
 
 Photos come from files inside installed wheels only (nothing is downloaded): scikit-image's data,
-and the photos PyWavelets and mahotas ship (:data:`WHEEL_PHOTOS` says which file and licence):
+and the photos PyWavelets, mahotas and glymur ship (:data:`WHEEL_PHOTOS` says which file and
+licence):
 
 * ``TRAIN_PHOTOS``: astronaut, coffee, chelsea, immunohistochemistry, hubble_deep_field, grass,
   brick, gravel, coins, moon, text, page (scikit-image); ascent, aero (PyWavelets);
   department_store, luispedro (mahotas);
+* ``MORE_TRAIN_PHOTOS``: nemo (a Boston street after a blizzard), goodstuff (a glass of beer)
+  (glymur). Split ``"train_all"`` is both sets; ``"train"`` stays the 16 above so the recipes
+  trained on them reproduce;
 * ``EVAL_PHOTOS``: motorcycle (left view of Middlebury 2014 "Motorcycle", with its *real*
   disparity-derived depth), rocket, camera.
 
@@ -32,12 +36,14 @@ from ..utils import resize, scaled_shape, write_json
 from .haze import depth_prior, random_haze_params, synthesize_haze
 from .nonhomogeneous import HAZE_KINDS, synthesize_nonhomogeneous
 
-__all__ = ["EVAL_HAZE", "EVAL_PHOTOS", "MOTORCYCLE_DOFFS", "REAL_HAZE_PHOTOS", "TRAIN_PHOTOS", "WHEEL_PHOTOS", "builtin_photos", "disparity_to_depth", "real_haze_photos",
+__all__ = ["EVAL_HAZE", "EVAL_PHOTOS", "MORE_TRAIN_PHOTOS", "MOTORCYCLE_DOFFS", "PHOTO_SPLITS", "REAL_HAZE_PHOTOS", "TRAIN_PHOTOS", "WHEEL_PHOTOS", "builtin_photos", "disparity_to_depth", "real_haze_photos",
            "eval_haze_params", "load_photo", "make_eval_set", "resize_photo"]
 
 TRAIN_PHOTOS: tuple[str, ...] = ("astronaut", "coffee", "chelsea", "immunohistochemistry", "hubble_deep_field", "grass",
                                   "brick", "gravel", "coins", "moon", "text", "page",
                                   "ascent", "aero", "department_store", "luispedro")
+MORE_TRAIN_PHOTOS: tuple[str, ...] = ("nemo", "goodstuff")
+PHOTO_SPLITS: dict[str, tuple[str, ...]] = {"train": TRAIN_PHOTOS, "train_all": TRAIN_PHOTOS + MORE_TRAIN_PHOTOS}
 
 # Photos other packages bundle in their wheels: name -> (import name, file inside the package,
 # licence). The files are found through the package's install location, without importing it.
@@ -49,7 +55,12 @@ WHEEL_PHOTOS: dict[str, tuple[str, str, str]] = {
     "aero": ("pywt", "data/aero.npz", "PyWavelets (MIT), bundled aerial photograph"),
     "department_store": ("mahotas", "demos/data/DepartmentStore.jpg", "mahotas (MIT), bundled demo photo"),
     "luispedro": ("mahotas", "demos/data/luispedro.jpg", "mahotas (MIT), bundled portrait of its author"),
+    "nemo": ("glymur", "data/nemo.jp2", "glymur (MIT), its author's photo of Boston after the 2013 blizzard Nemo"),
+    "goodstuff": ("glymur", "data/goodstuff.j2k", "glymur (MIT), its author's photo of a glass of beer"),
 }
+# Wheel photos far larger than the others are shrunk on load (shorter side, px): a crop then
+# spans as much of the scene as a crop of a 512 px photo can, not only a patch of texture.
+_SHORTER_SIDE: dict[str, int] = {"nemo": 728}
 EVAL_PHOTOS: tuple[str, ...] = ("motorcycle", "rocket", "camera")
 # Photos of real haze, shipped in the package (CC BY 4.0; assets/real_haze/README.md credits them):
 # judged by eye, never trained on; no ground truth exists for them.
@@ -142,7 +153,10 @@ def load_photo(name: str) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     """One built-in photo as ``(clear 3xHxW in [0, 1], depth HxW or None)``, decoded once per
     process (callers must not modify the tensors: :func:`builtin_photos` hands out copies)."""
     if name in WHEEL_PHOTOS:
-        return load_image(_rgb(_wheel_photo(name)))[0], None
+        clear = load_image(_rgb(_wheel_photo(name)))[0]
+        if name in _SHORTER_SIDE:
+            clear, _ = resize_photo(clear, None, _SHORTER_SIDE[name])
+        return clear, None
     data = _skimage_data()
     if name == "motorcycle":
         left, _right, disp = data.stereo_motorcycle()
@@ -154,16 +168,17 @@ def load_photo(name: str) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
 
 
 def builtin_photos(split: str) -> dict[str, tuple[torch.Tensor, Optional[torch.Tensor]]]:
-    """Built-in photos of ``split`` ("train" or "eval") as ``{name: (clear, depth)}``.
+    """Built-in photos of ``split`` ("train", "train_all" or "eval") as ``{name: (clear, depth)}``.
 
     clear: float32 3xHxW in [0, 1]; depth: HxW relative depth in (0, 1] (1 = farthest) where the
-    photo has real depth (``motorcycle``), else None. The sets are ``TRAIN_PHOTOS`` and
-    ``EVAL_PHOTOS`` (disjoint). Returns fresh tensors: callers may modify them.
+    photo has real depth (``motorcycle``), else None. The sets are ``TRAIN_PHOTOS``,
+    ``TRAIN_PHOTOS + MORE_TRAIN_PHOTOS`` and ``EVAL_PHOTOS`` (train and eval disjoint).
+    Returns fresh tensors: callers may modify them.
     Requires scikit-image (ImportError with the install command otherwise).
     """
-    names = {"train": TRAIN_PHOTOS, "eval": EVAL_PHOTOS}.get(split)
+    names = {**PHOTO_SPLITS, "eval": EVAL_PHOTOS}.get(split)
     if names is None:
-        raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
+        raise ValueError(f"split must be 'train', 'train_all' or 'eval', got {split!r}")
     out: dict[str, tuple[torch.Tensor, Optional[torch.Tensor]]] = {}
     for name in names:
         clear, depth = load_photo(name)

@@ -6,6 +6,7 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Dict, List, Optional
 
+from ..data.photos import PHOTO_SPLITS
 from ..diffusion.loss import FREQUENCY_WEIGHT
 from ..diffusion.schedule import RELEASED_SCHEDULE
 from ..io.reference_config import load_json_with_comments
@@ -74,8 +75,8 @@ def check_values(cfg: Any) -> None:
 class RunSettings:
     """What both stages read: the data, the optimiser, the run's folder and its schedule of saves.
 
-    ``data``: ``"synthetic"`` (hazy crops of ``photos``: ``"train"``, the built-in training photos,
-    or a folder of your own clear photos), ``"folder"`` (``hazy_dir``/``gt_dir`` pairs) or
+    ``data``: ``"synthetic"`` (hazy crops of ``photos``: ``"train"``, the 16 built-in training
+    photos, ``"train_all"``, those and glymur's two, or a folder of your own clear photos), ``"folder"`` (``hazy_dir``/``gt_dir`` pairs) or
     ``"dataset"``: the training split (every image but the test split's) of a public dataset the
     eval readers know (``dataset``, e.g. ``"nh-haze"``, unpacked at ``root``). ``steps`` counts optimiser steps; ``val_every``/``save_every``
     of 0 mean "only at the end". ``max_minutes`` stops early (checkpoint written) when the wall
@@ -146,10 +147,10 @@ class RunSettings:
         for name in ("random_depth", "nonhomogeneous", "dense_share", "airlight_cast", "scene_tint"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} is a probability in [0, 1], got {getattr(self, name)}")
-        if self.data == "synthetic" and self.photos != "train" and not os.path.isdir(self.photos):
+        if self.data == "synthetic" and self.photos not in PHOTO_SPLITS and not os.path.isdir(self.photos):
             why = " (the evaluation photos are never trained on)" if self.photos == "eval" else ""
-            raise ValueError(f"photos must be 'train' (the built-in training photos) or a folder of your clear "
-                             f"photos, got {self.photos!r}{why}")
+            raise ValueError(f"photos must be 'train' or 'train_all' (the built-in training photos) or a folder of "
+                             f"your clear photos, got {self.photos!r}{why}")
         if self.precision not in TRAIN_PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(TRAIN_PRECISIONS)}, got {self.precision!r}")
         if self.data == "folder" and not (self.hazy_dir and self.gt_dir):

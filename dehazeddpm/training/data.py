@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..data.datasets import PairedFolderDataset, SyntheticHazeDataset, item_generator, list_images
 from ..data.haze import depth_prior, random_haze_params, synthesize_haze, tint_scene
 from ..data.nonhomogeneous import smog_or_mist, synthesize_nonhomogeneous
-from ..data.photos import builtin_photos
+from ..data.photos import PHOTO_SPLITS, builtin_photos
 from ..data.public import dataset_pairs
 from ..inference.working_size import stage1_at_size
 from ..io.images import denoiser_condition, load_image
@@ -68,9 +68,10 @@ def folder_photos(folder: str) -> Dict[str, Tuple[torch.Tensor, Optional[torch.T
 
 
 def training_photos(photos: str) -> Dict[str, Tuple[torch.Tensor, Optional[torch.Tensor]]]:
-    """The clear photos synthetic haze is laid over: ``"train"`` (the built-in training photos) or
-    a folder of the user's (:func:`folder_photos`)."""
-    return builtin_photos(photos) if photos == "train" else folder_photos(photos)
+    """The clear photos synthetic haze is laid over: ``"train"`` or ``"train_all"`` (the built-in
+    training photos, :data:`~dehazeddpm.data.PHOTO_SPLITS`) or a folder of the user's
+    (:func:`folder_photos`)."""
+    return builtin_photos(photos) if photos in PHOTO_SPLITS else folder_photos(photos)
 
 
 def build_datasets(cfg: TrainConfig) -> Tuple[Dataset, Dict[str, torch.Tensor]]:
