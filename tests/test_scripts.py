@@ -147,6 +147,25 @@ def test_train_demo_exports_beside_the_run_and_installs_only_when_asked(tmp_path
     assert (REPO / "dehazeddpm" / "hub" / "weights.json").read_bytes() == registry
 
 
+def test_train_demo_registry_entry_names_the_photos_its_recipe_trained_on(tmp_path):
+    """The exported entry's ``dataset`` says which built-in photos trained the pair: the shipped
+    round's text byte for byte for ``photos="train"``, glymur's photos named for ``"train_all"``."""
+    s1, den = tmp_path / "s1.pth", tmp_path / "den.pth"
+    s1.write_bytes(b"stage one")
+    den.write_bytes(b"denoiser")
+    shipped = json.loads((REPO / "dehazeddpm" / "hub" / "weights.json").read_text())["entries"]["demo"]
+    make = _load("train_demo").registry_entry
+    for name in ("demo_round8.json", "demo_round13.json"):
+        recipe = json.loads((REPO / "scripts" / "recipes" / name).read_text())
+        entry = make(recipe, s1, den)
+        if name == "demo_round8.json":
+            assert entry["dataset"] == shipped["dataset"] and entry["notes"] == shipped["notes"]
+        else:
+            assert recipe["stage1"]["config"]["photos"] == "train_all"
+            assert "MORE_TRAIN_PHOTOS" in entry["dataset"] and "glymur" in entry["dataset"]
+        assert entry["stage1"]["size"] == 9 and entry["denoiser"]["size"] == 8
+
+
 def test_train_demo_runs_stage1_phases_in_turn_and_keeps_finished_ones(tmp_path, capsys):
     """A recipe's ``more`` phases each start from the previous phase's result; a rerun keeps a
     finished phase (checked against its sidecar) instead of refusing or retraining it."""
