@@ -396,7 +396,7 @@ def test_bad_training_configs_are_one_line(tmp_path, capsys, config, needle):
         cfg["lr"] = float("nan")
     assert _train_cli(tmp_path, cfg) == 2
     _one_line(capsys.readouterr().err, needle)
-    assert not (tmp_path / "run" / "stage1_final.pth").exists()
+    assert not (tmp_path / "run").exists()  # no run folder, not even an empty one
 
 
 def test_an_out_dir_that_is_a_file_and_bad_resume_files_are_one_line(tmp_path, capsys):
@@ -419,3 +419,23 @@ def test_an_out_dir_that_is_a_file_and_bad_resume_files_are_one_line(tmp_path, c
     torch.save({k: v for k, v in st.items() if k != "optimizer"}, run / "resume_stage1.pt")
     assert _train_cli(tmp_path, {**base, "out_dir": str(run), "steps": 2}, "--resume") == 2
     _one_line(capsys.readouterr().err, "not a resume file of this run", "optimizer")
+
+
+def test_a_missing_photo_package_is_one_line_and_leaves_no_run(tmp_path, capsys, monkeypatch):
+    """``photos="train_all"`` without glymur installed: one line naming what to install, exit 2, no
+    run folder left behind."""
+    import importlib.util
+
+    from dehazeddpm.data import load_photo
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "glymur" else real(n, *a))
+    load_photo.cache_clear()  # nemo may be decoded already by another test
+    try:
+        cfg = dict(stage="stage1", out_dir=str(tmp_path / "run"), crop=32, batch_size=1, steps=1, num_val=1,
+                   progress=False, photos="train_all")
+        assert _train_cli(tmp_path, cfg) == 2
+        _one_line(capsys.readouterr().err, "pip install glymur")
+        assert not (tmp_path / "run").exists()
+    finally:
+        load_photo.cache_clear()

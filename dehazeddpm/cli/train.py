@@ -27,8 +27,8 @@ def run(args: argparse.Namespace) -> int:
         res = train(cfg, resume=args.resume, overwrite=args.overwrite)
     except RankStopped as exc:
         raise CommandError(str(exc), code=1) from None
-    except (ValueError, OSError, KeyError) as exc:  # bad data, checkpoints, folders or resume files
-        raise CommandError(str(exc)) from None
+    except (ValueError, OSError, KeyError, ImportError) as exc:  # bad data, checkpoints, folders, resume files,
+        raise CommandError(str(exc)) from None  # or the package of a built-in photo not installed
     if rank == 0:
         print(f"checkpoint: {res.checkpoint}\nsidecar: {res.sidecar}")
     return 0

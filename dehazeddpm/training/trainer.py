@@ -76,9 +76,6 @@ class Trainer:
         self.out = Path(cfg.out_dir)
         check_run_folder(cfg, resume, overwrite)
         self.d = d = setup_distributed()
-        if d.main:
-            self.out.mkdir(parents=True, exist_ok=True)
-        barrier(d)
         torch.manual_seed(cfg.seed + d.rank)
         np.random.seed((cfg.seed + d.rank) % 2 ** 32)
         random.seed(cfg.seed + d.rank)
@@ -125,6 +122,11 @@ class Trainer:
         self.losses: List[float] = []
         self.val_hist: List[Tuple[int, float]] = []
         self._last_checkpoint: Optional[str] = None
+        # the run's folder is made last, so a set-up that fails (bad weights, a photo package not
+        # installed) leaves nothing behind
+        if d.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        barrier(d)
         self.t0 = time.time()
 
     # -- set-up ------------------------------------------------------------------------------------
