@@ -76,7 +76,8 @@ class RunSettings:
     """What both stages read: the data, the optimiser, the run's folder and its schedule of saves.
 
     ``data``: ``"synthetic"`` (hazy crops of ``photos``: ``"train"``, the 16 built-in training
-    photos, ``"train_all"``, those and glymur's two, or a folder of your own clear photos), ``"folder"`` (``hazy_dir``/``gt_dir`` pairs) or
+    photos, ``"train_all"``, those and glymur's two, or a folder of your own clear photos),
+    ``"folder"`` (``hazy_dir``/``gt_dir`` pairs) or
     ``"dataset"``: the training split (every image but the test split's) of a public dataset the
     eval readers know (``dataset``, e.g. ``"nh-haze"``, unpacked at ``root``). ``steps`` counts optimiser steps; ``val_every``/``save_every``
     of 0 mean "only at the end". ``max_minutes`` stops early (checkpoint written) when the wall
