@@ -1,4 +1,4 @@
-"""Rules R7, R8, R9, R10 (also R11's verdict) and D7 (docs/benchmarks.md): which demo stage 1 ships, and whether its matched denoiser does.
+"""Rules R7, R8, R9, R10 (also R11's verdict), S1, S2, W1 and D7 (docs/benchmarks.md): which demo stage 1 ships, and whether its matched denoiser does.
 
 Usage::
 
@@ -10,6 +10,7 @@ Usage::
     python benchmarks/stage1_rule.py --pair R7_STAGE1 R7_DENOISER          # Rule D7
     python benchmarks/stage1_rule.py --rule s1                             # Rule S1
     python benchmarks/stage1_rule.py --rule s2                             # Rule S2
+    python benchmarks/stage1_rule.py --rule w1                             # Rule W1
 
 Every rule here judges on training-photo pairs (``make_eval_set(split="train")``, the 8 photos of
 :data:`NAMES`), never on the eval photos, per (haze kind, size) cell: kinds depth, nh and dense,
@@ -47,6 +48,9 @@ separately, by ``benchmarks/default_call.py``.)
 
 S2 does the same among calls whose first step is no closer to J than the call issue #26 was filed
 against (:data:`S2_CANDIDATES`, judged against :data:`S2_BASELINE`, with S1's margins).
+
+W1 does the same for the denoiser at a working size (:data:`W1_CANDIDATES`, ``denoise_size``),
+judged against the default call at full resolution on :data:`W1_SIZES`.
 
 D7 scores the demo default call with a stage 1 and the bundled denoiser against the same stage 1
 with a new denoiser (sampling seed 0). The new denoiser ships with the stage 1 when its mean PSNR
@@ -105,16 +109,24 @@ S2_CANDIDATES: Dict[str, Dict[str, Any]] = {S2_BASELINE: {"samples": 1, "steps":
                                             "3 of 2 steps": {"samples": 3, "steps": 2},
                                             "6 of 1 step": {"samples": 6, "steps": 1},
                                             "3 of 7 steps": {"samples": 3, "steps": 7}}
+# Rule W1: the denoiser at a working size (``denoise_size``), in order of preference (the larger
+# working size, nearer the full-resolution method, first); judged with S1's margins, on 64 px
+# cells too, where the eval table misses most
+W1_BASELINE = "full resolution"
+W1_CANDIDATES: Dict[str, Dict[str, Any]] = {W1_BASELINE: {"denoise_size": 0}, "at 256 px": {"denoise_size": 256},
+                                            "at 192 px": {"denoise_size": 192}, "at 128 px": {"denoise_size": 128}}
+W1_SIZES = (64, 128, 384)
 
 Cell = Tuple[str, int]
 
 
-def cell_scores(pipe: DehazePipeline, run: Dict[str, Any], seeds: Sequence[int] = (0,)) -> Dict[Cell, Dict[str, Any]]:
+def cell_scores(pipe: DehazePipeline, run: Dict[str, Any], seeds: Sequence[int] = (0,),
+                sizes: Sequence[int] = SIZES) -> Dict[Cell, Dict[str, Any]]:
     """{(kind, size): mean psnr, ssim, abs_da, abs_db} of ``run`` over NAMES x HAZE_SEEDS (x ``seeds``),
     and ``photos``: {photo: its mean PSNR over the seeds}."""
     out: Dict[Cell, Dict[str, Any]] = {}
     for kind in KINDS:
-        for size in SIZES:
+        for size in sizes:
             rows: List[Dict[str, Any]] = []
             for hs in HAZE_SEEDS:
                 with tempfile.TemporaryDirectory() as tmp:
@@ -279,11 +291,11 @@ def judge_d7(old: Dict[Cell, Dict[str, float]], new: Dict[Cell, Dict[str, float]
     return {"delta_psnr": d_psnr, "delta_ssim": d_ssim, "ships": d_psnr >= 0 and d_ssim >= -D7_SSIM}
 
 
-def _table(columns: Dict[str, Dict[Cell, Dict[str, float]]]) -> str:
+def _table(columns: Dict[str, Dict[Cell, Dict[str, float]]], sizes: Sequence[int] = SIZES) -> str:
     head = "| haze | size | " + " | ".join(columns) + " |"
     lines = [head, "|---|---|" + "---|" * len(columns)]
     for k in KINDS:
-        for s in SIZES:
+        for s in sizes:
             lines.append(f"| {k} | {s} | " + " | ".join(
                 f"{c[(k, s)]['psnr']:.2f} / {c[(k, s)]['ssim']:.3f} / {c[(k, s)]['abs_da']:.1f}, {c[(k, s)]['abs_db']:.1f}"
                 for c in columns.values()) + " |")
@@ -310,15 +322,15 @@ def _load(stage1: Optional[str], denoiser: Optional[str]) -> DehazePipeline:
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--candidate", action="append", default=[], metavar="NAME=FILE", help="a stage-1 file (Rule R7)")
-    ap.add_argument("--rule", choices=("r7", "r8", "r9", "r10", "s1", "s2"), default="r7",
-                    help="the rule that judges --candidate (s1, s2: the default call, no candidate files)")
+    ap.add_argument("--rule", choices=("r7", "r8", "r9", "r10", "s1", "s2", "w1"), default="r7",
+                    help="the rule that judges --candidate (s1, s2, w1: the default call, no candidate files)")
     ap.add_argument("--round5", metavar="FILE", help="round 5's stage 1 (Rules R8 and R9: the baseline for R7)")
     ap.add_argument("--pair", nargs=2, metavar=("STAGE1", "DENOISER"), help="Rule D7 for this stage 1 and denoiser")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=str(ROOT / "runs" / "stage1_rule.json"))
     args = ap.parse_args(argv)
     cands = dict(c.split("=", 1) for c in args.candidate if "=" in c)
-    call_rule = args.rule in ("s1", "s2")
+    call_rule = args.rule in ("s1", "s2", "w1")
     if len(cands) != len(args.candidate) or not (cands or args.pair or call_rule):
         ap.error("give --candidate NAME=FILE (one or more) or --pair STAGE1 DENOISER")
     if call_rule and cands:
@@ -388,6 +400,16 @@ def main(argv: Optional[List[str]] = None) -> int:
             gap = min(v["ssim"] - cols["J"][c]["ssim"] for c, v in cols[n].items())
             print(f"S2 {n}: not eligible, {why} (worst SSIM gap to J {gap:+.4f})")
         print(f"S2 ships: {verdict['winner']} (if its wall time passes: benchmarks/default_call.py)")
+    if args.rule == "w1":
+        pipe = _load(None, None)
+        print("stage 1's J", flush=True)
+        cols["J"] = cell_scores(pipe, dict(STAGE1), sizes=W1_SIZES)
+        for name, opts in W1_CANDIDATES.items():
+            print(f"default call, denoised {name}", flush=True)
+            cols[name] = cell_scores(pipe, dict(opts), sizes=W1_SIZES)
+        verdict = result["w1"] = judge_s1(cols["J"], {n: cols[n] for n in W1_CANDIDATES}, baseline=W1_BASELINE)
+        _report("W1", verdict, lambda v: f"worst SSIM gap to J {v['worst_ssim_gap_to_j']:+.4f}")
+        print(f"W1 ships: {verdict['winner']} (if its wall time passes: benchmarks/default_call.py)")
     if args.pair:
         s1, den = args.pair
         bundled_den, new_den = _load(s1, None), _load(s1, den)
@@ -399,7 +421,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"D7: PSNR {result['d7']['delta_psnr']:+.3f} dB, SSIM {result['d7']['delta_ssim']:+.4f}: "
               f"{'the new denoiser ships' if result['d7']['ships'] else 'the bundled denoiser stays'}")
     result["cells"] = {n: {f"{k} {s}": v for (k, s), v in c.items()} for n, c in cols.items()}
-    result["markdown"] = _table(cols)
+    result["markdown"] = _table(cols, W1_SIZES if args.rule == "w1" else SIZES)
     result["seconds"] = round(time.time() - t0, 1)
     print("PSNR / SSIM / |da|, |db| per cell\n" + result["markdown"])
     write_json(args.json, result)

@@ -113,6 +113,10 @@ class SamplingOptions:
     stage1_size: Optional[int] = option(
         "shorter side stage 1 runs at, J and T brought back to the image's size (0 = full resolution)", "int",
         low=0, note=" (0: full resolution)", metavar="N", describe="stage 1 at {v} px", quiet=(0,))
+    denoise_size: Optional[int] = option(
+        "shorter side the denoiser runs at; the image gets its J plus the denoiser's change, resampled "
+        "to its size (0 = full resolution)", "int",
+        low=0, note=" (0: full resolution)", metavar="N", describe="denoised at {v} px", quiet=(0,))
     tile_size: Optional[int] = option(
         "denoiser tile size in pixels (default: automatic)", "int", low=1, metavar="N", aliases=("--tile",),
         describe="tiles {v} px")
@@ -239,7 +243,7 @@ class SamplingOptions:
             start_strength=self.start_strength if self.start_strength is not None else 1.0,
             zero_mean_noise=(self.zero_mean_noise if self.zero_mean_noise is not None
                              else sampler not in _SPECS["zero_mean_noise"].refused_by),
-            stage1_size=self.stage1_size or 0, attention_window=self.attention_window or 0, samples=self.samples or 1,
+            stage1_size=self.stage1_size or 0, denoise_size=self.denoise_size or 0, attention_window=self.attention_window or 0, samples=self.samples or 1,
             precision=self.precision or "auto")
 
     def sampler_keywords(self) -> Dict[str, Any]:

@@ -218,6 +218,20 @@ def test_rule_s2_judges_only_calls_that_start_no_closer_to_j_than_the_filed_one(
     assert r.judge_s1(j, runs, baseline=r.S2_BASELINE)["winner"] == r.S2_BASELINE  # none passes
 
 
+def test_rule_w1_prefers_the_larger_working_size_and_its_calls_are_valid():
+    r = _rule()
+    pipe = r._load(None, None)
+    sizes = [pipe.resolve_options(**o).denoise_size for o in r.W1_CANDIDATES.values()]
+    assert sizes == [0, 256, 192, 128]  # the baseline, then larger working sizes first
+    base = _cells(20.0, 18.0, 14.0)
+    j, full = _ssim(base, 0.85), _ssim(base, 0.82)
+    runs = {r.W1_BASELINE: full, "at 256 px": _ssim(base, 0.838), "at 192 px": _ssim(base, 0.839),
+            "at 128 px": _ssim(base, 0.845)}
+    assert r.judge_s1(j, runs, baseline=r.W1_BASELINE)["winner"] == "at 128 px"
+    runs["at 128 px"] = _ssim(base, 0.839)  # within 0.002 of 192's: the larger working size wins
+    assert r.judge_s1(j, runs, baseline=r.W1_BASELINE)["winner"] == "at 256 px"
+
+
 def test_rule_d7_ships_the_new_denoiser_only_if_not_worse():
     r = _rule()
     old = _cells(20.0, 18.0, 13.0)

@@ -40,7 +40,8 @@ def test_default_call_on_the_demo_weights(tmp_path, demo, precision):
     ran = resolve_precision(precision, torch.device("cpu"))
     # tile_size: the tile that ran (None: at 48 px the demo's 136 px tiles hold the whole image)
     assert res.options == SamplingOptions(sampler="ddim", steps=20, eta=1.0, start_strength=0.3, zero_mean_noise=True,
-                                          stage1_size=128, tile_size=None, tile_overlap=8, attention_window=0, samples=1,
+                                          stage1_size=128, denoise_size=0, tile_size=None, tile_overlap=8,
+                                          attention_window=0, samples=1,
                                           precision=ran)
     assert res.evaluations == 6  # 0.3 of 20 respaced steps, from J noised to that level (t = 526)
     out = np.asarray(res.image).astype(int)

@@ -10,7 +10,13 @@ from dehazeddpm import NoiseSchedule, Stage1Net, Stage1Output
 from dehazeddpm.data import make_eval_set
 from dehazeddpm.hub import resolve
 from dehazeddpm.inference.pipeline import DehazePipeline
-from dehazeddpm.inference.working_size import MAX_WORKING_SIDE, stage1_at_size, working_shape
+from dehazeddpm.inference.working_size import (
+    MAX_WORKING_SIDE,
+    from_working_size,
+    stage1_at_size,
+    to_working_size,
+    working_shape,
+)
 from dehazeddpm.io import images as imageio
 from dehazeddpm.io.checkpoints import load_stage1
 from dehazeddpm.metrics import psnr
@@ -156,3 +162,57 @@ def test_demo_stage1_is_better_at_its_working_size(tmp_path, size):
     # measured (round-8 weights): 64 px 19.00 -> 19.83 dB; original size 17.59 -> 20.21 dB (means
     # of 3 photos; round 5: 19.10 -> 20.57 and 18.26 -> 20.64)
     assert np.mean(sized) > np.mean(direct) + 0.5 and np.mean(sized) > 19.5, (direct, sized)
+
+
+def test_to_working_size_shapes_and_identity():
+    x = _scene(48, 80)
+    assert to_working_size(x, 48) is x
+    small, big = to_working_size(x, 24), to_working_size(x, 96)
+    assert small.shape == (1, 3, 24, 40) and big.shape == (1, 3, 96, 160)
+    assert 0 <= float(small.min()) and float(big.max()) <= 1
+
+
+def test_from_working_size_keeps_j_detail_and_carries_the_change():
+    J = _scene(48, 80)
+    J_working = to_working_size(J, 24)
+    # no change at the working size: J comes back exactly, fine texture included
+    assert torch.equal(from_working_size(J_working, J, J_working), J)
+    # a uniform change made at the working size lands uniformly on J; K samples keep their batch
+    two = torch.cat([J_working + 0.05, J_working - 0.05])
+    back = from_working_size(two, J, J_working)
+    assert back.shape == (2, 3, 48, 80)
+    torch.testing.assert_close(back, torch.cat([J + 0.05, J - 0.05]).clamp(0, 1))
+    # an image smaller than the working size: the same, the change averaged down to its size
+    J_big = to_working_size(J, 96)
+    assert torch.equal(from_working_size(J_big, J, J_big), J)
+    torch.testing.assert_close(from_working_size(J_big + 0.05, J, J_big), (J + 0.05).clamp(0, 1))
+    # the same shape: the result itself
+    assert from_working_size(J, J, J) is J
+
+
+def test_pipeline_denoise_size(tiny_unet, stage1):
+    sched = NoiseSchedule.from_config({**SCHEDULE, "n_timestep": 40})
+    pipe = DehazePipeline(stage1, tiny_unet(), sched, device="cpu")
+    x = torch.rand(1, 3, 48, 80)
+    seen = []
+
+    def run(**kw):
+        seen.clear()
+        return pipe(x, steps=4, seed=0, progress=False, trajectory_every=1,
+                    callback=lambda step, t, x_t, x0: seen.append(tuple(x_t.shape[-2:])), **kw)
+
+    full = run()
+    assert set(seen) == {(48, 80)}
+    # a working size equal to the image's shorter side is the full-resolution run, bit for bit
+    assert np.array_equal(np.asarray(run(denoise_size=48).image), np.asarray(full.image))
+    half = run(denoise_size=24)
+    assert set(seen) == {(32, 48)}  # 24 x 40, padded to the networks' multiple (16)
+    assert half.image.size == (80, 48) and half.J.shape == full.J.shape
+    assert half.trajectory[-1].x0.shape == (1, 3, 24, 40)
+    assert half.options.denoise_size == 24 and "denoised at 24 px" in half.describe()
+    # the result is J plus the denoiser's change at 24 x 40, upsampled (DDIM's last step is its x0)
+    expected = from_working_size(half.trajectory[-1].x0, half.J, to_working_size(half.J, 24))
+    assert np.array_equal(np.asarray(half.image), np.asarray(imageio.to_pil(expected)))
+    assert not np.array_equal(np.asarray(half.image), np.asarray(full.image))
+    with pytest.raises(ValueError, match="denoise_size"):
+        pipe(x, steps=2, denoise_size=-1, progress=False)

@@ -52,7 +52,7 @@ from .device import (
     tiles_per_call,
 )
 from .tiling import TiledDenoiser
-from .working_size import stage1_at_size, working_shape
+from .working_size import from_working_size, stage1_at_size, to_working_size, working_shape
 
 if TYPE_CHECKING:
     from ..hub.registry import WeightsEntry
@@ -425,7 +425,8 @@ class DehazePipeline:
         trajectory_every: keep (step, t, x_t, x0) every that many steps (plus the last), on CPU,
             downscaled to <= TRAJECTORY_MAX_SIDE, at most TRAJECTORY_MAX_FRAMES frames.
         callback: extra ``callback(step, t, x_t, x0)`` on padded diffusion-space tensors
-            ((K, 3, H, W) with ``samples=K``).
+            ((K, 3, H, W) with ``samples=K``; at the working size when ``denoise_size`` sets one,
+            as are the trajectory's frames).
         keep_samples: with ``samples=K`` > 1, also return each sample (``res.samples``).
         """
         seed = check_seed(seed)
@@ -456,13 +457,23 @@ class DehazePipeline:
         timings["stage1"] = time.perf_counter() - t0
         if opts.steps == 0:
             return self._pack(x, stage1, stage1.J, opts, timings, t_start, [] if trajectory_every else None, 0, None)
-        # 4-6. condition, denoiser wrappers, sample
+        # 4-6. condition, denoiser wrappers, sample (at the denoiser's working size, if it has one)
         t0 = time.perf_counter()
-        out, recorder, tile, started_at = self._sample(opts, stage1, seed, (h, w), trajectory_every, callback,
+        J = stage1.J[..., :h, :w]
+        J_working = to_working_size(J, opts.denoise_size) if opts.denoise_size else J
+        if J_working is J:
+            at = stage1
+        else:
+            T_working = to_working_size(stage1.T[..., :h, :w], opts.denoise_size)
+            at = stage1._replace(**{k: pad_to_multiple(v, self.size_multiple)[0]
+                                    for k, v in (("J", J_working), ("T", T_working))})
+        hw_working = tuple(J_working.shape[-2:])
+        out, recorder, tile, started_at = self._sample(opts, at, seed, hw_working, trajectory_every, callback,
                                                        progress)
         # 7. check each sample: finite, and not constant where the input is not
         check_output("the denoiser", out)
-        drawn = to_unit(out[..., :h, :w]).clamp(0, 1).float().cpu()
+        drawn = to_unit(out[..., :hw_working[0], :hw_working[1]]).clamp(0, 1).float().cpu()
+        drawn = from_working_size(drawn, J.float().cpu(), J_working.float().cpu())
         for one in drawn.split(1):
             check_output("the denoiser", one, stage1.J[..., :h, :w].float().cpu(), saturation=True)
         sync(self.device)

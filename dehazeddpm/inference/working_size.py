@@ -1,4 +1,4 @@
-"""Stage 1 at a fixed working size: haze estimated where the network was trained, detail kept.
+"""Stage 1 and the denoiser at a fixed working size: each network run where it was trained, detail kept.
 
 A stage-1 network sees a fixed number of pixels around each output pixel, while haze follows the
 scene: it varies over a fraction of the image whatever the image's resolution. A net trained on
@@ -16,6 +16,10 @@ The re-hazed ``I`` (:func:`dehazeddpm.physics.rehaze`) is recomputed at the inpu
 demo weights set this through their registry defaults (``stage1_size``: 128); the released
 weights run stage 1 at full resolution, as the reference does. docs/benchmarks.md has the
 measurement.
+
+The denoiser can run at a working size too (``denoise_size``, :func:`to_working_size` and
+:func:`from_working_size`): J and T go to the working size, the chain runs there, and the image
+gets its own J plus the denoiser's change, resampled to its size.
 """
 from __future__ import annotations
 
@@ -61,7 +65,7 @@ def stage1_at_size(stage1: Callable[[torch.Tensor], Stage1Output], hazy01: torch
     if hw == (h, w):
         return stage1(hazy01)
     enlarge = hw[0] * hw[1] > h * w
-    small = resize(hazy01, hw, "bicubic" if enlarge else "antialias").clamp(0, 1)
+    small = to_working_size(hazy01, size)
     out = stage1(small)
     if enlarge:
         J = resize(out.J, (h, w), "antialias")
@@ -76,4 +80,33 @@ def stage1_at_size(stage1: Callable[[torch.Tensor], Stage1Output], hazy01: torch
     return Stage1Output(J=J, coarse=coarse, T=T, A=A, I=rehaze(J, T, A))
 
 
-__all__ = ["MAX_WORKING_SIDE", "MIN_TRANSMISSION", "stage1_at_size", "working_shape"]
+def to_working_size(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, C, H, W) in [0, 1] resized to :func:`working_shape` (bicubic to enlarge, antialiased
+    bilinear to shrink),
+    clamped to [0, 1]; ``x`` itself when that is its shape."""
+    h, w = x.shape[-2:]
+    hw = working_shape(h, w, size)
+    if hw == (h, w):
+        return x
+    return resize(x, hw, "bicubic" if hw[0] * hw[1] > h * w else "antialias").clamp(0, 1)
+
+
+def from_working_size(result: torch.Tensor, J: torch.Tensor, J_working: torch.Tensor) -> torch.Tensor:
+    """The denoiser's result at the working size brought back to J's size, all in [0, 1].
+
+    result: (K, 3, h', w'), K samples denoised from ``J_working`` = ``to_working_size(J, size)``
+    (1, 3, h', w'); J: (1, 3, H, W), stage 1's J at the image's size. Returns (K, 3, H, W): J plus
+    the denoiser's change (``result - J_working``) resampled to H x W (bilinear up, antialiased
+    down). The change is made where the denoiser sees as much of the scene as it was trained to;
+    J's own detail, which resampling to the working size and back would blur, is kept as stage 1
+    made it, so a result that changes nothing gives J back exactly.
+    """
+    h, w = J.shape[-2:]
+    if result.shape[-2:] == (h, w):
+        return result
+    shrink = result.shape[-2] * result.shape[-1] > h * w
+    return (J + resize(result - J_working, (h, w), "antialias" if shrink else "bilinear")).clamp(0, 1)
+
+
+__all__ = ["MAX_WORKING_SIDE", "MIN_TRANSMISSION", "from_working_size", "stage1_at_size", "to_working_size",
+           "working_shape"]
