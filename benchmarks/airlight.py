@@ -20,11 +20,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-import torch
-
 from dehazeddpm.data import EVAL_HAZE, make_eval_set
 from dehazeddpm.hub import WeightsError
-from dehazeddpm.inference import DehazePipeline
+from dehazeddpm.inference import DehazePipeline, pin_threads
 from dehazeddpm.io import CheckpointError, ImageReadError, load_image
 from dehazeddpm.metrics import mean_ab
 from dehazeddpm.utils import write_json
@@ -39,7 +37,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=str(ROOT / "runs" / "airlight.json"))
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    pin_threads(args.threads)
     pipe = DehazePipeline.from_pretrained("demo", device="cpu", stage1=args.stage1, download=False, progress=False)
     rows: List[Dict[str, Any]] = []
     for kind in EVAL_HAZE:

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 from dehazeddpm.diffusion import sampling_schedule
 from dehazeddpm.diffusion.schedule import NoiseSchedule
 from dehazeddpm.hub import get_entry
-from dehazeddpm.inference import PrecisionDenoiser, resolve_precision, working_shape
+from dehazeddpm.inference import PrecisionDenoiser, pin_threads, resolve_precision, working_shape
 from dehazeddpm.inference.device import denoiser_layout
 from dehazeddpm.models import Stage1Net, UNet, set_attention_window
 from dehazeddpm.utils import write_json
@@ -86,7 +86,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--time-sizes", default="256x256,512x512", help="sizes timed on this CPU")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    pin_threads(args.threads)
     cpu = torch.device("cpu")
     auto = resolve_precision("auto", cpu)
     report: Dict[str, Any] = {"command": " ".join(sys.argv), "threads": args.threads, "auto_precision": auto,

@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, List, Optional
 import torch
 
 from dehazeddpm.hub import get_entry
-from dehazeddpm.inference import DehazePipeline, TiledDenoiser
+from dehazeddpm.inference import DehazePipeline, TiledDenoiser, pin_threads
 from dehazeddpm.inference.device import autocast
 from dehazeddpm.models import UNet
 from dehazeddpm.utils import write_json
@@ -84,7 +84,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=str(ROOT / "runs" / "layout.json"))
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    pin_threads(args.threads)
     extra: Dict[str, Any] = {}
     if args.released:
         config = get_entry("nh-haze").unet_config

@@ -25,7 +25,7 @@ import torch
 
 from dehazeddpm.data import EVAL_HAZE, make_eval_set
 from dehazeddpm.evaluation import STAGE1, Pair, evaluate, summarize
-from dehazeddpm.inference import DehazePipeline
+from dehazeddpm.inference import DehazePipeline, pin_threads
 from dehazeddpm.perceptual import LpipsUnavailable, load_lpips
 from dehazeddpm.utils import write_json
 
@@ -61,7 +61,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         ap.error(f"--seeds / --k: comma-separated integers: {exc}")
     if any(k < 1 for k in ks) or args.size < 0:
         ap.error("--k: counts >= 1; --size: >= 0")
-    torch.set_num_threads(args.threads)
+    pin_threads(args.threads)
     pipe = DehazePipeline.from_pretrained("demo", device="cpu", stage1=args.stage1, denoiser=args.denoiser,
                                           download=False, progress=False)
     try:

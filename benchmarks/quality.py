@@ -29,7 +29,7 @@ import torch
 
 from dehazeddpm.data import EVAL_HAZE, EVAL_PHOTOS, TRAIN_PHOTOS, make_eval_set
 from dehazeddpm.evaluation import DEFAULT_CALL, STAGE1, Pair, by_image, evaluate, summarize
-from dehazeddpm.inference import DehazePipeline
+from dehazeddpm.inference import DehazePipeline, pin_threads
 from dehazeddpm.utils import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,7 +83,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         ap.error(f"--seeds / --sizes: integers (sizes may be 'original'): {exc}")
     if any(s is not None and s < 1 for s in sizes):
         ap.error("--sizes: shorter sides must be positive")
-    torch.set_num_threads(args.threads)
+    pin_threads(args.threads)
     pipe = DehazePipeline.from_pretrained("demo", device="cpu", stage1=args.stage1, denoiser=args.denoiser,
                                           download=False, progress=False)
     runs: Dict[str, Dict[str, Any]] = {"stage 1 J": dict(STAGE1), "default call": dict(DEFAULT_CALL)}

@@ -32,7 +32,7 @@ import torch  # noqa: E402
 from dehazeddpm.data import real_haze_photos  # noqa: E402
 from dehazeddpm.data.datasets import list_images  # noqa: E402
 from dehazeddpm.hub import WeightsError  # noqa: E402
-from dehazeddpm.inference import DehazePipeline  # noqa: E402
+from dehazeddpm.inference import DehazePipeline, pin_threads  # noqa: E402
 from dehazeddpm.io import CheckpointError, ImageReadError, load_image  # noqa: E402
 from dehazeddpm.metrics import haze_density, mean_ab  # noqa: E402
 from dehazeddpm.utils import write_json  # noqa: E402
@@ -85,7 +85,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             ap.error(f"--photos: {exc}")
         if not photos:
             ap.error(f"--photos: no images in {args.photos}")
-    torch.set_num_threads(args.threads)
+    pin_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         sides: Dict[str, DehazePipeline] = {}
         if args.before:

@@ -72,7 +72,7 @@ from dehazeddpm.data import TRAIN_PHOTOS, make_eval_set
 from dehazeddpm.diffusion import sampling_schedule
 from dehazeddpm.evaluation import DEFAULT_CALL, STAGE1, Pair, by_image, evaluate, summarize
 from dehazeddpm.hub import WeightsError
-from dehazeddpm.inference import DehazePipeline
+from dehazeddpm.inference import DehazePipeline, pin_threads
 from dehazeddpm.io import CheckpointError, ImageReadError
 from dehazeddpm.utils import write_json
 
@@ -341,7 +341,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     for f in list(cands.values()) + list(args.pair or []) + ([args.round5] if needs_round5 else []):
         if not Path(f).is_file():
             ap.error(f"no such file: {f}")
-    torch.set_num_threads(args.threads)
+    pin_threads(args.threads)
     t0 = time.time()
     result: Dict[str, Any] = {"command": "python benchmarks/stage1_rule.py " + " ".join(sys.argv[1:] if argv is None else argv),
                               "names": NAMES, "haze_seeds": list(HAZE_SEEDS), "torch": torch.__version__}

@@ -25,7 +25,7 @@ from PIL import Image
 
 from dehazeddpm.data import make_eval_set
 from dehazeddpm.evaluation import Pair, evaluate, summarize
-from dehazeddpm.inference import DehazePipeline
+from dehazeddpm.inference import DehazePipeline, pin_threads
 from dehazeddpm.utils import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +61,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--json", default=str(ROOT / "runs" / "tiles_rule_t1.json"))
     ap.add_argument("--cells", default=None, help="take the quality cells from this earlier JSON (time only)")
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    pin_threads(args.threads)
     names = args.names.split(",")
     sizes = [int(s) for s in args.sizes.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]

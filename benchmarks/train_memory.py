@@ -21,6 +21,7 @@ from typing import List, Optional
 
 import torch
 
+from dehazeddpm.inference import pin_threads
 from dehazeddpm.models import RELEASED_UNET
 from dehazeddpm.training import TrainConfig, estimate_memory
 from dehazeddpm.training.memory import GB
@@ -37,7 +38,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=str(ROOT / "runs" / "train_memory.json"))
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    pin_threads(args.threads)
     crops = [int(c) for c in args.crops.split(",")]
     measure = {int(c) for c in args.measure.split(",") if c}
     rows = []

@@ -405,3 +405,27 @@ def test_a_call_reports_its_threads(tiny_stage1, tiny_unet):
         {"schedule": "linear", "n_timestep": 100, "linear_start": 1e-4, "linear_end": 2e-2}), "cpu")
     res = pipe(torch.rand(1, 3, 16, 16), seed=0, steps=2, progress=False)
     assert res.threads >= 1 and f"{res.threads} CPU thread" in res.describe()
+
+
+def test_pinned_threads_hold_beside_a_busy_process(monkeypatch, tiny_stage1, tiny_unet):
+    """Measurements pin the count: a busy neighbour must not change the threads of a call (bf16
+    results differ in the last bit between 1 and 2 threads)."""
+    from dehazeddpm.inference import device as dev
+    from dehazeddpm.inference import pin_threads
+
+    monkeypatch.setenv("DEHAZEDDPM_THREADS", "1")  # recorded, so the pin below is undone after the test
+    monkeypatch.delenv("DEHAZEDDPM_THREADS")
+    before = torch.get_num_threads()
+    monkeypatch.setattr(dev, "busy_elsewhere", lambda: 8.0)  # every core busy elsewhere
+    pipe = DehazePipeline(tiny_stage1(), tiny_unet(), NoiseSchedule.from_config(
+        {"schedule": "linear", "n_timestep": 100, "linear_start": 1e-4, "linear_end": 2e-2}), "cpu")
+    assert pipe(torch.rand(1, 3, 16, 16), seed=0, steps=2, progress=False).threads == 1
+    try:
+        pin_threads(2)
+        assert torch.get_num_threads() == 2
+        assert pipe(torch.rand(1, 3, 16, 16), seed=0, steps=2, progress=False).threads == 2
+        for bad in (0, -1, 1.5, True, "2"):
+            with pytest.raises(ValueError, match="threads must be a positive integer"):
+                pin_threads(bad)
+    finally:
+        torch.set_num_threads(before)

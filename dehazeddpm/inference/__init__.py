@@ -6,12 +6,28 @@ a registry name) and the foundation. The pipeline prepares the condition and the
 :func:`dehazeddpm.diffusion.sample`; it never samples on its own.
 """
 from .choice import RELEASED, WeightsChoice, choose_weights, smoke_mode
-from .device import PrecisionDenoiser, autocast, choose_tile, default_device, device_info, resolve_precision, sync
+from .device import (
+    PrecisionDenoiser,
+    autocast,
+    choose_tile,
+    default_device,
+    device_info,
+    pin_threads,
+    resolve_precision,
+    sync,
+)
 from .pipeline import TRAJECTORY_MAX_FRAMES, TRAJECTORY_MAX_SIDE, DehazePipeline, DehazeResult, TrajectoryFrame
 from .tiling import TiledDenoiser
-from .working_size import MAX_WORKING_SIDE, MIN_TRANSMISSION, stage1_at_size, working_shape
+from .working_size import (
+    MAX_WORKING_SIDE,
+    MIN_TRANSMISSION,
+    from_working_size,
+    stage1_at_size,
+    to_working_size,
+    working_shape,
+)
 
 __all__ = ["RELEASED", "WeightsChoice", "choose_weights", "smoke_mode", "DehazePipeline", "DehazeResult", "MAX_WORKING_SIDE", "MIN_TRANSMISSION", "PrecisionDenoiser",
            "TRAJECTORY_MAX_FRAMES", "TRAJECTORY_MAX_SIDE", "TiledDenoiser", "TrajectoryFrame", "autocast",
-           "choose_tile", "default_device", "device_info", "resolve_precision", "stage1_at_size", "sync",
-           "working_shape"]
+           "choose_tile", "default_device", "device_info", "from_working_size", "pin_threads", "resolve_precision",
+           "stage1_at_size", "sync", "to_working_size", "working_shape"]

@@ -13,7 +13,7 @@ from typing import Any, ContextManager, Dict, Iterator, Optional
 import torch
 from torch import nn
 
-__all__ = ["PrecisionDenoiser", "busy_elsewhere", "denoiser_layout", "choose_threads", "cpu_threads", "tiles_per_call", "CPU_FULL_IMAGE_PIXELS", "CPU_TILE_BATCH_PIXELS", "CUDA_BYTES_PER_PIXEL_CHANNEL", "CUDA_MEMORY_FRACTION", "DEFAULT_TILE",
+__all__ = ["PrecisionDenoiser", "busy_elsewhere", "denoiser_layout", "choose_threads", "cpu_threads", "pin_threads", "tiles_per_call", "CPU_FULL_IMAGE_PIXELS", "CPU_TILE_BATCH_PIXELS", "CUDA_BYTES_PER_PIXEL_CHANNEL", "CUDA_MEMORY_FRACTION", "DEFAULT_TILE",
            "autocast", "choose_tile", "cpu_has_fast_bf16", "default_device", "device_info", "resolve_precision",
            "stage1_precision", "sync"]
 
@@ -153,6 +153,17 @@ def choose_threads(device: torch.device, most: Optional[int] = None) -> Optional
     most = most or torch.get_num_threads()
     free = (os.cpu_count() or most) - busy_elsewhere()
     return max(1, min(most, int(math.floor(free + 0.5))))
+
+
+def pin_threads(n: int) -> None:
+    """Every later CPU call in this process runs on exactly ``n`` intra-op threads (torch's setting
+    and ``DEHAZEDDPM_THREADS``), whatever else the machine runs. Measurements pin the count: bf16
+    results differ in the last bit between 1 and 2 threads, so a count chosen from the momentary
+    load (:func:`choose_threads`) makes a comparison of two calls depend on what else was running."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"threads must be a positive integer, got {n!r}")
+    os.environ["DEHAZEDDPM_THREADS"] = str(n)
+    torch.set_num_threads(n)
 
 
 @contextlib.contextmanager
