@@ -125,7 +125,19 @@ def test_stage1_size_option_reaches_stage1(tmp_path, inputs, ckpts):
     assert not np.array_equal(sized, np.asarray(Image.open(tmp_path / "full" / "odd.png")))
 
 
-@pytest.mark.parametrize("bad, message", [(["--stage1-size", "-1"], "must be >= 0"), (["--eta", "1.5"], "in [0, 1]"),
+def test_denoise_size_option_reaches_the_denoiser(tmp_path, inputs, ckpts):
+    """--denoise-size N runs the chain at shorter side N; the output keeps the input's size."""
+    seen = {}
+    for name, extra in (("full", []), ("sized", ["--denoise-size", "16"]), ("same", ["--denoise-size", "37"])):
+        assert main(["dehaze", str(inputs / "odd.png"), "-o", str(tmp_path / name), *ckpts, *extra]) == 0
+        seen[name] = np.asarray(Image.open(tmp_path / name / "odd.png"))
+    assert seen["sized"].shape == seen["full"].shape == (37, 53, 3)
+    assert not np.array_equal(seen["sized"], seen["full"])
+    assert np.array_equal(seen["same"], seen["full"])  # 37 px is the image's shorter side: full resolution
+
+
+@pytest.mark.parametrize("bad, message", [(["--stage1-size", "-1"], "must be >= 0"),
+                                          (["--denoise-size", "-2"], "must be >= 0"), (["--eta", "1.5"], "in [0, 1]"),
                                           (["--steps", "two"], "expected an integer"), (["--tile", "0"], "must be >= 1")])
 def test_bad_sampling_options_are_usage_errors(tmp_path, inputs, ckpts, capsys, bad, message):
     """Out-of-range options stop the run before any model loads or output is written."""
