@@ -6,7 +6,8 @@ In one run:
 2. FLOPs of one UNet evaluation and of stage 1 for the demo and released configs at 256x256,
    512x512 and 1600x1200 (``torch.utils.flop_counter`` on meta tensors: convolutions, matmuls and
    attention), and per image for each entry's default call (stage 1 at its working size + the
-   default number of evaluations x one evaluation);
+   default number of evaluations x one evaluation at the denoiser's working size, padded to the
+   networks' multiple of 16);
 3. seconds per UNet evaluation measured here (reference formulation: einsum attention in fp32;
    auto: fused attention in the auto precision) at 256x256 and 512x512, the achieved FLOP/s and
    its fraction of the matmul rate, and eps agreement of auto against the reference;
@@ -99,10 +100,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         rows = {}
         for label, hw in SIZES.items():
             s1_hw = working_shape(*hw, opts.stage1_size) if opts.stage1_size else hw
-            per_eval = flops(lambda: UNet.from_config(entry.unet_config), (1, 7, *hw), opts.attention_window)
+            d_hw = tuple(-(-n // 16) * 16 for n in (working_shape(*hw, opts.denoise_size) if opts.denoise_size else hw))
+            unet = lambda: UNet.from_config(entry.unet_config)  # noqa: E731
+            per_eval = flops(unet, (1, 7, *hw), opts.attention_window)
+            per_call_eval = per_eval if d_hw == hw else flops(unet, (1, 7, *d_hw), opts.attention_window)
             stage1 = flops(Stage1Net, (1, 3, *s1_hw))
-            image = stage1 + evals * per_eval
+            image = stage1 + evals * per_call_eval
             rows[label] = {"unet_flops_per_eval": per_eval, "stage1_flops": stage1, "evaluations": evals,
+                           "denoised_at": list(d_hw), "unet_flops_per_call_eval": per_call_eval,
                            "flops_per_image": image,
                            "projected_seconds_per_image": {k: image / v for k, v in PEAKS.items()}}
         torch.manual_seed(0)
@@ -121,15 +126,16 @@ def main(argv: Optional[List[str]] = None) -> int:
                 "eps_max_abs_diff": float((fast["eps"] - ref["eps"]).abs().max()),
                 "eps_mean_abs_diff": float((fast["eps"] - ref["eps"]).abs().mean())})
         report["entries"][name] = {"defaults": opts.to_dict(), "sizes": rows}
-    lines = ["| entry | size | UNet GFLOP / eval | evals | GFLOP / image | s / eval ref | s / eval auto | speedup | "
-             "% of matmul rate | eps max diff | T4 (proj.) | H200 (proj.) |", "|" + "---|" * 12]
+    lines = ["| entry | size | UNet GFLOP / eval | evals | denoised at | GFLOP / image | s / eval ref | s / eval auto | "
+             "speedup | % of matmul rate | eps max diff | T4 (proj.) | H200 (proj.) |", "|" + "---|" * 13]
     for name, e in report["entries"].items():
         for label, r in e["sizes"].items():
             t = (f"{r['seconds_per_eval_reference']:.2f} | {r['seconds_per_eval_auto']:.2f} | {r['speedup']:.2f}x | "
                  f"{100 * r['fraction_of_matmul_rate']:.0f}% | {r['eps_max_abs_diff']:.1e}" if "speedup" in r
                  else "- | - | - | - | -")
             p = r["projected_seconds_per_image"]
-            lines.append(f"| {name} | {label} | {r['unet_flops_per_eval'] / 1e9:.0f} | {r['evaluations']} | "
+            at = "x".join(map(str, r["denoised_at"][::-1]))
+            lines.append(f"| {name} | {label} | {r['unet_flops_per_eval'] / 1e9:.0f} | {r['evaluations']} | {at} | "
                          f"{r['flops_per_image'] / 1e9:.0f} | {t} | {p['T4 fp16 tensor cores'] * 1e3:.0f} ms | "
                          f"{p['H200 bf16 dense'] * 1e3:.1f} ms |")
     report["markdown"] = "\n".join(lines)

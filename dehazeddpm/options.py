@@ -243,8 +243,8 @@ class SamplingOptions:
             start_strength=self.start_strength if self.start_strength is not None else 1.0,
             zero_mean_noise=(self.zero_mean_noise if self.zero_mean_noise is not None
                              else sampler not in _SPECS["zero_mean_noise"].refused_by),
-            stage1_size=self.stage1_size or 0, denoise_size=self.denoise_size or 0, attention_window=self.attention_window or 0, samples=self.samples or 1,
-            precision=self.precision or "auto")
+            stage1_size=self.stage1_size or 0, denoise_size=self.denoise_size or 0,
+            attention_window=self.attention_window or 0, samples=self.samples or 1, precision=self.precision or "auto")
 
     def sampler_keywords(self) -> Dict[str, Any]:
         """The chosen options that are parameters of the sampler functions (``eta``): what

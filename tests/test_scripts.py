@@ -28,12 +28,16 @@ def test_cost_model_counts_flops_without_running_the_big_sizes(tmp_path):
     assert _bench("cost_model").main(["--time-sizes", "", "--threads", "1", "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     demo = data["entries"]["demo"]["sizes"]
-    # the per-image cost is stage 1 plus evaluations x one evaluation, and the projections divide it
+    # the per-image cost is stage 1 plus evaluations x one evaluation at the denoiser's working size
+    # (the demo's 128 px, padded to 16), and the projections divide it
     for row in demo.values():
-        assert row["flops_per_image"] == row["stage1_flops"] + row["evaluations"] * row["unet_flops_per_eval"]
+        assert row["flops_per_image"] == row["stage1_flops"] + row["evaluations"] * row["unet_flops_per_call_eval"]
+        assert row["unet_flops_per_call_eval"] < row["unet_flops_per_eval"]
         assert row["projected_seconds_per_image"]["H200 bf16 dense"] < row["projected_seconds_per_image"]["T4 fp16 tensor cores"]
-    released = data["entries"]["nh-haze"]["sizes"]["1600x1200"]["unet_flops_per_eval"]
-    assert 10.0e12 < released < 11.0e12  # the 10.55 TFLOP per evaluation
+    assert demo["1600x1200"]["denoised_at"] == [128, 176] and demo["256x256"]["denoised_at"] == [128, 128]
+    big = data["entries"]["nh-haze"]["sizes"]["1600x1200"]
+    assert 10.0e12 < big["unet_flops_per_eval"] < 11.0e12  # the 10.55 TFLOP per evaluation
+    assert big["denoised_at"] == [1200, 1600] and big["unet_flops_per_call_eval"] == big["unet_flops_per_eval"]
     assert data["matmul_flops_per_s"]["fp32"] > 1e9
 
 

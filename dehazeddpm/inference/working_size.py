@@ -82,8 +82,7 @@ def stage1_at_size(stage1: Callable[[torch.Tensor], Stage1Output], hazy01: torch
 
 def to_working_size(x: torch.Tensor, size: int) -> torch.Tensor:
     """(B, C, H, W) in [0, 1] resized to :func:`working_shape` (bicubic to enlarge, antialiased
-    bilinear to shrink),
-    clamped to [0, 1]; ``x`` itself when that is its shape."""
+    bilinear to shrink) and clamped to [0, 1]; ``x`` itself when that is its shape."""
     h, w = x.shape[-2:]
     hw = working_shape(h, w, size)
     if hw == (h, w):
