@@ -10,8 +10,13 @@ in both layouts: where the compiled model's time goes.
 only time is measured) on a ``--size`` (512) square input, untiled, in the same four ways, with the run's bf16
 matmul rate and each row's fraction of it (the FLOPs of ``cost_model.py``).
 
+``--stage1`` times the demo's stage 1 instead, in fp32 as the pipeline runs it on a CPU, contiguous
+against channels_last (weights and input), at each of ``--sizes`` (H x W), with the largest
+difference of J between the two.
+
     python benchmarks/layout.py [--compile] [--json benchmarks/results/layout_cpu.json]
     python benchmarks/layout.py --released --compile --json benchmarks/results/layout_released_cpu.json
+    python benchmarks/layout.py --stage1 --json benchmarks/results/layout_stage1_cpu.json
 """
 from __future__ import annotations
 
@@ -20,7 +25,7 @@ import copy
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -74,17 +79,48 @@ def norm_act_rows() -> Dict[str, Dict[str, float]]:
     return rows
 
 
+def stage1_rows(sizes: List[Tuple[int, int]], repeats: int) -> Dict[str, Dict[str, float]]:
+    """The demo's stage 1 in fp32 per size: seconds contiguous and channels_last, their ratio, and
+    the largest |J difference| between the two layouts."""
+    net = DehazePipeline.from_pretrained("demo", device="cpu", download=False, progress=False).stage1
+    nets = {fmt: copy.deepcopy(net).to(memory_format=fmt) for fmt in (torch.contiguous_format, torch.channels_last)}
+    rows: Dict[str, Dict[str, float]] = {}
+    for h, w in sizes:
+        x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
+        seconds, J = {}, {}
+        with torch.inference_mode():
+            for fmt, m in nets.items():
+                xi = x.contiguous(memory_format=fmt)
+                seconds[fmt] = best_ms(lambda: m(xi), repeats, warm_up=1) / 1e3
+                J[fmt] = m(xi).J
+        rows[f"{h}x{w}"] = {"contiguous": seconds[torch.contiguous_format],
+                            "channels_last": seconds[torch.channels_last],
+                            "speedup": seconds[torch.contiguous_format] / seconds[torch.channels_last],
+                            "J_max_abs_diff": float((J[torch.contiguous_format] - J[torch.channels_last]).abs().max())}
+        print(f"{h}x{w}", rows[f"{h}x{w}"], flush=True)
+    return rows
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--compile", action="store_true", help="also torch.compile (a warm-up of minutes)")
     ap.add_argument("--released", action="store_true",
                     help="the released config's single evaluation at 512x512 instead of the demo's tiled one")
     ap.add_argument("--size", type=int, default=512, help="--released: the square input's side")
+    ap.add_argument("--stage1", action="store_true", help="the demo's stage 1 in fp32 instead, per --sizes")
+    ap.add_argument("--sizes", default="64x85,128x171,384x512,768x1024", help="--stage1: H x W, comma-separated")
     ap.add_argument("--repeats", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=str(ROOT / "runs" / "layout.json"))
     args = ap.parse_args(argv)
     pin_threads(args.threads)
+    if args.stage1:
+        sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",") if s]
+        rows = stage1_rows(sizes, args.repeats)  # type: ignore[arg-type]
+        write_json(args.json, {"command": "python benchmarks/layout.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+                               "date": time.strftime("%Y-%m-%d"), "threads": args.threads, "torch": torch.__version__,
+                               "what": "demo stage 1, fp32, seconds per call", "rows": rows})
+        return 0
     extra: Dict[str, Any] = {}
     if args.released:
         config = get_entry("nh-haze").unet_config
