@@ -10,6 +10,11 @@ in both layouts: where the compiled model's time goes.
 only time is measured) on a ``--size`` (512) square input, untiled, in the same four ways, with the run's bf16
 matmul rate and each row's fraction of it (the FLOPs of ``cost_model.py``).
 
+``--released --ceiling`` also splits one channels_last evaluation's time by kind of work
+(``torch.profiler``, self CPU time) and gives the fraction of the matmul rate the evaluation would
+reach if GroupNorm, SiLU and the additions cost nothing: the most that fusing them into the
+convolutions could give on this machine.
+
 ``--stage1`` times the demo's stage 1 instead, in fp32 as the pipeline runs it on a CPU, contiguous
 against channels_last (weights and input), at each of ``--sizes`` (H x W), with the largest
 difference of J between the two.
@@ -79,6 +84,37 @@ def norm_act_rows() -> Dict[str, Dict[str, float]]:
     return rows
 
 
+# torch.profiler operator names -> the kinds of work an evaluation does (self CPU time)
+OP_KINDS = {"aten::mkldnn_convolution": "convolutions", "aten::_convolution": "convolutions",
+            "aten::convolution": "convolutions", "aten::conv2d": "convolutions",
+            "aten::native_group_norm": "GroupNorm", "aten::group_norm": "GroupNorm", "aten::silu": "SiLU",
+            "aten::add": "additions", "aten::add_": "additions", "aten::cat": "cat", "aten::copy_": "copies"}
+
+
+def time_by_kind(net: torch.nn.Module, x: torch.Tensor, repeats: int = 3) -> Dict[str, float]:
+    """Seconds of self CPU time per kind of work (:data:`OP_KINDS`; attention and the rest under
+    their own names) in one evaluation (bf16 autocast, channels_last) after a warm-up, by
+    ``torch.profiler``; of ``repeats`` profiled evaluations the one with the least time in all,
+    the least disturbed on a shared machine."""
+    from torch.profiler import ProfilerActivity, profile
+
+    level = torch.tensor([0.5])
+    x = x.contiguous(memory_format=torch.channels_last)
+    best: Dict[str, float] = {}
+    with torch.inference_mode(), autocast("bf16", torch.device("cpu")):
+        net(x, level)
+        for _ in range(max(1, repeats)):
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                net(x, level)
+            kinds: Dict[str, float] = {}
+            for event in prof.key_averages():
+                kind = OP_KINDS.get(event.key, "attention" if "attention" in event.key else "other")
+                kinds[kind] = kinds.get(kind, 0.0) + event.self_cpu_time_total / 1e6
+            if not best or sum(kinds.values()) < sum(best.values()):
+                best = kinds
+    return best
+
+
 def stage1_rows(sizes: List[Tuple[int, int]], repeats: int) -> Dict[str, Dict[str, float]]:
     """The demo's stage 1 in fp32 per size: seconds contiguous and channels_last, their ratio, and
     the largest |J difference| between the two layouts."""
@@ -107,6 +143,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--released", action="store_true",
                     help="the released config's single evaluation at 512x512 instead of the demo's tiled one")
     ap.add_argument("--size", type=int, default=512, help="--released: the square input's side")
+    ap.add_argument("--ceiling", action="store_true",
+                    help="--released: also split its time by kind of work and give the fusion ceiling")
     ap.add_argument("--stage1", action="store_true", help="the demo's stage 1 in fp32 instead, per --sizes")
     ap.add_argument("--sizes", default="64x85,128x171,384x512,768x1024", help="--stage1: H x W, comma-separated")
     ap.add_argument("--repeats", type=int, default=4)
@@ -146,6 +184,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     for name, fmt in (("contiguous", torch.contiguous_format), ("channels_last", torch.channels_last)):
         net = copy.deepcopy(unet).to(memory_format=fmt)
         record(name, {"seconds_per_eval": per_eval(wrap(net), x, fmt, args.repeats)})
+    if args.ceiling and args.released:
+        kinds = time_by_kind(copy.deepcopy(unet).to(memory_format=torch.channels_last), x, args.repeats)
+        total = sum(kinds.values())
+        fusable = sum(kinds.get(k, 0.0) for k in ("GroupNorm", "SiLU", "additions"))
+        rate = extra["bf16_matmul_flops_per_s"]
+        rows["time by kind (torch.profiler)"] = {
+            "seconds": kinds, "share": {k: v / total for k, v in kinds.items()},
+            "fraction_of_matmul_rate": extra["flops_per_eval"] / total / rate,
+            "convolutions_flops_per_s": extra["flops_per_eval"] / kinds["convolutions"],
+            "ceiling_fraction_without_norm_silu_additions": extra["flops_per_eval"] / (total - fusable) / rate}
+        print("time by kind", rows["time by kind (torch.profiler)"], flush=True)
     if args.compile:
         import torch._inductor.config as inductor_config
 

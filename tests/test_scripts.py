@@ -43,7 +43,7 @@ def test_cost_model_counts_flops_without_running_the_big_sizes(tmp_path):
 
 def test_layout_times_the_released_config_against_the_matmul_rate(tmp_path):
     out = tmp_path / "l.json"
-    assert _bench("layout").main(["--released", "--size", "64", "--repeats", "1", "--threads", "1",
+    assert _bench("layout").main(["--released", "--ceiling", "--size", "64", "--repeats", "1", "--threads", "1",
                                   "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     assert data["config"].startswith("nh-haze") and data["size"] == [64, 64]
@@ -52,6 +52,11 @@ def test_layout_times_the_released_config_against_the_matmul_rate(tmp_path):
         row = data["rows"][name]
         rate = data["flops_per_eval"] / row["seconds_per_eval"] / data["bf16_matmul_flops_per_s"]
         assert row["fraction_of_matmul_rate"] == pytest.approx(rate) and 0 < rate < 1
+    # --ceiling: the profiled time split by kind, and what the rate would be without the fusable kinds
+    kinds = data["rows"]["time by kind (torch.profiler)"]
+    assert {"convolutions", "GroupNorm", "SiLU", "additions"} <= set(kinds["seconds"])
+    assert sum(kinds["share"].values()) == pytest.approx(1.0)
+    assert kinds["ceiling_fraction_without_norm_silu_additions"] > kinds["fraction_of_matmul_rate"] > 0
 
 
 def test_gpu_check_runs_its_code_path_on_a_cpu(tmp_path):
