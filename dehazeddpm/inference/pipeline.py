@@ -471,10 +471,11 @@ class DehazePipeline:
                                                        progress)
         # 7. check each sample: finite, and not constant where the input is not
         check_output("the denoiser", out)
+        J_cpu = J.float().cpu()
         drawn = to_unit(out[..., :hw_working[0], :hw_working[1]]).clamp(0, 1).float().cpu()
-        drawn = from_working_size(drawn, J.float().cpu(), J_working.float().cpu())
+        drawn = from_working_size(drawn, J_cpu, J_working.float().cpu())
         for one in drawn.split(1):
-            check_output("the denoiser", one, stage1.J[..., :h, :w].float().cpu(), saturation=True)
+            check_output("the denoiser", one, J_cpu, saturation=True)
         sync(self.device)
         timings["denoise"] = time.perf_counter() - t0
         # 8-9. average the samples, fuse and pack
