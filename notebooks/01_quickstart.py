@@ -57,7 +57,6 @@ if 'google.colab' in sys.modules:
 # %%
 import os
 import sys
-import tempfile
 
 from PIL import Image
 
@@ -84,7 +83,7 @@ SIZE = 64 if SMOKE else 384   # shorter side of the bundled images, in pixels
 # On Colab the next-but-one cell lets you upload your own photo instead.
 
 # %%
-workdir = tempfile.mkdtemp(prefix='dehazeddpm_')
+workdir = session.scratch('pairs')
 pairs = {hazy.stem: (hazy, gt) for hazy, gt in make_eval_set(workdir, size=SIZE, seed=0)}
 pairs.update({name: (path, None) for name, path in real_haze_photos().items()})
 print('bundled images:', list(pairs))
@@ -164,7 +163,7 @@ slider.show()
 # ## 4. Save / download
 
 # %%
-out_path = os.path.join(workdir, 'dehazed.png')
+out_path = session.keep('dehazeddpm_dehazed.png')
 res.image.save(out_path)
 print('saved', out_path)
 

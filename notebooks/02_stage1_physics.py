@@ -47,7 +47,6 @@ if 'google.colab' in sys.modules:
     colab_setup.setup()
 
 # %%
-import tempfile
 
 import torch
 
@@ -78,7 +77,7 @@ print('stage 1 runs at', f'{WORKING_SIZE} px (shorter side)' if WORKING_SIZE els
 
 # %%
 SIZE = 64 if SMOKE else 256
-workdir = tempfile.mkdtemp(prefix='dehazeddpm_')
+workdir = session.scratch('pairs')
 pairs = {hazy.stem: (hazy, gt) for hazy, gt in make_eval_set(workdir, size=SIZE, seed=0)}
 hazy = load_image(pairs['motorcycle'][0])
 out = stage1(hazy)

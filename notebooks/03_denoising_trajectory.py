@@ -42,7 +42,6 @@ if 'google.colab' in sys.modules:
     colab_setup.setup()
 
 # %%
-import tempfile
 import time
 
 import dehazeddpm as dd
@@ -68,7 +67,7 @@ print(pipe.schedule)
 # %%
 SIZE = 64 if SMOKE else 256
 STEPS = 6 if SMOKE else 50
-workdir = tempfile.mkdtemp(prefix='dehazeddpm_')
+workdir = session.scratch('pairs')
 hazy_path, gt_path = make_eval_set(workdir, size=SIZE, seed=0)[0]
 hazy, gt = load_image(hazy_path), load_image(gt_path)
 

@@ -48,7 +48,6 @@ if 'google.colab' in sys.modules:
     colab_setup.setup()
 
 # %%
-import tempfile
 
 import torch
 
@@ -78,7 +77,7 @@ if not choice.released:
 # %%
 SIZE = 64 if SMOKE else 256
 STEPS = 4 if SMOKE else 20
-workdir = tempfile.mkdtemp(prefix='dehazeddpm_')
+workdir = session.scratch('pairs')
 hazy_path, gt_path = make_eval_set(workdir, size=SIZE, seed=0)[0]
 hazy, gt = load_image(hazy_path), load_image(gt_path)
 

@@ -44,7 +44,6 @@ if 'google.colab' in sys.modules:
     colab_setup.setup()
 
 # %%
-import tempfile
 
 from PIL import Image
 
@@ -82,7 +81,7 @@ if DATASET:   # a public benchmark's test split, found by its published file nam
     print(len(pairs), DATASET, 'test pairs in', ROOT)
 else:
     if DATA_DIR is None:
-        DATA_DIR = tempfile.mkdtemp(prefix='dehazeddpm_eval_')
+        DATA_DIR = session.scratch(f'eval_{HAZE}')
         make_eval_set(DATA_DIR, size=SIZE, seed=0, kind=HAZE)
     # the one pairing rule (the CLI's `dehazeddpm eval` uses it too): 01_hazy.png pairs with 01_GT.png
     pairs = evaluation.load_pairs('folder', DATA_DIR)

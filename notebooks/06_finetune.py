@@ -53,7 +53,6 @@ if 'google.colab' in sys.modules:
 
 # %%
 import os
-import tempfile
 
 from IPython.display import Image as ShowImage, Markdown, display
 
@@ -81,9 +80,7 @@ ACCUMULATE = 1       # @param {type:"integer"}
 RUN_DIR = ''         # @param {type:"string"}
 session = dd.notebook_session(WEIGHTS, STAGE1_FILE, DENOISER_FILE)   # prints the device and the choice
 choice, SMOKE = session.choice, session.smoke
-if not RUN_DIR:
-    drive = '/content/drive/MyDrive'
-    RUN_DIR = os.path.join(drive if os.path.isdir(drive) else tempfile.mkdtemp(), 'dehazeddpm_finetune')
+RUN_DIR = RUN_DIR or session.keep('dehazeddpm_finetune')   # on Drive when mounted, else in the current folder
 cfg1, cfg2 = training.finetune_configs(
     choice.stage1_file, choice.denoiser_file, choice.pipe.denoiser.config.to_dict(), RUN_DIR,
     dataset=DATASET or None, root=ROOT or None, hazy_dir=HAZY_DIR or None, gt_dir=GT_DIR or None,
@@ -134,7 +131,7 @@ display(ShowImage(filename=os.path.join(cfg2.out_dir, preview)))
 
 # %%
 after = dd.DehazePipeline.from_files(res1.checkpoint, res2.checkpoint, defaults=choice.pipe.defaults)
-data = tempfile.mkdtemp(prefix='dehazeddpm_eval_')
+data = session.scratch('eval')
 pairs = []
 for kind in ('depth', 'nh'):
     make_eval_set(os.path.join(data, kind), size=64 if SMOKE else 256, seed=0, kind=kind)

@@ -22,6 +22,13 @@ pytestmark = pytest.mark.skipif(not (torch.distributed.is_available() and torch.
                                 reason="torch.distributed with gloo is needed")
 
 
+@pytest.fixture(autouse=True)
+def _own_tmpdir(monkeypatch, tmp_path):
+    # torchrun's agent makes a log folder in the temporary folder and never removes it
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+
+
 def _torchrun(*args: str, mark: str = "", timeout: int = 240, wait: bool = True):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DEHAZEDDPM_OFFLINE": "1", "DEHAZEDDPM_TEST_MARK": mark,
            "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}

@@ -77,6 +77,8 @@ def test_badge_and_setup_cells(name: str) -> None:
     assert "from_pretrained(" not in body and "choose_weights(" not in body
     assert "sys.path" not in body and "colab_setup" not in body and "os.environ" not in body
     assert "progress=True" not in body  # no tqdm widget left dead in a saved notebook
+    # files go through session.scratch / session.keep: nothing left in /tmp, nothing lost there
+    assert "tempfile" not in body and "/content/drive/MyDrive" not in body
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -6,6 +6,7 @@ network or the pipeline (the pipeline calls :func:`resolve`). HTTP(S) goes throu
 Google Drive through gdown; both are imported only when a download actually happens.
 """
 from .cache import (
+    COLAB_DRIVE,
     RECORDED_HASHES_FILE,
     cache_dir,
     cache_path,
@@ -41,7 +42,7 @@ from .registry import (
 )
 from .resolve import ResolvedWeights, entry_for_file, entry_for_files, load_denoiser, resolve, weights_status
 
-__all__ = ["BundledWeightsMissingError", "DownloadError", "FileSpec", "HashMismatchError", "RECORDED_HASHES_FILE",
+__all__ = ["BundledWeightsMissingError", "COLAB_DRIVE", "DownloadError", "FileSpec", "HashMismatchError", "RECORDED_HASHES_FILE",
            "REGISTRY_PATH", "RELEASE_DRIVE_FOLDER_ID", "ROLES", "ResolvedWeights", "SOURCES", "UnknownWeightsError",
            "WeightsEntry", "WeightsError", "WeightsMissingError", "cache_dir", "cache_path", "download_file",
            "entry_for_file", "entry_for_files", "load_denoiser",

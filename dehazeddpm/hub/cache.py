@@ -18,13 +18,13 @@ from ..utils import atomic_write, env_flag
 from .errors import WeightsError
 from .registry import get_entry
 
-__all__ = ["RECORDED_HASHES_FILE", "cache_dir", "cache_path", "forget_recorded_hash", "is_offline", "record_hash",
+__all__ = ["COLAB_DRIVE", "RECORDED_HASHES_FILE", "cache_dir", "cache_path", "forget_recorded_hash", "is_offline", "record_hash",
            "record_key", "recorded_hashes", "recorded_hashes_path", "sha256_file"]
 
 RECORDED_HASHES_FILE = "recorded_hashes.json"
 OFFLINE_ENV = "DEHAZEDDPM_OFFLINE"
 CACHE_ENV = "DEHAZEDDPM_CACHE"
-COLAB_DRIVE = Path("/content/drive/MyDrive")
+COLAB_DRIVE = Path("/content/drive/MyDrive")  # where Colab mounts Google Drive
 _CHUNK = 1 << 20
 
 
