@@ -1,4 +1,4 @@
-"""Rules R7, R8, R9, R10 (also R11's verdict), S1, S2, W1 and D7 (docs/benchmarks.md): which demo stage 1 ships, and whether its matched denoiser does.
+"""Rules R7, R8, R9, R10 (also R11's verdict), S1, S2, W1, W2 and D7 (docs/benchmarks.md): which demo stage 1 ships, and whether its matched denoiser does.
 
 Usage::
 
@@ -11,6 +11,7 @@ Usage::
     python benchmarks/stage1_rule.py --rule s1                             # Rule S1
     python benchmarks/stage1_rule.py --rule s2                             # Rule S2
     python benchmarks/stage1_rule.py --rule w1                             # Rule W1
+    python benchmarks/stage1_rule.py --rule w2                             # Rule W2
 
 Every rule here judges on training-photo pairs (``make_eval_set(split="train")``, the 8 photos of
 :data:`NAMES`), never on the eval photos, per (haze kind, size) cell: kinds depth, nh and dense,
@@ -51,6 +52,12 @@ against (:data:`S2_CANDIDATES`, judged against :data:`S2_BASELINE`, with S1's ma
 
 W1 does the same for the denoiser at a working size (:data:`W1_CANDIDATES`, ``denoise_size``),
 judged against the default call at full resolution on :data:`W1_SIZES`.
+
+W2 scores the bundled stage 1's J at other working sizes (:data:`W2_CANDIDATES`, ``stage1_size``)
+against today's 128 px: each nh and dense cell must gain :data:`W2_GAIN_DB`, no depth cell lose
+more than :data:`W2_DEPTH_DB`, no photo more than :data:`R10_PHOTO_DB`, no cell's colour error rise
+more than :data:`R9_COLOUR`; the largest smallest nh/dense gain wins, the smaller working size
+within :data:`W2_CLOSE_DB` of it.
 
 D7 scores the demo default call with a stage 1 and the bundled denoiser against the same stage 1
 with a new denoiser (sampling seed 0). The new denoiser ships with the stage 1 when its mean PSNR
@@ -116,6 +123,12 @@ W1_BASELINE = "full resolution"
 W1_CANDIDATES: Dict[str, Dict[str, Any]] = {W1_BASELINE: {"denoise_size": 0}, "at 256 px": {"denoise_size": 256},
                                             "at 192 px": {"denoise_size": 192}, "at 128 px": {"denoise_size": 128}}
 W1_SIZES = (64, 128, 384)
+# Rule W2: stage 1's working size for the bundled weights; the baseline is today's
+W2_BASELINE = "at 128 px"
+W2_CANDIDATES: Dict[str, Dict[str, Any]] = {f"at {n} px": {"stage1_size": n} for n in (128, 96, 160, 192, 256)}
+W2_GAIN_DB = 0.2     # the least each nh and dense cell must gain over the baseline
+W2_DEPTH_DB = 0.1    # the most a depth cell may lose
+W2_CLOSE_DB = 0.1    # within this of the best smallest gain, the smaller working size wins
 
 Cell = Tuple[str, int]
 
@@ -261,6 +274,42 @@ def judge_r10(bundled: Dict[Cell, Dict[str, Any]], candidates: Dict[str, Dict[Ce
     return {"candidates": verdicts, "winner": winner}
 
 
+def judge_w2(base: Dict[Cell, Dict[str, Any]], candidates: Dict[str, Dict[Cell, Dict[str, Any]]],
+             sizes: Dict[str, int]) -> Dict[str, Any]:
+    """Rule W2's verdict: per candidate its nh/dense gains, depth, photos and colour against the
+    baseline, pass/fail and why; the passing ones in the order they would ship; the winner (or None).
+    ``sizes``: each candidate's working size (the tie-break)."""
+    verdicts: Dict[str, Dict[str, Any]] = {}
+    for name, cells in candidates.items():
+        why: List[str] = []
+        hard = []
+        for c, v in cells.items():
+            d_psnr = v["psnr"] - base[c]["psnr"]
+            if c[0] == "depth":
+                if d_psnr < -W2_DEPTH_DB:
+                    why.append(f"depth {c[1]} loses {d_psnr:+.2f} dB < {-W2_DEPTH_DB:+.1f}")
+            else:
+                hard.append(d_psnr)
+                if d_psnr < W2_GAIN_DB:
+                    why.append(f"{c[0]} {c[1]} gains {d_psnr:+.2f} dB < {W2_GAIN_DB:+.1f}")
+            d_colour = colour_error(v) - colour_error(base[c])
+            if d_colour > R9_COLOUR:
+                why.append(f"{c[0]} {c[1]} colour error {d_colour:+.2f} (> {R9_COLOUR:+.1f})")
+        gains = photo_gains(base, cells)
+        why += [f"{c} loses {g:+.2f} dB (< {-R10_PHOTO_DB:+.1f})" for c, g in gains.items() if g < -R10_PHOTO_DB]
+        worst = min(gains, key=gains.get)
+        verdicts[name] = {"min_hard_gain": min(hard), "worst_photo": worst, "worst_photo_gain": gains[worst],
+                          "photo_gains": gains, "passes": not why, "why_not": why}
+    order: List[str] = []
+    left = [n for n, v in verdicts.items() if v["passes"]]
+    while left:  # the best smallest gain; within W2_CLOSE_DB of it, the smaller working size
+        best = max(verdicts[n]["min_hard_gain"] for n in left)
+        pick = min((n for n in left if verdicts[n]["min_hard_gain"] >= best - W2_CLOSE_DB), key=sizes.get)
+        order.append(pick)
+        left.remove(pick)
+    return {"candidates": verdicts, "order": order, "winner": order[0] if order else None}
+
+
 def judge_s1(j: Dict[Cell, Dict[str, float]], runs: Dict[str, Dict[Cell, Dict[str, float]]],
              baseline: str = "today") -> Dict[str, Any]:
     """Rules S1 and S2: per call in ``runs`` (the ``baseline`` and the candidates, in order of
@@ -322,15 +371,16 @@ def _load(stage1: Optional[str], denoiser: Optional[str]) -> DehazePipeline:
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--candidate", action="append", default=[], metavar="NAME=FILE", help="a stage-1 file (Rule R7)")
-    ap.add_argument("--rule", choices=("r7", "r8", "r9", "r10", "s1", "s2", "w1"), default="r7",
-                    help="the rule that judges --candidate (s1, s2, w1: the default call, no candidate files)")
+    ap.add_argument("--rule", choices=("r7", "r8", "r9", "r10", "s1", "s2", "w1", "w2"), default="r7",
+                    help="the rule that judges --candidate (s1, s2, w1: the default call; w2: stage 1's "
+                         "working size; no candidate files for these)")
     ap.add_argument("--round5", metavar="FILE", help="round 5's stage 1 (Rules R8 and R9: the baseline for R7)")
     ap.add_argument("--pair", nargs=2, metavar=("STAGE1", "DENOISER"), help="Rule D7 for this stage 1 and denoiser")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=str(ROOT / "runs" / "stage1_rule.json"))
     args = ap.parse_args(argv)
     cands = dict(c.split("=", 1) for c in args.candidate if "=" in c)
-    call_rule = args.rule in ("s1", "s2", "w1")
+    call_rule = args.rule in ("s1", "s2", "w1", "w2")
     if len(cands) != len(args.candidate) or not (cands or args.pair or call_rule):
         ap.error("give --candidate NAME=FILE (one or more) or --pair STAGE1 DENOISER")
     if call_rule and cands:
@@ -410,6 +460,19 @@ def main(argv: Optional[List[str]] = None) -> int:
         verdict = result["w1"] = judge_s1(cols["J"], {n: cols[n] for n in W1_CANDIDATES}, baseline=W1_BASELINE)
         _report("W1", verdict, lambda v: f"worst SSIM gap to J {v['worst_ssim_gap_to_j']:+.4f}")
         print(f"W1 ships: {verdict['winner']} (if its wall time passes: benchmarks/default_call.py)")
+    if args.rule == "w2":
+        pipe = _load(None, None)
+        for name, opts in W2_CANDIDATES.items():
+            print(f"stage 1's J, {name}", flush=True)
+            cols[name] = cell_scores(pipe, {**STAGE1, **opts})
+        judged = {n: cols[n] for n in W2_CANDIDATES if n != W2_BASELINE}
+        verdict = result["w2"] = judge_w2(cols[W2_BASELINE], judged,
+                                          {n: W2_CANDIDATES[n]["stage1_size"] for n in judged})
+        _report("W2", verdict, lambda v: f"smallest nh/dense gain {v['min_hard_gain']:+.2f} dB, worst photo "
+                                         f"{v['worst_photo']} {v['worst_photo_gain']:+.2f} dB")
+        print(f"W2 ships: {verdict['winner'] or 'stage 1 stays at 128 px (none passes)'}"
+              + (f" (if its wall time passes: benchmarks/default_call.py; then {verdict['order'][1:]})"
+                 if verdict["winner"] else ""))
     if args.pair:
         s1, den = args.pair
         bundled_den, new_den = _load(s1, None), _load(s1, den)

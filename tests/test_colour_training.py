@@ -232,6 +232,32 @@ def test_rule_w1_prefers_the_larger_working_size_and_its_calls_are_valid():
     assert r.judge_s1(j, runs, baseline=r.W1_BASELINE)["winner"] == "at 256 px"
 
 
+def test_rule_w2_asks_nh_and_dense_gains_and_prefers_the_smaller_working_size_when_close():
+    r = _rule()
+    pipe = r._load(None, None)
+    assert [pipe.resolve_options(**o).stage1_size for o in r.W2_CANDIDATES.values()] == [128, 96, 160, 192, 256]
+    assert r.W2_CANDIDATES[r.W2_BASELINE] == {"stage1_size": pipe.resolve_options().stage1_size}  # today's
+    base = _photos(_with_colour(_cells(20.0, 18.5, 14.0), depth=6.0, nh=9.0, dense=12.0), a=-0.5, b=0.5)
+    def cand(depth, nh_, dense, dense_colour=12.0, a=-0.5, b=0.5):
+        return _photos(_with_colour(_cells(depth, nh_, dense), depth=6.0, nh=9.0, dense=dense_colour), a=a, b=b)
+    sizes = {"at 96 px": 96, "at 160 px": 160, "at 192 px": 192, "at 256 px": 256}
+    verdict = r.judge_w2(base, {"at 96 px": cand(20.0, 18.65, 14.3),        # nh +0.15 < +0.2
+                                "at 160 px": cand(19.95, 18.75, 14.3),      # passes, smallest gain +0.25
+                                "at 192 px": cand(19.95, 18.85, 14.35),     # passes, +0.35: within 0.1 of 256's
+                                "at 256 px": cand(19.95, 18.9, 14.9)}, sizes)  # passes, +0.4
+    c = verdict["candidates"]
+    assert c["at 96 px"]["why_not"] == ["nh 128 gains +0.15 dB < +0.2", "nh 384 gains +0.15 dB < +0.2"]
+    assert verdict["order"] == ["at 192 px", "at 256 px", "at 160 px"] and verdict["winner"] == "at 192 px"
+    worse = r.judge_w2(base, {"at 160 px": cand(19.85, 18.9, 14.5),              # depth -0.15
+                              "at 192 px": cand(20.0, 18.9, 14.5, dense_colour=12.5),
+                              "at 256 px": cand(20.0, 18.9, 14.5, a=-1.1, b=1.1)}, sizes)
+    w = worse["candidates"]
+    assert w["at 160 px"]["why_not"] == ["depth 128 loses -0.15 dB < -0.1", "depth 384 loses -0.15 dB < -0.1"]
+    assert "dense 128 colour error +0.50 (> +0.3)" in w["at 192 px"]["why_not"]
+    assert w["at 256 px"]["why_not"][0] == "depth 128 a loses -0.60 dB (< -0.5)"
+    assert worse["winner"] is None and worse["order"] == []
+
+
 def test_rule_d7_ships_the_new_denoiser_only_if_not_worse():
     r = _rule()
     old = _cells(20.0, 18.0, 13.0)
