@@ -89,11 +89,16 @@ class NotebookSession:
         temporary folder goes when the kernel exits, or, if the kernel was killed, when the next
         kernel makes its own (:func:`remove_stale_scratch`)."""
         global _scratch_root
+        name = _folder_name(name)
         if _scratch_root is None:
             remove_stale_scratch()
             _scratch_root = tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX)
-            (Path(_scratch_root.name) / _OWNER_FILE).write_text(str(os.getpid()))
-        path = Path(_scratch_root.name) / _folder_name(name)
+        root = Path(_scratch_root.name)
+        owner = root / _OWNER_FILE
+        if not owner.is_file():  # new, or someone emptied the temporary folder: (re)claim it
+            root.mkdir(parents=True, exist_ok=True)
+            owner.write_text(str(os.getpid()))
+        path = root / name
         path.mkdir(exist_ok=True)
         return path
 
