@@ -245,30 +245,40 @@ def judge_r9(round5: Dict[Cell, Dict[str, Any]], bundled: Dict[Cell, Dict[str, A
                                                 "photo_gains": bundled_gains}, "winner": winner}
 
 
+def judge_gains(base: Dict[Cell, Dict[str, Any]], cells: Dict[Cell, Dict[str, Any]], gain_kinds: Sequence[str],
+                gain_db: float, loss_db: float) -> Dict[str, Any]:
+    """One candidate's cells against ``base``, as R10 and W2 judge them: each cell of ``gain_kinds``
+    must gain ``gain_db``, no other cell lose more than ``loss_db``, no photo more than
+    :data:`R10_PHOTO_DB`, no cell's colour error rise more than :data:`R9_COLOUR`. Returns the
+    smallest gain over ``gain_kinds``, the worst photo, the photo gains, passes and why not."""
+    why: List[str] = []
+    gains_wanted = []
+    for c, v in cells.items():
+        d_psnr = v["psnr"] - base[c]["psnr"]
+        if c[0] in gain_kinds:
+            gains_wanted.append(d_psnr)
+            if d_psnr < gain_db:
+                why.append(f"{c[0]} {c[1]} gains {d_psnr:+.2f} dB < {gain_db:+.1f}")
+        elif d_psnr < -loss_db:
+            why.append(f"{c[0]} {c[1]} loses {d_psnr:+.2f} dB < {-loss_db:+.1f}")
+        d_colour = colour_error(v) - colour_error(base[c])
+        if d_colour > R9_COLOUR:
+            why.append(f"{c[0]} {c[1]} colour error {d_colour:+.2f} (> {R9_COLOUR:+.1f})")
+    gains = photo_gains(base, cells)
+    why += [f"{c} loses {g:+.2f} dB (< {-R10_PHOTO_DB:+.1f})" for c, g in gains.items() if g < -R10_PHOTO_DB]
+    worst = min(gains, key=gains.get)
+    return {"min_gain": min(gains_wanted), "worst_photo": worst, "worst_photo_gain": gains[worst],
+            "photo_gains": gains, "passes": not why, "why_not": why}
+
+
 def judge_r10(bundled: Dict[Cell, Dict[str, Any]], candidates: Dict[str, Dict[Cell, Dict[str, Any]]]
               ) -> Dict[str, Any]:
     """Rule R10's verdict: per candidate its dense gains, other cells, photos and colour against the
     bundled stage 1, pass/fail and why; and the winner (or None)."""
     verdicts: Dict[str, Dict[str, Any]] = {}
     for name, cells in candidates.items():
-        why: List[str] = []
-        dense = []
-        for c, v in cells.items():
-            d_psnr = v["psnr"] - bundled[c]["psnr"]
-            if c[0] == "dense":
-                dense.append(d_psnr)
-                if d_psnr < R10_DENSE_DB:
-                    why.append(f"dense {c[1]} gains {d_psnr:+.2f} dB < {R10_DENSE_DB:+.1f}")
-            elif d_psnr < -R10_CELL_DB:
-                why.append(f"{c[0]} {c[1]} loses {d_psnr:+.2f} dB < {-R10_CELL_DB:+.1f}")
-            d_colour = colour_error(v) - colour_error(bundled[c])
-            if d_colour > R9_COLOUR:
-                why.append(f"{c[0]} {c[1]} colour error {d_colour:+.2f} (> {R9_COLOUR:+.1f})")
-        gains = photo_gains(bundled, cells)
-        why += [f"{c} loses {g:+.2f} dB (< {-R10_PHOTO_DB:+.1f})" for c, g in gains.items() if g < -R10_PHOTO_DB]
-        worst = min(gains, key=gains.get)
-        verdicts[name] = {"min_dense_gain": min(dense), "worst_photo": worst, "worst_photo_gain": gains[worst],
-                          "photo_gains": gains, "passes": not why, "why_not": why}
+        v = judge_gains(bundled, cells, ("dense",), R10_DENSE_DB, R10_CELL_DB)
+        verdicts[name] = {"min_dense_gain": v.pop("min_gain"), **v}
     passing = [n for n, v in verdicts.items() if v["passes"]]
     winner = max(passing, key=lambda n: verdicts[n]["min_dense_gain"]) if passing else None
     return {"candidates": verdicts, "winner": winner}
@@ -281,25 +291,8 @@ def judge_w2(base: Dict[Cell, Dict[str, Any]], candidates: Dict[str, Dict[Cell, 
     ``sizes``: each candidate's working size (the tie-break)."""
     verdicts: Dict[str, Dict[str, Any]] = {}
     for name, cells in candidates.items():
-        why: List[str] = []
-        hard = []
-        for c, v in cells.items():
-            d_psnr = v["psnr"] - base[c]["psnr"]
-            if c[0] == "depth":
-                if d_psnr < -W2_DEPTH_DB:
-                    why.append(f"depth {c[1]} loses {d_psnr:+.2f} dB < {-W2_DEPTH_DB:+.1f}")
-            else:
-                hard.append(d_psnr)
-                if d_psnr < W2_GAIN_DB:
-                    why.append(f"{c[0]} {c[1]} gains {d_psnr:+.2f} dB < {W2_GAIN_DB:+.1f}")
-            d_colour = colour_error(v) - colour_error(base[c])
-            if d_colour > R9_COLOUR:
-                why.append(f"{c[0]} {c[1]} colour error {d_colour:+.2f} (> {R9_COLOUR:+.1f})")
-        gains = photo_gains(base, cells)
-        why += [f"{c} loses {g:+.2f} dB (< {-R10_PHOTO_DB:+.1f})" for c, g in gains.items() if g < -R10_PHOTO_DB]
-        worst = min(gains, key=gains.get)
-        verdicts[name] = {"min_hard_gain": min(hard), "worst_photo": worst, "worst_photo_gain": gains[worst],
-                          "photo_gains": gains, "passes": not why, "why_not": why}
+        v = judge_gains(base, cells, ("nh", "dense"), W2_GAIN_DB, W2_DEPTH_DB)
+        verdicts[name] = {"min_hard_gain": v.pop("min_gain"), **v}
     order: List[str] = []
     left = [n for n, v in verdicts.items() if v["passes"]]
     while left:  # the best smallest gain; within W2_CLOSE_DB of it, the smaller working size
