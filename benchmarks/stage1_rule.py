@@ -1,4 +1,4 @@
-"""Rules R7, R8, R9, R10 (also R11's verdict), S1, S2, W1, W2 and D7 (docs/benchmarks.md): which demo stage 1 ships, and whether its matched denoiser does.
+"""Rules R7, R8, R9, R10 (also R11's verdict), S1, S2, W1, W2, W3 and D7 (docs/benchmarks.md): which demo stage 1 ships, and whether its matched denoiser does.
 
 Usage::
 
@@ -12,6 +12,7 @@ Usage::
     python benchmarks/stage1_rule.py --rule s2                             # Rule S2
     python benchmarks/stage1_rule.py --rule w1                             # Rule W1
     python benchmarks/stage1_rule.py --rule w2                             # Rule W2
+    python benchmarks/stage1_rule.py --rule w3                             # Rule W3
 
 Every rule here judges on training-photo pairs (``make_eval_set(split="train")``, the 8 photos of
 :data:`NAMES`), never on the eval photos, per (haze kind, size) cell: kinds depth, nh and dense,
@@ -58,6 +59,12 @@ against today's 128 px: each nh and dense cell must gain :data:`W2_GAIN_DB`, no 
 more than :data:`W2_DEPTH_DB`, no photo more than :data:`R10_PHOTO_DB`, no cell's colour error rise
 more than :data:`R9_COLOUR`; the largest smallest nh/dense gain wins, the smaller working size
 within :data:`W2_CLOSE_DB` of it.
+
+W3 scores stage 1's J and the default call with the input's fine detail (:data:`W3_CANDIDATES`,
+``stage1_detail``) against today's: in every cell J may lose at most :data:`S1_PSNR_DB` and no
+SSIM, no photo more than :data:`R10_PHOTO_DB`, no colour error rise more than :data:`R9_COLOUR`,
+and the default call may lose at most :data:`S1_PSNR_DB` and no SSIM; the largest smallest J
+gain wins, the smaller N within :data:`W2_CLOSE_DB` of it.
 
 D7 scores the demo default call with a stage 1 and the bundled denoiser against the same stage 1
 with a new denoiser (sampling seed 0). The new denoiser ships with the stage 1 when its mean PSNR
@@ -129,6 +136,10 @@ W2_CANDIDATES: Dict[str, Dict[str, Any]] = {f"at {n} px": {"stage1_size": n} for
 W2_GAIN_DB = 0.2     # the least each nh and dense cell must gain over the baseline
 W2_DEPTH_DB = 0.1    # the most a depth cell may lose
 W2_CLOSE_DB = 0.1    # within this of the best smallest gain, the smaller working size wins
+# Rule W3: J's detail finer than N px from the input (``stage1_detail``); the baseline is today's
+W3_BASELINE = "own J"
+W3_CANDIDATES: Dict[str, Dict[str, Any]] = {W3_BASELINE: {"stage1_detail": 0},
+                                            **{f"detail below {n} px": {"stage1_detail": n} for n in (2, 3, 4)}}
 
 Cell = Tuple[str, int]
 
@@ -258,16 +269,16 @@ def judge_gains(base: Dict[Cell, Dict[str, Any]], cells: Dict[Cell, Dict[str, An
         if c[0] in gain_kinds:
             gains_wanted.append(d_psnr)
             if d_psnr < gain_db:
-                why.append(f"{c[0]} {c[1]} gains {d_psnr:+.2f} dB < {gain_db:+.1f}")
+                why.append(f"{c[0]} {c[1]} gains {d_psnr:+.2f} dB < {gain_db:+g}")
         elif d_psnr < -loss_db:
-            why.append(f"{c[0]} {c[1]} loses {d_psnr:+.2f} dB < {-loss_db:+.1f}")
+            why.append(f"{c[0]} {c[1]} loses {d_psnr:+.2f} dB < {-loss_db:+g}")
         d_colour = colour_error(v) - colour_error(base[c])
         if d_colour > R9_COLOUR:
-            why.append(f"{c[0]} {c[1]} colour error {d_colour:+.2f} (> {R9_COLOUR:+.1f})")
+            why.append(f"{c[0]} {c[1]} colour error {d_colour:+.2f} (> {R9_COLOUR:+g})")
     gains = photo_gains(base, cells)
-    why += [f"{c} loses {g:+.2f} dB (< {-R10_PHOTO_DB:+.1f})" for c, g in gains.items() if g < -R10_PHOTO_DB]
+    why += [f"{c} loses {g:+.2f} dB (< {-R10_PHOTO_DB:+g})" for c, g in gains.items() if g < -R10_PHOTO_DB]
     worst = min(gains, key=gains.get)
-    return {"min_gain": min(gains_wanted), "worst_photo": worst, "worst_photo_gain": gains[worst],
+    return {"min_gain": min(gains_wanted) if gains_wanted else None, "worst_photo": worst, "worst_photo_gain": gains[worst],
             "photo_gains": gains, "passes": not why, "why_not": why}
 
 
@@ -301,6 +312,35 @@ def judge_w2(base: Dict[Cell, Dict[str, Any]], candidates: Dict[str, Dict[Cell, 
         order.append(pick)
         left.remove(pick)
     return {"candidates": verdicts, "order": order, "winner": order[0] if order else None}
+
+
+def judge_w3(j: Dict[Cell, Dict[str, Any]], call: Dict[Cell, Dict[str, Any]],
+             candidates: Dict[str, Tuple[Dict[Cell, Dict[str, Any]], Dict[Cell, Dict[str, Any]]]],
+             factors: Dict[str, int]) -> Dict[str, Any]:
+    """Rule W3's verdict. ``j``, ``call``: today's J and default call per cell; ``candidates``:
+    name -> (its J, its default call); ``factors``: each candidate's N (the tie-break)."""
+    verdicts: Dict[str, Dict[str, Any]] = {}
+    for name, (cj, cc) in candidates.items():
+        v = judge_gains(j, cj, (), 0.0, S1_PSNR_DB)  # no kind must gain; every cell's loss bounded
+        why = list(v["why_not"])
+        for c in cj:
+            if cj[c]["ssim"] < j[c]["ssim"]:
+                why.append(f"J {c[0]} {c[1]} SSIM {cj[c]['ssim'] - j[c]['ssim']:+.4f}")
+            d_call = cc[c]["psnr"] - call[c]["psnr"]
+            if d_call < -S1_PSNR_DB:
+                why.append(f"default call {c[0]} {c[1]} loses {d_call:+.2f} dB < {-S1_PSNR_DB:+g}")
+            if cc[c]["ssim"] < call[c]["ssim"]:
+                why.append(f"default call {c[0]} {c[1]} SSIM {cc[c]['ssim'] - call[c]['ssim']:+.4f}")
+        gains = [cj[c]["psnr"] - j[c]["psnr"] for c in cj]
+        verdicts[name] = {"min_gain": min(gains), "worst_photo": v["worst_photo"],
+                          "worst_photo_gain": v["worst_photo_gain"], "photo_gains": v["photo_gains"],
+                          "passes": not why, "why_not": why}
+    passing = [n for n, v in verdicts.items() if v["passes"]]
+    winner = None
+    if passing:
+        best = max(verdicts[n]["min_gain"] for n in passing)
+        winner = min((n for n in passing if verdicts[n]["min_gain"] >= best - W2_CLOSE_DB), key=factors.get)
+    return {"candidates": verdicts, "winner": winner}
 
 
 def judge_s1(j: Dict[Cell, Dict[str, float]], runs: Dict[str, Dict[Cell, Dict[str, float]]],
@@ -364,16 +404,16 @@ def _load(stage1: Optional[str], denoiser: Optional[str]) -> DehazePipeline:
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--candidate", action="append", default=[], metavar="NAME=FILE", help="a stage-1 file (Rule R7)")
-    ap.add_argument("--rule", choices=("r7", "r8", "r9", "r10", "s1", "s2", "w1", "w2"), default="r7",
-                    help="the rule that judges --candidate (s1, s2, w1: the default call; w2: stage 1's "
-                         "working size; no candidate files for these)")
+    ap.add_argument("--rule", choices=("r7", "r8", "r9", "r10", "s1", "s2", "w1", "w2", "w3"), default="r7",
+                    help="the rule that judges --candidate (s1, s2, w1: the default call; w2, w3: stage 1's "
+                         "working size and detail; no candidate files for these)")
     ap.add_argument("--round5", metavar="FILE", help="round 5's stage 1 (Rules R8 and R9: the baseline for R7)")
     ap.add_argument("--pair", nargs=2, metavar=("STAGE1", "DENOISER"), help="Rule D7 for this stage 1 and denoiser")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=str(ROOT / "runs" / "stage1_rule.json"))
     args = ap.parse_args(argv)
     cands = dict(c.split("=", 1) for c in args.candidate if "=" in c)
-    call_rule = args.rule in ("s1", "s2", "w1", "w2")
+    call_rule = args.rule in ("s1", "s2", "w1", "w2", "w3")
     if len(cands) != len(args.candidate) or not (cands or args.pair or call_rule):
         ap.error("give --candidate NAME=FILE (one or more) or --pair STAGE1 DENOISER")
     if call_rule and cands:
@@ -466,6 +506,20 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"W2 ships: {verdict['winner'] or 'stage 1 stays at 128 px (none passes)'}"
               + (f" (if its wall time passes: benchmarks/default_call.py; then {verdict['order'][1:]})"
                  if verdict["winner"] else ""))
+    if args.rule == "w3":
+        pipe = _load(None, None)
+        for name, opts in W3_CANDIDATES.items():
+            print(f"stage 1's J, {name}", flush=True)
+            cols[f"J, {name}"] = cell_scores(pipe, {**STAGE1, **opts})
+            print(f"default call, {name}", flush=True)
+            cols[f"default, {name}"] = cell_scores(pipe, {**DEFAULT_CALL, **opts})
+        judged = {n: (cols[f"J, {n}"], cols[f"default, {n}"]) for n in W3_CANDIDATES if n != W3_BASELINE}
+        verdict = result["w3"] = judge_w3(cols[f"J, {W3_BASELINE}"], cols[f"default, {W3_BASELINE}"], judged,
+                                          {n: W3_CANDIDATES[n]["stage1_detail"] for n in judged})
+        _report("W3", verdict, lambda v: f"smallest J gain {v['min_gain']:+.2f} dB, worst photo "
+                                         f"{v['worst_photo']} {v['worst_photo_gain']:+.2f} dB")
+        print(f"W3 ships: {verdict['winner'] or 'stage 1 own J (none passes)'}"
+              + (" (if its wall time passes: benchmarks/default_call.py)" if verdict["winner"] else ""))
     if args.pair:
         s1, den = args.pair
         bundled_den, new_den = _load(s1, None), _load(s1, den)

@@ -113,6 +113,10 @@ class SamplingOptions:
     stage1_size: Optional[int] = option(
         "shorter side stage 1 runs at, J and T brought back to the image's size (0 = full resolution)", "int",
         low=0, note=" (0: full resolution)", metavar="N", describe="stage 1 at {v} px", quiet=(0,))
+    stage1_detail: Optional[int] = option(
+        "J keeps stage 1's structure coarser than N pixels (at the size stage 1 ran at) and takes the finer "
+        "detail from the hazy input divided by T (0 = stage 1's own J)", "int",
+        low=0, note=" (0: stage 1's own J)", metavar="N", describe="input detail below {v} px", quiet=(0, 1))
     denoise_size: Optional[int] = option(
         "shorter side the denoiser runs at; the image gets its J plus the denoiser's change, resampled "
         "to its size (0 = full resolution)", "int",
@@ -243,7 +247,8 @@ class SamplingOptions:
             start_strength=self.start_strength if self.start_strength is not None else 1.0,
             zero_mean_noise=(self.zero_mean_noise if self.zero_mean_noise is not None
                              else sampler not in _SPECS["zero_mean_noise"].refused_by),
-            stage1_size=self.stage1_size or 0, denoise_size=self.denoise_size or 0,
+            stage1_size=self.stage1_size or 0, stage1_detail=self.stage1_detail or 0,
+            denoise_size=self.denoise_size or 0,
             attention_window=self.attention_window or 0, samples=self.samples or 1, precision=self.precision or "auto")
 
     def sampler_keywords(self) -> Dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["FUSION_T_HIGH", "FUSION_T_LOW", "fuse_transmission", "invert", "rehaze", "smoothstep",
+__all__ = ["FUSION_T_HIGH", "FUSION_T_LOW", "fuse_transmission", "invert", "rehaze", "scene_detail", "smoothstep",
            "transmission"]
 
 # fusion="transmission": the weight of J rises smoothly from 0 at T <= low to 1 at T >= high.
@@ -30,6 +30,13 @@ def invert(I: torch.Tensor, T: torch.Tensor, A: torch.Tensor, min_transmission: 
     """Solve the model for the scene: ``(I - A (1 - T)) / T``, T floored at ``min_transmission``
     (dense haze divides by almost nothing), clamped to [0, 1]."""
     return ((I - A * (1 - T)) / T.clamp(min=min_transmission)).clamp(0, 1)
+
+
+def scene_detail(hazy_detail: torch.Tensor, T: torch.Tensor, min_transmission: float) -> torch.Tensor:
+    """The scene's fine detail from the hazy image's: ``hazy_detail / T``, T floored at
+    ``min_transmission``. Where T and A vary slowly, ``I = J T + A (1 - T)`` makes I's fine detail
+    T times J's. hazy_detail: (B, 3, H, W), a high-pass of I (signed); T: (B, 1, H, W)."""
+    return hazy_detail / T.clamp(min=min_transmission)
 
 
 def transmission(depth: torch.Tensor, beta: float) -> torch.Tensor:

@@ -258,6 +258,41 @@ def test_rule_w2_asks_nh_and_dense_gains_and_prefers_the_smaller_working_size_wh
     assert worse["winner"] is None and worse["order"] == []
 
 
+def test_rule_w3_asks_no_cell_of_j_or_the_default_call_to_lose_and_prefers_the_smaller_n_when_close():
+    r = _rule()
+    pipe = r._load(None, None)
+    assert [pipe.resolve_options(**o).stage1_detail for o in r.W3_CANDIDATES.values()] == [0, 2, 3, 4]
+    assert r.W3_CANDIDATES[r.W3_BASELINE] == {"stage1_detail": pipe.resolve_options().stage1_detail}  # today's
+    j = _photos(_with_colour(_cells(20.0, 18.0, 14.0), depth=6.0, nh=9.0, dense=12.0), a=-0.5, b=0.5)
+    call = _cells(19.9, 17.9, 13.9)
+    def cand(d, nh_, dense, ssim=0.8, a=-0.5, b=0.5, call_db=0.0, dense_colour=12.0):
+        cj = _photos(_with_colour(_cells(d, nh_, dense), depth=6.0, nh=9.0, dense=dense_colour), a=a, b=b)
+        cj = {c: {**v, "ssim": ssim} for c, v in cj.items()}
+        return cj, _cells(19.9 + call_db, 17.9 + call_db, 13.9 + call_db)
+    factors = {"detail below 2 px": 2, "detail below 3 px": 3, "detail below 4 px": 4}
+    verdict = r.judge_w3(j, call, {"detail below 2 px": cand(20.5, 18.3, 14.25),   # smallest gain +0.25
+                                   "detail below 3 px": cand(20.6, 18.35, 14.3),   # +0.30
+                                   "detail below 4 px": cand(20.7, 18.5, 14.45)}, factors)  # +0.45
+    assert all(v["passes"] for v in verdict["candidates"].values())
+    assert verdict["winner"] == "detail below 4 px"  # 3's +0.30 is not within 0.1 of +0.45
+    verdict = r.judge_w3(j, call, {"detail below 2 px": cand(20.5, 18.3, 14.4),
+                                   "detail below 3 px": cand(20.6, 18.45, 14.5),
+                                   "detail below 4 px": cand(20.7, 18.5, 14.45)}, factors)
+    assert verdict["winner"] == "detail below 3 px"  # within 0.1 of 4's +0.45: the smaller N
+    bad = r.judge_w3(j, call, {"detail below 2 px": cand(19.9, 18.3, 14.4),                 # J depth -0.10
+                               "detail below 3 px": cand(20.5, 18.5, 14.5, ssim=0.79),     # J SSIM lower
+                               "detail below 4 px": cand(20.5, 18.5, 14.5, call_db=-0.06)}, factors)
+    b = bad["candidates"]
+    assert b["detail below 2 px"]["why_not"][0] == "depth 128 loses -0.10 dB < -0.05"
+    assert b["detail below 3 px"]["why_not"][0] == "J depth 128 SSIM -0.0100"
+    assert b["detail below 4 px"]["why_not"][0] == "default call depth 128 loses -0.06 dB < -0.05"
+    assert bad["winner"] is None
+    photo = r.judge_w3(j, call, {"detail below 2 px": cand(20.5, 18.5, 14.5, a=-1.6, b=1.6),  # a: -0.6 dB
+                                 "detail below 3 px": cand(20.5, 18.5, 14.5, dense_colour=12.5)}, factors)
+    assert photo["candidates"]["detail below 2 px"]["why_not"][0] == "depth 128 a loses -0.60 dB (< -0.5)"
+    assert "dense 128 colour error +0.50 (> +0.3)" in photo["candidates"]["detail below 3 px"]["why_not"]
+
+
 def test_rule_d7_ships_the_new_denoiser_only_if_not_worse():
     r = _rule()
     old = _cells(20.0, 18.0, 13.0)

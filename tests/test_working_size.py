@@ -15,6 +15,7 @@ from dehazeddpm.inference.working_size import (
     from_working_size,
     stage1_at_size,
     to_working_size,
+    with_input_detail,
     working_shape,
 )
 from dehazeddpm.io import images as imageio
@@ -216,3 +217,48 @@ def test_pipeline_denoise_size(tiny_unet, stage1):
     assert not np.array_equal(np.asarray(half.image), np.asarray(full.image))
     with pytest.raises(ValueError, match="denoise_size"):
         pipe(x, steps=2, denoise_size=-1, progress=False)
+
+
+class Blurry(Oracle):
+    """The oracle's J with its fine detail smoothed away (a 3x3 box blur): what W2 found stage 1's
+    own J lacks."""
+
+    def __call__(self, hazy: torch.Tensor) -> Stage1Output:
+        out = super().__call__(hazy)
+        J = torch.nn.functional.avg_pool2d(torch.nn.functional.pad(out.J, (1, 1, 1, 1), mode="replicate"), 3, 1)
+        return out._replace(J=J, coarse=J, I=out.T * J + (1 - out.T) * out.A)
+
+
+@pytest.mark.parametrize("factor", [2, 3, 4])
+def test_input_detail_gives_the_exact_j_back_and_sharpens_a_blurry_one_under_uniform_haze(factor):
+    t, a = 0.35, 0.85
+    clear = _scene(96, 130)
+    hazy = clear * t + a * (1 - t)
+    exact = with_input_detail(Oracle(t, a)(hazy), hazy, factor)
+    torch.testing.assert_close(exact.J, clear, atol=1e-5, rtol=0)  # I's detail is T times J's
+    torch.testing.assert_close(exact.I, hazy, atol=1e-5, rtol=0)
+    blurry = Blurry(t, a)(hazy)
+    sharpened = with_input_detail(blurry, hazy, factor)
+    assert psnr(blurry.J, clear) + 5 < psnr(sharpened.J, clear)
+    assert torch.equal(sharpened.T, blurry.T) and torch.equal(sharpened.A, blurry.A)
+    assert with_input_detail(blurry, hazy, 1) is blurry
+    with pytest.raises(ValueError, match="at least 1"):
+        with_input_detail(blurry, hazy, 0.5)
+
+
+def test_pipeline_stage1_detail_option(stage1):
+    sched = NoiseSchedule.from_config(SCHEDULE)
+    x = torch.rand(1, 3, 48, 64, generator=torch.Generator().manual_seed(1))  # a multiple of 16: no padding
+    pipe = DehazePipeline(stage1, Pointwise(), sched, device="cpu")
+    own = pipe(x, steps=0, progress=False)
+    sharp = pipe(x, steps=0, stage1_detail=3, progress=False)
+    expected = with_input_detail(pipe.stage1_outputs(x), x, 3).J
+    torch.testing.assert_close(sharp.J, expected, atol=1e-6, rtol=0)
+    assert not torch.equal(sharp.J, own.J) and torch.equal(sharp.T, own.T)
+    called = pipe(x, steps=2, stage1_detail=3, seed=0, progress=False)
+    assert called.options.stage1_detail == 3 and "input detail below 3 px" in called.describe()
+    assert torch.equal(called.J, sharp.J)
+    assert "input detail" not in pipe(x, steps=2, seed=0, progress=False).describe()
+    for bad in (-1, 1.5, "2", True):
+        with pytest.raises(ValueError, match="stage1_detail"):
+            pipe(x, steps=0, stage1_detail=bad, progress=False)

@@ -52,7 +52,7 @@ from .device import (
     tiles_per_call,
 )
 from .tiling import TiledDenoiser
-from .working_size import from_working_size, stage1_at_size, to_working_size, working_shape
+from .working_size import from_working_size, stage1_at_size, to_working_size, with_input_detail, working_shape
 
 if TYPE_CHECKING:
     from ..hub.registry import WeightsEntry
@@ -322,7 +322,8 @@ class DehazePipeline:
         return dataclasses.replace(opts, precision=resolve_precision(opts.precision, self.device))
 
     # -- the steps of a call ---------------------------------------------------------------------
-    def stage1_outputs(self, x01: torch.Tensor, size: Optional[int] = None, precision: str = "fp32") -> Stage1Output:
+    def stage1_outputs(self, x01: torch.Tensor, size: Optional[int] = None, precision: str = "fp32",
+                       detail: int = 0) -> Stage1Output:
         """Stage 1 on a (1, 3, H, W) [0, 1] image as the pipeline runs it: the full
         :class:`Stage1Output` (J, coarse, T, A, I; float32, [0, 1], at H x W). The one stage-1
         entry point.
@@ -331,26 +332,29 @@ class DehazePipeline:
         side (:func:`~dehazeddpm.inference.working_size.stage1_at_size`), e.g.
         ``self.defaults.stage1_size``, the weights' working size.
         precision: a resolved precision ("fp32", "bf16", "fp16").
+        detail: 0, or J's detail finer than this many pixels, at the size the net ran at, comes from
+        the input (:func:`~dehazeddpm.inference.working_size.with_input_detail`).
         """
         x = x01.to(self.device)
 
         def net(img: torch.Tensor) -> Stage1Output:
             out = self.stage1(img.contiguous(memory_format=torch.channels_last))
-            return Stage1Output(*(t.float().contiguous() for t in out))  # callers get the usual layout
+            out = Stage1Output(*(t.float().contiguous() for t in out))  # callers get the usual layout
+            return with_input_detail(out, img.float(), detail) if detail else out
 
         with torch.inference_mode(), autocast(precision, self.device):
             return net(x) if not size else stage1_at_size(net, x, size)
 
-    def _padded_stage1(self, x: torch.Tensor, size: int, precision: str) -> Stage1Output:
+    def _padded_stage1(self, x: torch.Tensor, size: int, precision: str, detail: int = 0) -> Stage1Output:
         """Stage 1's outputs padded to the networks' multiple (the denoiser's input size)."""
         padded, (h, w) = pad_to_multiple(x.to(self.device), self.size_multiple)
         if size and working_shape(h, w, size) != (h, w):
-            out = self.stage1_outputs(x, size, precision)
+            out = self.stage1_outputs(x, size, precision, detail)
             # J, T, I come back at h x w; the denoiser needs them padded like the input
             return out._replace(**{k: pad_to_multiple(getattr(out, k), self.size_multiple)[0]
                                    for k in ("J", "coarse", "T", "I")})
         # At full resolution stage 1 sees the padded image, so J and T are its own in the margin.
-        return self.stage1_outputs(padded, None, precision)
+        return self.stage1_outputs(padded, None, precision, detail)
 
     def condition(self, J: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
         """The denoiser's condition in [-1, 1]: ``cat([J, T])`` (4 channels), or J for a J-only model."""
@@ -448,7 +452,7 @@ class DehazePipeline:
         timings["load"] = time.perf_counter() - t_start
         # 3. stage 1, padded to the networks' multiple
         t0 = time.perf_counter()
-        stage1 = self._padded_stage1(x, opts.stage1_size, stage1_precision(opts.precision))
+        stage1 = self._padded_stage1(x, opts.stage1_size, stage1_precision(opts.precision), opts.stage1_detail)
         for name in ("J", "T", "A"):
             check_output(f"stage 1's {name}", getattr(stage1, name))
         check_output("stage 1's J", stage1.J[..., :h, :w], x)

@@ -17,6 +17,10 @@ demo weights set this through their registry defaults (``stage1_size``: 128); th
 weights run stage 1 at full resolution, as the reference does. docs/benchmarks.md has the
 measurement.
 
+Stage 1's own J can take the same detail at the size it ran at (``stage1_detail``,
+:func:`with_input_detail`): J keeps its structure coarser than ``factor`` pixels and takes the
+finer detail from the hazy input divided by T.
+
 The denoiser can run at a working size too (``denoise_size``, :func:`to_working_size` and
 :func:`from_working_size`): J and T go to the working size, the chain runs there, and the image
 gets its own J plus the denoiser's change, resampled to its size.
@@ -28,7 +32,7 @@ from typing import Callable, Tuple
 import torch
 
 from ..models.stage1 import Stage1Output
-from ..physics import rehaze
+from ..physics import rehaze, scene_detail
 from ..utils import resize
 
 # Upsampling the shorter side to the working size never makes the longer side exceed this
@@ -47,6 +51,29 @@ def working_shape(h: int, w: int, size: int, max_side: int = MAX_WORKING_SIDE) -
     if scale > 1:
         scale = min(scale, max(1.0, max_side / max(h, w)))
     return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def with_input_detail(out: Stage1Output, hazy01: torch.Tensor, factor: float, *,
+                      min_transmission: float = MIN_TRANSMISSION) -> Stage1Output:
+    """Stage 1's outputs with J's detail finer than ``factor`` pixels taken from the hazy input.
+
+    out: stage 1 run on ``hazy01`` (B, 3, H, W) in [0, 1], at that size. The band is split by
+    area-shrinking by ``factor`` and bilinear enlarging back; J becomes its own coarse band plus
+    the input's fine band divided by T (:func:`~dehazeddpm.physics.scene_detail`), clamped to
+    [0, 1], and I is recomposed. T, A and coarse are unchanged; ``factor`` 1 changes nothing.
+    """
+    if not factor >= 1:
+        raise ValueError(f"factor must be at least 1, got {factor}")
+    if factor == 1:
+        return out
+    h, w = hazy01.shape[-2:]
+    small = (max(1, round(h / factor)), max(1, round(w / factor)))
+
+    def coarse_band(x: torch.Tensor) -> torch.Tensor:
+        return resize(resize(x, small, "antialias"), (h, w), "bilinear")
+
+    J = (coarse_band(out.J) + scene_detail(hazy01 - coarse_band(hazy01), out.T, min_transmission)).clamp(0, 1)
+    return out._replace(J=J, I=rehaze(J, out.T, out.A))
 
 
 def stage1_at_size(stage1: Callable[[torch.Tensor], Stage1Output], hazy01: torch.Tensor, size: int, *,
@@ -73,7 +100,7 @@ def stage1_at_size(stage1: Callable[[torch.Tensor], Stage1Output], hazy01: torch
     else:
         T = resize(out.T, (h, w), "bilinear")
         detail = hazy01 - resize(small, (h, w), "bilinear")
-        J = resize(out.J, (h, w), "bilinear") + detail / T.clamp_min(min_transmission)
+        J = resize(out.J, (h, w), "bilinear") + scene_detail(detail, T, min_transmission)
     J, T = J.clamp(0, 1), T.clamp(0, 1)
     coarse = resize(out.coarse, (h, w), "antialias" if enlarge else "bilinear").clamp(0, 1)
     A = out.A
@@ -108,4 +135,4 @@ def from_working_size(result: torch.Tensor, J: torch.Tensor, J_working: torch.Te
 
 
 __all__ = ["MAX_WORKING_SIDE", "MIN_TRANSMISSION", "from_working_size", "stage1_at_size", "to_working_size",
-           "working_shape"]
+           "with_input_detail", "working_shape"]
