@@ -7,7 +7,7 @@ Usage::
 
 Each shipped or measured round is one file under ``scripts/recipes/`` (``demo_round8.json``: the
 bundled weights; the others measured and not shipped, each file's ``shipped`` and ``about`` say
-so): the training configs of both stages (or the denoiser file kept unchanged), the seed, the UNet
+so): the training configs of both stages (or either file kept unchanged, ``kept``), the seed, the UNet
 config and schedule, and the initial weights as (commit, path, sha256), taken from git history and
 checked. Stage 1 may train in phases (``more``: each from the previous phase's result); a phase
 finished earlier with the recipe's settings is kept on a rerun. Stage 1 is the standard
@@ -41,7 +41,7 @@ from dehazeddpm.utils import atomic_write, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "dehazeddpm" / "assets"
-SHIPPED = ROOT / "scripts" / "recipes" / "demo_round8.json"
+SHIPPED = ROOT / "scripts" / "recipes" / "demo_round14.json"
 
 
 def _registry_path() -> Path:
@@ -57,7 +57,8 @@ def _dumps(obj) -> str:
 def registry_entry(recipe: Dict[str, Any], s1: Path, den: Path) -> Dict[str, Any]:
     """The registry's ``demo`` entry for these files (sha256, size, unet_config, schedule, dataset, notes)."""
     e = json.loads(_registry_path().read_text())["entries"]["demo"]
-    more = recipe["stage1"]["config"].get("photos", "train") == "train_all"
+    trained = _trained(recipe)
+    more = any(part["config"].get("photos", "train") == "train_all" for part in trained.values())
     e["dataset"] = ("synthetic depth-driven and non-homogeneous haze over the built-in training photos "
                     + ("(dehazeddpm.data.TRAIN_PHOTOS and MORE_TRAIN_PHOTOS: scikit-image, PyWavelets, mahotas and "
                        "glymur wheels)" if more else
@@ -75,8 +76,12 @@ def export(recipe: Dict[str, Any], s1_ckpt: Path, den_file: Path, sides: Dict[st
            dest: Path, command: str, threads: int, phases: Sequence[TrainConfig] = ()) -> Dict[str, Path]:
     """Write the fp16 files, demo_provenance.json and demo_entry.json into ``dest``; returns their paths."""
     unet = dict(recipe["unet"])
-    # fp16 storage halves the package data; load_state_dict copies back into fp32 parameters
-    s1_path = save_stage1(load_stage1(s1_ckpt).half(), dest / "demo_stage1.pth")
+    s1_path = dest / "demo_stage1.pth"
+    if "kept" in recipe["stage1"]:
+        atomic_write(s1_path, lambda tmp: shutil.copyfile(s1_ckpt, tmp))  # byte for byte (already fp16)
+    else:
+        # fp16 storage halves the package data; load_state_dict copies back into fp32 parameters
+        save_stage1(load_stage1(s1_ckpt).half(), s1_path)
     den_path = dest / "demo_denoiser.pth"
     if "kept" in recipe["denoiser"]:
         atomic_write(den_path, lambda tmp: shutil.copyfile(den_file, tmp))  # byte for byte (already fp16)
@@ -97,10 +102,11 @@ def export(recipe: Dict[str, Any], s1_ckpt: Path, den_file: Path, sides: Dict[st
         "device": "cpu", "seed": recipe["seed"], "provenance": provenance(),
         "files": {p.name: sha256_file(p) for p in (s1_path, den_path)},
     }
-    if "kept" in recipe["denoiser"]:
-        kept = recipe["denoiser"]["kept"]
-        prov["denoiser_kept"] = {"commit": kept[0], "path": kept[1], "sha256": kept[2],
-                                 "made_by": recipe["denoiser"]["made_by"]}
+    for role in ("stage1", "denoiser"):
+        if "kept" in recipe[role]:
+            kept = recipe[role]["kept"]
+            prov[f"{role}_kept"] = {"commit": kept[0], "path": kept[1], "sha256": kept[2],
+                                    "made_by": recipe[role]["made_by"]}
     write_json(dest / "demo_provenance.json", prov)
     write_json(dest / "demo_entry.json", registry_entry(recipe, s1_path, den_path))
     print(json.dumps({k: prov[k] for k in ("steps_done", "seconds", "final_val_psnr")}, indent=2))
@@ -202,18 +208,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     out = Path(args.out)
     den_ckpt = out / "denoiser" / "denoiser_final.pth"
     s1 = recipe["stage1"]
-    init1 = out / "init" / f"demo_stage1_{s1['init'][0][:7]}.pth"
-    phases = stage1_phases(s1, out, init1)
-    c1 = phases[-1]
-    s1_ckpt = Path(c1.out_dir) / "stage1_final.pth"
-    configs = {"stage1": c1}
+    configs: Dict[str, TrainConfig] = {}
+    if "kept" in s1:  # a denoiser-only round: the stage 1 file as it is, from git history
+        phases: List[TrainConfig] = []
+        s1_ckpt = out / "init" / f"demo_stage1_{s1['kept'][0][:7]}.pth"
+    else:
+        init1 = out / "init" / f"demo_stage1_{s1['init'][0][:7]}.pth"
+        phases = stage1_phases(s1, out, init1)
+        c1 = phases[-1]
+        s1_ckpt = Path(c1.out_dir) / "stage1_final.pth"
+        configs["stage1"] = c1
     den = recipe["denoiser"]
     if "config" in den:
         init2 = out / "init" / f"demo_denoiser_{den['init'][0][:7]}.pth"
         configs["denoiser"] = TrainConfig(out_dir=str(out / "denoiser"), init_checkpoint=str(init2),
                                           stage1_checkpoint=str(s1_ckpt), unet=dict(recipe["unet"]),
                                           schedule=dict(recipe["schedule"]), **{"precision": "fp32", **den["config"]})
-    if args.phase in ("all", "stage1"):
+    if args.phase in ("all", "stage1") and "kept" in s1:
+        fetch_from_git(tuple(s1["kept"]), s1_ckpt)
+        print(f"stage 1 kept: {s1['kept'][1]} at {s1['kept'][0][:7]}")
+    elif args.phase in ("all", "stage1"):
         fetch_from_git(tuple(s1["init"]), init1)
         for cfg in phases:
             if (Path(cfg.out_dir) / "stage1_final.pth").is_file() and not args.resume:
@@ -222,10 +236,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 continue
             _train(train_stage1, cfg, args.resume)
     if args.phase in ("all", "denoiser") and "config" in den:
-        _check_trained("stage1", s1_ckpt, c1)
+        if "kept" in s1:
+            fetch_from_git(tuple(s1["kept"]), s1_ckpt)
+        else:
+            _check_trained("stage1", s1_ckpt, c1)
         fetch_from_git(tuple(den["init"]), init2)
         _train(train_denoiser, configs["denoiser"], args.resume)
     if args.phase in ("all", "export"):
+        if "kept" in s1:
+            fetch_from_git(tuple(s1["kept"]), s1_ckpt)
         sides = {role: _check_trained(role, ckpt, configs[role])
                  for role, ckpt in (("stage1", s1_ckpt), ("denoiser", den_ckpt)) if role in configs}
         den_file = den_ckpt if "config" in den else fetch_from_git(

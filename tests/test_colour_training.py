@@ -262,7 +262,8 @@ def test_rule_w3_asks_no_cell_of_j_or_the_default_call_to_lose_and_prefers_the_s
     r = _rule()
     pipe = r._load(None, None)
     assert [pipe.resolve_options(**o).stage1_detail for o in r.W3_CANDIDATES.values()] == [0, 2, 3, 4]
-    assert r.W3_CANDIDATES[r.W3_BASELINE] == {"stage1_detail": pipe.resolve_options().stage1_detail}  # today's
+    assert r.W3_CANDIDATES[r.W3_BASELINE] == {"stage1_detail": 0}  # stage 1's own J, the default before W3
+    assert r.W3_CANDIDATES["detail below 3 px"] == {"stage1_detail": pipe.resolve_options().stage1_detail}  # W3's pick
     j = _photos(_with_colour(_cells(20.0, 18.0, 14.0), depth=6.0, nh=9.0, dense=12.0), a=-0.5, b=0.5)
     call = _cells(19.9, 17.9, 13.9)
     def cand(d, nh_, dense, ssim=0.8, a=-0.5, b=0.5, call_db=0.0, dense_colour=12.0):

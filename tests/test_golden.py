@@ -18,13 +18,15 @@ from dehazeddpm.options import SamplingOptions
 # pipe(make_eval_set(size=48)[0] hazy, seed=0) on one CPU thread: pixels [20:23, 30:33] and channel
 # means, for each precision the default call can resolve to on a CPU ("auto": bf16 where the CPU
 # has native bf16, else fp32)
-EXPECTED = {  # the round-8 demo weights, one sample of a 20-step chain from 0.3 (Rule S2), denoised at 128 px (Rule W1)
-    "fp32": ([[[105, 84, 85], [118, 78, 80], [160, 84, 90]],
-              [[130, 74, 77], [178, 86, 96], [226, 98, 113]],
-              [[195, 88, 95], [217, 83, 103], [223, 80, 104]]], [146.074, 124.61, 127.207]),
-    "bf16": ([[[105, 84, 85], [118, 78, 80], [160, 84, 90]],
-              [[130, 74, 77], [178, 86, 96], [226, 98, 113]],
-              [[195, 88, 95], [217, 83, 103], [223, 80, 104]]], [146.232, 124.546, 127.362]),
+EXPECTED = {  # round 14's demo weights (round 8's stage 1, its denoiser fine-tuned to J with the input's
+    # detail), one sample of a 20-step chain from 0.3 (Rule S2), denoised at 128 px (Rule W1), J's detail
+    # finer than 3 px from the input (Rule W3)
+    "fp32": ([[[101, 84, 85], [113, 81, 83], [161, 87, 91]],
+              [[124, 78, 81], [179, 86, 95], [229, 95, 107]],
+              [[202, 87, 91], [220, 84, 100], [222, 80, 101]]], [146.717, 124.466, 127.222]),
+    "bf16": ([[[101, 84, 85], [113, 81, 83], [161, 87, 91]],
+              [[124, 78, 81], [179, 86, 95], [229, 95, 107]],
+              [[202, 87, 91], [220, 84, 100], [222, 80, 101]]], [146.723, 124.55, 127.312]),
 }
 
 
@@ -40,7 +42,8 @@ def test_default_call_on_the_demo_weights(tmp_path, demo, precision):
     ran = resolve_precision(precision, torch.device("cpu"))
     # tile_size: the tile that ran (the 48 px image is denoised at 128 x 189, wider than one 136 px tile)
     assert res.options == SamplingOptions(sampler="ddim", steps=20, eta=1.0, start_strength=0.3, zero_mean_noise=True,
-                                          stage1_size=128, denoise_size=128, tile_size=136, tile_overlap=8,
+                                          stage1_size=128, stage1_detail=3, denoise_size=128, tile_size=136,
+                                          tile_overlap=8,
                                           attention_window=0, samples=1,
                                           precision=ran)
     assert res.evaluations == 6  # 0.3 of 20 respaced steps, from J noised to that level (t = 526)

@@ -99,8 +99,8 @@ def test_demo_entry_is_bundled():
 def test_sampling_defaults_are_validated():
     from dehazeddpm.options import SamplingOptions
     assert W.get_entry("demo").defaults == SamplingOptions(sampler="ddim", start_strength=0.3, eta=1.0,
-                                                           stage1_size=128, denoise_size=128, tile_size=136,
-                                                           tile_overlap=8)  # Rules T1, S2 and W1
+                                                           stage1_size=128, stage1_detail=3, denoise_size=128,
+                                                           tile_size=136, tile_overlap=8)  # Rules T1, S2, W1 and W3
     # released weights sample as the reference does: from pure noise, stage 1 at full resolution
     assert W.get_entry("nh-haze").defaults == SamplingOptions() == W.get_entry("dense-haze").defaults
     base = dict(_raw()["entries"]["demo"])

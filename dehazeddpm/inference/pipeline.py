@@ -340,7 +340,11 @@ class DehazePipeline:
         def net(img: torch.Tensor) -> Stage1Output:
             out = self.stage1(img.contiguous(memory_format=torch.channels_last))
             out = Stage1Output(*(t.float().contiguous() for t in out))  # callers get the usual layout
-            return with_input_detail(out, img.float(), detail) if detail else out
+            if not detail:
+                return out
+            # the input's detail would hide a broken stage 1 (a constant J): judge the net's own J
+            check_output("stage 1's J", out.J, img)
+            return with_input_detail(out, img.float(), detail)
 
         with torch.inference_mode(), autocast(precision, self.device):
             return net(x) if not size else stage1_at_size(net, x, size)

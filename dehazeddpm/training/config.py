@@ -190,7 +190,8 @@ class DenoiserSettings:
     started from J at ``start_strength = noise_focus`` visits), the rest from the whole chain.
     ``scene_sizes`` ``[lo, hi]`` (with ``condition_pool``) builds the pool the way the pipeline
     builds a condition: a whole hazy scene at a shorter side in [lo, hi], stage 1 at
-    ``working_size`` (None: at the scene's size), then crops of it.
+    ``working_size`` (None: at the scene's size), then crops of it; ``stage1_detail`` as the
+    pipeline's option of that name (0: stage 1's own J).
     ``checkpoint_blocks``: recompute each UNet block's activations in the backward pass instead
     of keeping them (activation checkpointing): less memory, about a third more time.
     """
@@ -205,6 +206,7 @@ class DenoiserSettings:
     noise_focus_share: float = 0.0
     scene_sizes: Optional[List[int]] = None
     working_size: Optional[int] = None
+    stage1_detail: int = 0
     checkpoint_blocks: bool = False
 
     def check_denoiser(self, stage: str, crop: int) -> None:
@@ -224,6 +226,11 @@ class DenoiserSettings:
                                  "and condition_pool > 0")
         if self.working_size is not None and self.working_size < 1:
             raise ValueError(f"working_size must be a positive shorter side, got {self.working_size}")
+        if not isinstance(self.stage1_detail, int) or isinstance(self.stage1_detail, bool) or self.stage1_detail < 0:
+            raise ValueError(f"stage1_detail must be an integer >= 0, got {self.stage1_detail!r}")
+        if self.stage1_detail and not (stage == "denoiser" and self.condition_pool and self.scene_sizes):
+            raise ValueError("stage1_detail builds the denoiser's condition pool as the pipeline does: it needs "
+                             "stage='denoiser', condition_pool > 0 and scene_sizes")
         if self.condition_pool < 0:
             raise ValueError(f"condition_pool must be >= 0, got {self.condition_pool}")
         if stage == "denoiser" and not self.stage1_checkpoint:

@@ -16,7 +16,7 @@ from ..data.haze import depth_prior, random_haze_params, synthesize_haze, tint_s
 from ..data.nonhomogeneous import smog_or_mist, synthesize_nonhomogeneous
 from ..data.photos import PHOTO_SPLITS, builtin_photos
 from ..data.public import dataset_pairs
-from ..inference.working_size import stage1_at_size
+from ..inference.working_size import stage1_at_size, with_input_detail
 from ..io.images import denoiser_condition, load_image
 from ..models.stage1 import Stage1Net
 from ..utils import resize, scaled_shape
@@ -150,14 +150,15 @@ class SceneConditionPool(ConditionPool):
     epoch like :class:`ConditionPool`. So the denoiser learns on the J and T it is given at
     inference: stage 1's errors at that scene size, the working size's upsampling included. With
     probability ``scene_tint`` the scene is put under a random white balance (:func:`tint_scene`)
-    before it is hazed.
+    before it is hazed. ``stage1_detail`` > 0: J takes the input's detail finer than that many
+    pixels, as the pipeline's option of that name does (:func:`with_input_detail`).
     """
 
     def __init__(self, photos: Mapping[str, Tuple[torch.Tensor, Optional[torch.Tensor]]], stage1: Stage1Net,
                  size: int, *, crop: int, scene_sizes: Tuple[int, int], working_size: Optional[int], seed: int,
                  nonhomogeneous: float = 0.0, dense_share: float = 0.3, augment: bool = False,
                  crops_per_scene: int = 4, airlight_cast: float = 0.0, scene_tint: float = 0.0,
-                 device: "torch.device | str" = "cpu") -> None:
+                 stage1_detail: int = 0, device: "torch.device | str" = "cpu") -> None:
         if size < 1 or crops_per_scene < 1:
             raise ValueError(f"size and crops_per_scene must be positive, got {size}, {crops_per_scene}")
         lo, hi = scene_sizes
@@ -165,6 +166,10 @@ class SceneConditionPool(ConditionPool):
             raise ValueError(f"scene_sizes must satisfy crop <= lo <= hi, got {scene_sizes} with crop {crop}")
         names = list(photos)
         gts, conds = [], []
+
+        def net(x: torch.Tensor):
+            return with_input_detail(stage1(x), x, stage1_detail) if stage1_detail else stage1(x)
+
         for k in range(math.ceil(size / crops_per_scene)):
             g = item_generator(seed, 1, k)
             clear, depth = photos[names[int(torch.randint(len(names), (1,), generator=g))]]
@@ -186,7 +191,7 @@ class SceneConditionPool(ConditionPool):
                 sample = synthesize_haze(clear, d, generator=g)
             with torch.no_grad():
                 hazy = sample.hazy[None].to(device)
-                out = stage1_at_size(stage1, hazy, working_size) if working_size else stage1(hazy)
+                out = stage1_at_size(net, hazy, working_size) if working_size else net(hazy)
                 cond = denoiser_condition(out.J, out.T)[0].cpu()
             h, w = shape
             for _ in range(crops_per_scene):

@@ -113,7 +113,8 @@ class Trainer:
                                           working_size=cfg.working_size, seed=cfg.seed,
                                           nonhomogeneous=cfg.nonhomogeneous, dense_share=cfg.dense_share,
                                           augment=cfg.augment, airlight_cast=cfg.airlight_cast,
-                                          scene_tint=cfg.scene_tint, device=d.device)
+                                          scene_tint=cfg.scene_tint, stage1_detail=cfg.stage1_detail,
+                                          device=d.device)
         elif cfg.stage == "denoiser" and cfg.condition_pool:
             train_ds = ConditionPool(train_ds, self.stage1_frozen, cfg.condition_pool, cfg.seed,  # type: ignore[arg-type]
                                      device=d.device)
