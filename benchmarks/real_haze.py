@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/real_haze.py --before 8206101 [--photos DIR] [--out docs/real_haze.jpg]
+    python benchmarks/real_haze.py --before 8206101 [--before-options JSON] [--photos DIR] [--out docs/real_haze.jpg]
 
 For each photo (``--photos``: a folder of images; default the package's photos of real haze,
 :func:`dehazeddpm.data.real_haze_photos`, CC BY 4.0, credited in ``dehazeddpm/assets/real_haze/``):
@@ -16,6 +16,7 @@ shift from the photo (mean a* and b* of the output minus the photo's, CIE Lab).
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import tempfile
@@ -56,9 +57,10 @@ def weights_at(rev: str, dest: Path) -> Tuple[Path, Path]:
     return files[0], files[1]
 
 
-def run(pipe: DehazePipeline, photo: torch.Tensor) -> Dict[str, Any]:
-    """The default call (seed 0) on ``photo`` (1, 3, H, W) in [0, 1]: J, T, the output and their measures."""
-    res = pipe(photo, seed=0, progress=False)
+def run(pipe: DehazePipeline, photo: torch.Tensor, options: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """The default call (seed 0; ``options`` over the weights' defaults) on ``photo`` (1, 3, H, W)
+    in [0, 1]: J, T, the output and their measures."""
+    res = pipe(photo, seed=0, progress=False, **(options or {}))
     out = torch.from_numpy(np.asarray(res.image, dtype=np.float32) / 255).permute(2, 0, 1)[None]
     a0, b0 = mean_ab(photo)
     measures = {}
@@ -72,6 +74,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--photos", default=None, help="a folder of hazy photos (default: the bundled real haze)")
     ap.add_argument("--before", default=None, help="a git revision whose bundled demo weights to compare with")
+    ap.add_argument("--before-options", default="{}", metavar="JSON",
+                    help="sampling options for the --before side's calls, when its defaults differed "
+                         "(e.g. '{\"stage1_detail\": 0}')")
     ap.add_argument("--out", default=str(ROOT / "docs" / "real_haze.jpg"))
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "real_haze.json"))
     ap.add_argument("--threads", type=int, default=2)
@@ -85,6 +90,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             ap.error(f"--photos: {exc}")
         if not photos:
             ap.error(f"--photos: no images in {args.photos}")
+    try:
+        before_options = json.loads(args.before_options)
+        if not isinstance(before_options, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as exc:
+        ap.error(f"--before-options: {exc}")
     pin_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         sides: Dict[str, DehazePipeline] = {}
@@ -103,7 +114,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             photo = photo[None] if photo.ndim == 3 else photo
             results[path.stem] = {"photo_haze": float(haze_density(photo))}
             for k, (label, pipe) in enumerate(sides.items()):
-                r = run(pipe, photo)
+                r = run(pipe, photo, before_options if label.startswith("before") else None)
                 m = results[path.stem][label] = r["measures"]
                 row = axes[i * len(sides) + k]
                 row[0].imshow(to_numpy_image(photo))
