@@ -226,8 +226,8 @@ class DenoiserSettings:
                                  "and condition_pool > 0")
         if self.working_size is not None and self.working_size < 1:
             raise ValueError(f"working_size must be a positive shorter side, got {self.working_size}")
-        if not isinstance(self.stage1_detail, int) or isinstance(self.stage1_detail, bool) or self.stage1_detail < 0:
-            raise ValueError(f"stage1_detail must be an integer >= 0, got {self.stage1_detail!r}")
+        if self.stage1_detail < 0:  # its type is checked with every field's, when the config is read
+            raise ValueError(f"stage1_detail must be >= 0, got {self.stage1_detail}")
         if self.stage1_detail and not (stage == "denoiser" and self.condition_pool and self.scene_sizes):
             raise ValueError("stage1_detail builds the denoiser's condition pool as the pipeline does: it needs "
                              "stage='denoiser', condition_pool > 0 and scene_sizes")
