@@ -13,6 +13,7 @@ Usage::
     python benchmarks/stage1_rule.py --rule w1                             # Rule W1
     python benchmarks/stage1_rule.py --rule w2                             # Rule W2
     python benchmarks/stage1_rule.py --rule w3                             # Rule W3
+    python benchmarks/stage1_rule.py --rule w4                             # Rule W4
 
 Every rule here judges on training-photo pairs (``make_eval_set(split="train")``, the 8 photos of
 :data:`NAMES`), never on the eval photos, per (haze kind, size) cell: kinds depth, nh and dense,
@@ -66,6 +67,10 @@ SSIM, no photo more than :data:`R10_PHOTO_DB`, no colour error rise more than :d
 and the default call may lose at most :data:`S1_PSNR_DB` and no SSIM; the largest smallest J
 gain wins, the smaller N within :data:`W2_CLOSE_DB` of it.
 
+W4 scores stage 1's J and the default call on images smaller than stage 1's working size, with the
+input's detail taken at the image's size (the package) against at the enlarged size stage 1 ran at
+(:class:`DetailAtNetSize`, the behaviour before W4), on :data:`W4_SIZES`, with W3's tests.
+
 D7 scores the demo default call with a stage 1 and the bundled denoiser against the same stage 1
 with a new denoiser (sampling seed 0). The new denoiser ships with the stage 1 when its mean PSNR
 over the cells is not lower and its mean SSIM is not lower by more than :data:`D7_SSIM`.
@@ -86,8 +91,9 @@ from dehazeddpm.data import TRAIN_PHOTOS, make_eval_set
 from dehazeddpm.diffusion import sampling_schedule
 from dehazeddpm.evaluation import DEFAULT_CALL, STAGE1, Pair, by_image, evaluate, summarize
 from dehazeddpm.hub import WeightsError
-from dehazeddpm.inference import DehazePipeline, pin_threads
+from dehazeddpm.inference import DehazePipeline, pin_threads, stage1_at_size
 from dehazeddpm.io import CheckpointError, ImageReadError
+from dehazeddpm.models import Stage1Output
 from dehazeddpm.utils import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,8 +146,29 @@ W2_CLOSE_DB = 0.1    # within this of the best smallest gain, the smaller workin
 W3_BASELINE = "own J"
 W3_CANDIDATES: Dict[str, Dict[str, Any]] = {W3_BASELINE: {"stage1_detail": 0},
                                             **{f"detail below {n} px": {"stage1_detail": n} for n in (2, 3, 4)}}
+# Rule W4: sizes where stage 1 enlarges the image (its working size is 128); at 128 px and above
+# the two placements of the detail are the same computation
+W4_SIZES = (64, 96)
+W4_BASELINE = "at the enlarged size"
+W4_CANDIDATE = "at the image's size"
 
 Cell = Tuple[str, int]
+
+
+class DetailAtNetSize(DehazePipeline):
+    """Stage 1's J as before Rule W4: the input's detail taken at the size stage 1 ran at, also when
+    that size enlarged the image (the baseline W4 judges against)."""
+
+    def stage1_outputs(self, x01: torch.Tensor, size: Optional[int] = None, precision: str = "fp32",
+                       detail: int = 0) -> Stage1Output:
+        if not (detail and size):
+            return super().stage1_outputs(x01, size, precision, detail)
+
+        def at_net_size(img: torch.Tensor) -> Stage1Output:
+            return DehazePipeline.stage1_outputs(self, img, None, precision, detail)
+
+        with torch.inference_mode():
+            return stage1_at_size(at_net_size, x01.to(self.device), size)
 
 
 def cell_scores(pipe: DehazePipeline, run: Dict[str, Any], seeds: Sequence[int] = (0,),
@@ -396,16 +423,16 @@ def _first_step(pipe: DehazePipeline, opts: Dict[str, Any]) -> int:
     return int(max(run.timesteps))
 
 
-def _load(stage1: Optional[str], denoiser: Optional[str]) -> DehazePipeline:
-    return DehazePipeline.from_pretrained("demo", device="cpu", stage1=stage1, denoiser=denoiser, download=False,
+def _load(stage1: Optional[str], denoiser: Optional[str], cls: type = DehazePipeline) -> DehazePipeline:
+    return cls.from_pretrained("demo", device="cpu", stage1=stage1, denoiser=denoiser, download=False,
                                           progress=False)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--candidate", action="append", default=[], metavar="NAME=FILE", help="a stage-1 file (Rule R7)")
-    ap.add_argument("--rule", choices=("r7", "r8", "r9", "r10", "s1", "s2", "w1", "w2", "w3"), default="r7",
-                    help="the rule that judges --candidate (s1, s2, w1: the default call; w2, w3: stage 1's "
+    ap.add_argument("--rule", choices=("r7", "r8", "r9", "r10", "s1", "s2", "w1", "w2", "w3", "w4"), default="r7",
+                    help="the rule that judges --candidate (s1, s2, w1: the default call; w2, w3, w4: stage 1's "
                          "working size and detail; no candidate files for these)")
     ap.add_argument("--round5", metavar="FILE", help="round 5's stage 1 (Rules R8 and R9: the baseline for R7)")
     ap.add_argument("--pair", nargs=2, metavar=("STAGE1", "DENOISER"), help="Rule D7 for this stage 1 and denoiser")
@@ -413,7 +440,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--json", default=str(ROOT / "runs" / "stage1_rule.json"))
     args = ap.parse_args(argv)
     cands = dict(c.split("=", 1) for c in args.candidate if "=" in c)
-    call_rule = args.rule in ("s1", "s2", "w1", "w2", "w3")
+    call_rule = args.rule in ("s1", "s2", "w1", "w2", "w3", "w4")
     if len(cands) != len(args.candidate) or not (cands or args.pair or call_rule):
         ap.error("give --candidate NAME=FILE (one or more) or --pair STAGE1 DENOISER")
     if call_rule and cands:
@@ -520,6 +547,19 @@ def main(argv: Optional[List[str]] = None) -> int:
                                          f"{v['worst_photo']} {v['worst_photo_gain']:+.2f} dB")
         print(f"W3 ships: {verdict['winner'] or 'stage 1 own J (none passes)'}"
               + (" (if its wall time passes: benchmarks/default_call.py)" if verdict["winner"] else ""))
+    if args.rule == "w4":
+        for name, pipe in ((W4_BASELINE, _load(None, None, DetailAtNetSize)), (W4_CANDIDATE, _load(None, None))):
+            print(f"stage 1's J, detail {name}", flush=True)
+            cols[f"J, {name}"] = cell_scores(pipe, dict(STAGE1), sizes=W4_SIZES)
+            print(f"default call, detail {name}", flush=True)
+            cols[f"default, {name}"] = cell_scores(pipe, dict(DEFAULT_CALL), sizes=W4_SIZES)
+        verdict = result["w4"] = judge_w3(cols[f"J, {W4_BASELINE}"], cols[f"default, {W4_BASELINE}"],
+                                          {W4_CANDIDATE: (cols[f"J, {W4_CANDIDATE}"], cols[f"default, {W4_CANDIDATE}"])},
+                                          {W4_CANDIDATE: 0})
+        _report("W4", verdict, lambda v: f"smallest J gain {v['min_gain']:+.2f} dB, worst photo "
+                                         f"{v['worst_photo']} {v['worst_photo_gain']:+.2f} dB")
+        print(f"W4 ships: {verdict['winner'] or 'the detail stays at the enlarged size (the candidate fails)'}"
+              + (" (if its wall time passes: benchmarks/default_call.py)" if verdict["winner"] else ""))
     if args.pair:
         s1, den = args.pair
         bundled_den, new_den = _load(s1, None), _load(s1, den)
@@ -531,7 +571,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"D7: PSNR {result['d7']['delta_psnr']:+.3f} dB, SSIM {result['d7']['delta_ssim']:+.4f}: "
               f"{'the new denoiser ships' if result['d7']['ships'] else 'the bundled denoiser stays'}")
     result["cells"] = {n: {f"{k} {s}": v for (k, s), v in c.items()} for n, c in cols.items()}
-    result["markdown"] = _table(cols, W1_SIZES if args.rule == "w1" else SIZES)
+    result["markdown"] = _table(cols, {"w1": W1_SIZES, "w4": W4_SIZES}.get(args.rule, SIZES))
     result["seconds"] = round(time.time() - t0, 1)
     print("PSNR / SSIM / |da|, |db| per cell\n" + result["markdown"])
     write_json(args.json, result)

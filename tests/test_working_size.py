@@ -262,3 +262,27 @@ def test_pipeline_stage1_detail_option(stage1):
     for bad in (-1, 1.5, "2", True):
         with pytest.raises(ValueError, match="stage1_detail"):
             pipe(x, steps=0, stage1_detail=bad, progress=False)
+
+
+def test_stage1_detail_is_taken_at_the_smaller_of_the_image_and_the_working_size():
+    """Rule W4: when stage 1 enlarges the image, the input's detail is the image's own, not the
+    interpolation's; when it shrinks it, at the working size as before (then the finer band)."""
+    t, a = 0.4, 0.8
+    net = Blurry(t, a)
+    small_clear = _scene(48, 64, seed=3)
+    small = small_clear * t + a * (1 - t)
+    out = stage1_at_size(net, small, 128, detail=3)
+    torch.testing.assert_close(out.J, with_input_detail(stage1_at_size(net, small, 128), small, 3).J, atol=1e-6, rtol=0)
+    before = stage1_at_size(lambda x: with_input_detail(net(x), x, 3), small, 128)  # at the enlarged size
+    assert psnr(before.J, small_clear) + 3 < psnr(out.J, small_clear)
+    assert torch.equal(out.T, before.T) and torch.equal(out.A, before.A)
+    torch.testing.assert_close(out.I, out.T * out.J + (1 - out.T) * out.A, atol=1e-6, rtol=0)
+    for h, w in ((128, 170), (200, 264)):  # as large or larger: the detail at the working size, as before W4
+        x = _scene(h, w, seed=4) * t + a * (1 - t)
+        torch.testing.assert_close(stage1_at_size(net, x, 128, detail=3).J,
+                                   stage1_at_size(lambda i: with_input_detail(net(i), i, 3), x, 128).J,
+                                   atol=1e-6, rtol=0)
+    # size 0: stage 1 on the image as it is, its detail there
+    torch.testing.assert_close(stage1_at_size(net, small, 0, detail=3).J, with_input_detail(net(small), small, 3).J,
+                               atol=1e-6, rtol=0)
+    assert torch.equal(stage1_at_size(net, small, 0).J, net(small).J)

@@ -52,7 +52,7 @@ from .device import (
     tiles_per_call,
 )
 from .tiling import TiledDenoiser
-from .working_size import from_working_size, stage1_at_size, to_working_size, with_input_detail, working_shape
+from .working_size import from_working_size, stage1_at_size, to_working_size, working_shape
 
 if TYPE_CHECKING:
     from ..hub.registry import WeightsEntry
@@ -332,22 +332,21 @@ class DehazePipeline:
         side (:func:`~dehazeddpm.inference.working_size.stage1_at_size`), e.g.
         ``self.defaults.stage1_size``, the weights' working size.
         precision: a resolved precision ("fp32", "bf16", "fp16").
-        detail: 0, or J's detail finer than this many pixels, at the size the net ran at, comes from
-        the input (:func:`~dehazeddpm.inference.working_size.with_input_detail`).
+        detail: 0, or J's detail finer than this many pixels comes from the input, at the smaller of
+        the image's size and the size the net ran at
+        (:func:`~dehazeddpm.inference.working_size.stage1_at_size`).
         """
         x = x01.to(self.device)
 
         def net(img: torch.Tensor) -> Stage1Output:
             out = self.stage1(img.contiguous(memory_format=torch.channels_last))
             out = Stage1Output(*(t.float().contiguous() for t in out))  # callers get the usual layout
-            if not detail:
-                return out
-            # the input's detail would hide a broken stage 1 (a constant J): judge the net's own J
-            check_output("stage 1's J", out.J, img)
-            return with_input_detail(out, img.float(), detail)
+            if detail:  # the input's detail would hide a broken stage 1 (a constant J): judge its own J
+                check_output("stage 1's J", out.J, img)
+            return out
 
         with torch.inference_mode(), autocast(precision, self.device):
-            return net(x) if not size else stage1_at_size(net, x, size)
+            return stage1_at_size(net, x.float() if detail else x, size or 0, detail=detail)
 
     def _padded_stage1(self, x: torch.Tensor, size: int, precision: str, detail: int = 0) -> Stage1Output:
         """Stage 1's outputs padded to the networks' multiple (the denoiser's input size)."""

@@ -17,9 +17,10 @@ demo weights set this through their registry defaults (``stage1_size``: 128); th
 weights run stage 1 at full resolution, as the reference does. docs/benchmarks.md has the
 measurement.
 
-Stage 1's own J can take the same detail at the size it ran at (``stage1_detail``,
-:func:`with_input_detail`): J keeps its structure coarser than ``factor`` pixels and takes the
-finer detail from the hazy input divided by T.
+Stage 1's own J can take the same detail (``stage1_detail``, :func:`with_input_detail`): J keeps
+its structure coarser than ``factor`` pixels and takes the finer detail from the hazy input divided
+by T, at the smaller of the image's size and the size stage 1 ran at, where the input's detail is
+(an enlarged input's finest detail is the interpolation's, not the scene's; Rule W4).
 
 The denoiser can run at a working size too (``denoise_size``, :func:`to_working_size` and
 :func:`from_working_size`): J and T go to the working size, the chain runs there, and the image
@@ -77,20 +78,28 @@ def with_input_detail(out: Stage1Output, hazy01: torch.Tensor, factor: float, *,
 
 
 def stage1_at_size(stage1: Callable[[torch.Tensor], Stage1Output], hazy01: torch.Tensor, size: int, *,
-                   min_transmission: float = MIN_TRANSMISSION) -> Stage1Output:
+                   detail: float = 0, min_transmission: float = MIN_TRANSMISSION) -> Stage1Output:
     """Run ``stage1`` on a copy of ``hazy01`` whose shorter side is ``size``; outputs at the input's size.
 
     stage1: maps a (B, 3, h, w) image in [0, 1] to a :class:`Stage1Output` of the same size (a
-        ``Stage1Net``, which pads internally). hazy01: (B, 3, H, W) in [0, 1].
+        ``Stage1Net``, which pads internally). hazy01: (B, 3, H, W) in [0, 1]. size: 0 runs
+        ``stage1`` on ``hazy01`` as it is.
+    detail: 0, or J's detail finer than this many pixels comes from the input
+        (:func:`with_input_detail`), applied at the smaller of the input's size and the working
+        size: on the working copy when stage 1 ran smaller, on the input when it ran enlarged.
     Returns J, coarse, T, I as (B, C, H, W) and A as (B, 3, 1, 1), all in [0, 1]. When the
-    working shape equals the input's, this is just ``stage1(hazy01)``.
+    working shape equals the input's, this is ``stage1(hazy01)`` (with the detail).
     """
     if not 0 < min_transmission <= 1:
         raise ValueError(f"min_transmission must be in (0, 1], got {min_transmission}")
+
+    def sharpened(out: Stage1Output, img: torch.Tensor) -> Stage1Output:
+        return with_input_detail(out, img, detail, min_transmission=min_transmission) if detail else out
+
     h, w = hazy01.shape[-2:]
-    hw = working_shape(h, w, size)
+    hw = working_shape(h, w, size) if size else (h, w)
     if hw == (h, w):
-        return stage1(hazy01)
+        return sharpened(stage1(hazy01), hazy01)
     enlarge = hw[0] * hw[1] > h * w
     small = to_working_size(hazy01, size)
     out = stage1(small)
@@ -98,13 +107,15 @@ def stage1_at_size(stage1: Callable[[torch.Tensor], Stage1Output], hazy01: torch
         J = resize(out.J, (h, w), "antialias")
         T = resize(out.T, (h, w), "antialias")
     else:
+        out = sharpened(out, small)
         T = resize(out.T, (h, w), "bilinear")
-        detail = hazy01 - resize(small, (h, w), "bilinear")
-        J = resize(out.J, (h, w), "bilinear") + scene_detail(detail, T, min_transmission)
+        detail_band = hazy01 - resize(small, (h, w), "bilinear")
+        J = resize(out.J, (h, w), "bilinear") + scene_detail(detail_band, T, min_transmission)
     J, T = J.clamp(0, 1), T.clamp(0, 1)
     coarse = resize(out.coarse, (h, w), "antialias" if enlarge else "bilinear").clamp(0, 1)
     A = out.A
-    return Stage1Output(J=J, coarse=coarse, T=T, A=A, I=rehaze(J, T, A))
+    back = Stage1Output(J=J, coarse=coarse, T=T, A=A, I=rehaze(J, T, A))
+    return sharpened(back, hazy01) if enlarge else back
 
 
 def to_working_size(x: torch.Tensor, size: int) -> torch.Tensor:

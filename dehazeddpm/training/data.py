@@ -16,7 +16,7 @@ from ..data.haze import depth_prior, random_haze_params, synthesize_haze, tint_s
 from ..data.nonhomogeneous import smog_or_mist, synthesize_nonhomogeneous
 from ..data.photos import PHOTO_SPLITS, builtin_photos
 from ..data.public import dataset_pairs
-from ..inference.working_size import stage1_at_size, with_input_detail
+from ..inference.working_size import stage1_at_size
 from ..io.images import denoiser_condition, load_image
 from ..models.stage1 import Stage1Net
 from ..utils import resize, scaled_shape
@@ -151,7 +151,7 @@ class SceneConditionPool(ConditionPool):
     inference: stage 1's errors at that scene size, the working size's upsampling included. With
     probability ``scene_tint`` the scene is put under a random white balance (:func:`tint_scene`)
     before it is hazed. ``stage1_detail`` > 0: J takes the input's detail finer than that many
-    pixels, as the pipeline's option of that name does (:func:`with_input_detail`).
+    pixels, as the pipeline's option of that name does (:func:`stage1_at_size`).
     """
 
     def __init__(self, photos: Mapping[str, Tuple[torch.Tensor, Optional[torch.Tensor]]], stage1: Stage1Net,
@@ -166,9 +166,6 @@ class SceneConditionPool(ConditionPool):
             raise ValueError(f"scene_sizes must satisfy crop <= lo <= hi, got {scene_sizes} with crop {crop}")
         names = list(photos)
         gts, conds = [], []
-
-        def net(x: torch.Tensor):
-            return with_input_detail(stage1(x), x, stage1_detail) if stage1_detail else stage1(x)
 
         for k in range(math.ceil(size / crops_per_scene)):
             g = item_generator(seed, 1, k)
@@ -191,7 +188,7 @@ class SceneConditionPool(ConditionPool):
                 sample = synthesize_haze(clear, d, generator=g)
             with torch.no_grad():
                 hazy = sample.hazy[None].to(device)
-                out = stage1_at_size(net, hazy, working_size) if working_size else net(hazy)
+                out = stage1_at_size(stage1, hazy, working_size or 0, detail=stage1_detail)
                 cond = denoiser_condition(out.J, out.T)[0].cpu()
             h, w = shape
             for _ in range(crops_per_scene):
