@@ -14,6 +14,7 @@ Usage::
     python benchmarks/stage1_rule.py --rule w2                             # Rule W2
     python benchmarks/stage1_rule.py --rule w3                             # Rule W3
     python benchmarks/stage1_rule.py --rule w4                             # Rule W4
+    python benchmarks/stage1_rule.py --rule d8 --candidate round15=R15_DENOISER  # Rule D8: denoiser files
 
 Every rule here judges on training-photo pairs (``make_eval_set(split="train")``, the 8 photos of
 :data:`NAMES`), never on the eval photos, per (haze kind, size) cell: kinds depth, nh and dense,
@@ -74,6 +75,11 @@ input's detail taken at the image's size (the package) against at the enlarged s
 D7 scores the demo default call with a stage 1 and the bundled denoiser against the same stage 1
 with a new denoiser (sampling seed 0). The new denoiser ships with the stage 1 when its mean PSNR
 over the cells is not lower and its mean SSIM is not lower by more than :data:`D7_SSIM`.
+D8 scores the default call with the bundled stage 1 and each candidate denoiser (``--candidate
+NAME=DENOISER``) against the bundled denoiser on :data:`D8_SIZES`: D7's means, and no cell may lose
+more than :data:`D8_CELL_DB` or :data:`D8_CELL_SSIM`; the passing candidate with the highest worst
+SSIM gap to J over the cells wins, the higher mean PSNR within :data:`S1_CLOSE_SSIM` of it.
+
 Writes JSON and prints a markdown table and the verdict.
 """
 from __future__ import annotations
@@ -151,6 +157,10 @@ W3_CANDIDATES: Dict[str, Dict[str, Any]] = {W3_BASELINE: {"stage1_detail": 0},
 W4_SIZES = (64, 96)
 W4_BASELINE = "at the enlarged size"
 W4_CANDIDATE = "at the image's size"
+# Rule D8: a denoiser round judged on the sizes the eval misses at and the enlarged path
+D8_SIZES = (64, 128, 384)
+D8_CELL_DB = 0.1     # the most one cell's PSNR may lose against the bundled denoiser
+D8_CELL_SSIM = 0.01  # the most one cell's SSIM may lose
 
 Cell = Tuple[str, int]
 
@@ -400,6 +410,32 @@ def judge_d7(old: Dict[Cell, Dict[str, float]], new: Dict[Cell, Dict[str, float]
     return {"delta_psnr": d_psnr, "delta_ssim": d_ssim, "ships": d_psnr >= 0 and d_ssim >= -D7_SSIM}
 
 
+def judge_d8(j: Dict[Cell, Dict[str, float]], old: Dict[Cell, Dict[str, float]],
+             candidates: Dict[str, Dict[Cell, Dict[str, float]]]) -> Dict[str, Any]:
+    """Rule D8's verdict. ``j``: stage 1's J per cell; ``old``: the default call with the bundled
+    denoiser; ``candidates``: name -> the default call with that denoiser."""
+    verdicts: Dict[str, Dict[str, Any]] = {}
+    for name, new in candidates.items():
+        v = judge_d7(old, new)
+        why = [] if v["ships"] else [f"mean PSNR {v['delta_psnr']:+.3f} dB, SSIM {v['delta_ssim']:+.4f} (D7)"]
+        for c in new:
+            if new[c]["psnr"] - old[c]["psnr"] < -D8_CELL_DB:
+                why.append(f"{c[0]} {c[1]} PSNR {new[c]['psnr'] - old[c]['psnr']:+.2f} dB < {-D8_CELL_DB:+g}")
+            if new[c]["ssim"] - old[c]["ssim"] < -D8_CELL_SSIM:
+                why.append(f"{c[0]} {c[1]} SSIM {new[c]['ssim'] - old[c]['ssim']:+.4f} < {-D8_CELL_SSIM:+g}")
+        verdicts[name] = {"delta_psnr": v["delta_psnr"], "delta_ssim": v["delta_ssim"],
+                          "worst_ssim_gap_to_j": min(new[c]["ssim"] - j[c]["ssim"] for c in new),
+                          "passes": not why, "why_not": why}
+    passing = [n for n, v in verdicts.items() if v["passes"]]
+    winner = None
+    if passing:
+        best = max(verdicts[n]["worst_ssim_gap_to_j"] for n in passing)
+        winner = max((n for n in passing if verdicts[n]["worst_ssim_gap_to_j"] >= best - S1_CLOSE_SSIM),
+                     key=lambda n: verdicts[n]["delta_psnr"])
+    return {"candidates": verdicts, "winner": winner,
+            "bundled_worst_ssim_gap_to_j": min(old[c]["ssim"] - j[c]["ssim"] for c in old)}
+
+
 def _table(columns: Dict[str, Dict[Cell, Dict[str, float]]], sizes: Sequence[int] = SIZES) -> str:
     head = "| haze | size | " + " | ".join(columns) + " |"
     lines = [head, "|---|---|" + "---|" * len(columns)]
@@ -430,8 +466,9 @@ def _load(stage1: Optional[str], denoiser: Optional[str], cls: type = DehazePipe
 
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--candidate", action="append", default=[], metavar="NAME=FILE", help="a stage-1 file (Rule R7)")
-    ap.add_argument("--rule", choices=("r7", "r8", "r9", "r10", "s1", "s2", "w1", "w2", "w3", "w4"), default="r7",
+    ap.add_argument("--candidate", action="append", default=[], metavar="NAME=FILE",
+                    help="a stage-1 file (Rules R7-R10), or a denoiser file (Rule D8)")
+    ap.add_argument("--rule", choices=("r7", "r8", "r9", "r10", "s1", "s2", "w1", "w2", "w3", "w4", "d8"), default="r7",
                     help="the rule that judges --candidate (s1, s2, w1: the default call; w2, w3, w4: stage 1's "
                          "working size and detail; no candidate files for these)")
     ap.add_argument("--round5", metavar="FILE", help="round 5's stage 1 (Rules R8 and R9: the baseline for R7)")
@@ -456,7 +493,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     result: Dict[str, Any] = {"command": "python benchmarks/stage1_rule.py " + " ".join(sys.argv[1:] if argv is None else argv),
                               "names": NAMES, "haze_seeds": list(HAZE_SEEDS), "torch": torch.__version__}
     cols: Dict[str, Dict[Cell, Dict[str, float]]] = {}
-    if cands:
+    if cands and args.rule != "d8":
         # every file is loaded (and checked) before minutes of scoring begin
         pipes = {**({"round5": _load(args.round5, None)} if needs_round5 else {}),
                  "bundled": _load(None, None), **{name: _load(f, None) for name, f in cands.items()}}
@@ -560,6 +597,18 @@ def main(argv: Optional[List[str]] = None) -> int:
                                          f"{v['worst_photo']} {v['worst_photo_gain']:+.2f} dB")
         print(f"W4 ships: {verdict['winner'] or 'the detail stays at the enlarged size (the candidate fails)'}"
               + (" (if its wall time passes: benchmarks/default_call.py)" if verdict["winner"] else ""))
+    if args.rule == "d8":
+        pipes = {"bundled": _load(None, None), **{name: _load(None, f) for name, f in cands.items()}}
+        print("stage 1's J", flush=True)
+        cols["J"] = cell_scores(pipes["bundled"], dict(STAGE1), sizes=D8_SIZES)
+        for name, pipe in pipes.items():
+            print(f"default call, {name} denoiser", flush=True)
+            cols[f"default, {name}"] = cell_scores(pipe, dict(DEFAULT_CALL), sizes=D8_SIZES)
+        verdict = result["d8"] = judge_d8(cols["J"], cols["default, bundled"], {n: cols[f"default, {n}"] for n in cands})
+        _report("D8", verdict, lambda v: f"mean PSNR {v['delta_psnr']:+.3f} dB, SSIM {v['delta_ssim']:+.4f}, "
+                                         f"worst SSIM gap to J {v['worst_ssim_gap_to_j']:+.4f}")
+        print(f"D8 ships: {verdict['winner'] or 'the bundled denoiser (none passes)'} (the bundled denoiser's worst "
+              f"SSIM gap to J {verdict['bundled_worst_ssim_gap_to_j']:+.4f})")
     if args.pair:
         s1, den = args.pair
         bundled_den, new_den = _load(s1, None), _load(s1, den)
@@ -571,7 +620,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"D7: PSNR {result['d7']['delta_psnr']:+.3f} dB, SSIM {result['d7']['delta_ssim']:+.4f}: "
               f"{'the new denoiser ships' if result['d7']['ships'] else 'the bundled denoiser stays'}")
     result["cells"] = {n: {f"{k} {s}": v for (k, s), v in c.items()} for n, c in cols.items()}
-    result["markdown"] = _table(cols, {"w1": W1_SIZES, "w4": W4_SIZES}.get(args.rule, SIZES))
+    result["markdown"] = _table(cols, {"w1": W1_SIZES, "w4": W4_SIZES, "d8": D8_SIZES}.get(args.rule, SIZES))
     result["seconds"] = round(time.time() - t0, 1)
     print("PSNR / SSIM / |da|, |db| per cell\n" + result["markdown"])
     write_json(args.json, result)

@@ -303,6 +303,28 @@ def test_rule_d7_ships_the_new_denoiser_only_if_not_worse():
     assert not r.judge_d7(old, worse_ssim)["ships"]
 
 
+def test_rule_d8_lets_no_cell_pay_and_ships_the_call_closest_to_j_in_ssim():
+    r = _rule()
+    j = {c: {**v, "ssim": 0.85} for c, v in _cells(20.0, 18.0, 13.0).items()}
+    old = _cells(20.0, 18.0, 13.0)  # SSIM 0.8: 0.05 below J in every cell
+    sharper = {c: {**v, "ssim": 0.83} for c, v in _cells(20.0, 18.05, 13.0).items()}  # gap -0.02
+    louder = _cells(20.1, 18.2, 13.1)  # more PSNR, the same SSIM gap
+    verdict = r.judge_d8(j, old, {"sharper": sharper, "louder": louder})
+    assert verdict["winner"] == "sharper" and verdict["candidates"]["louder"]["passes"]
+    assert abs(verdict["candidates"]["sharper"]["worst_ssim_gap_to_j"] + 0.02) < 1e-9
+    assert abs(verdict["bundled_worst_ssim_gap_to_j"] + 0.05) < 1e-9
+    # within S1_CLOSE_SSIM of the best gap, the higher mean PSNR wins
+    close = {c: {**v, "ssim": 0.8295} for c, v in _cells(20.1, 18.1, 13.1).items()}
+    assert r.judge_d8(j, old, {"sharper": sharper, "close": close})["winner"] == "close"
+    # a mean gain does not buy one cell's loss
+    one_cell = {**sharper, ("dense", 384): {**sharper[("dense", 384)], "psnr": 12.85}}
+    v = r.judge_d8(j, old, {"one cell": one_cell})
+    assert v["winner"] is None and any("dense 384 PSNR" in w for w in v["candidates"]["one cell"]["why_not"])
+    ssim_cell = {**louder, ("nh", 128): {**louder[("nh", 128)], "ssim": 0.785}}
+    assert r.judge_d8(j, old, {"ssim cell": ssim_cell})["winner"] is None
+    assert r.judge_d8(j, old, {"worse": _cells(19.95, 18.0, 13.0)})["winner"] is None  # D7's mean
+
+
 def test_real_haze_photos_ship_with_their_credit():
     """The photos of real haze are package data (setup.cfg), load as RGB, and are credited."""
     from dehazeddpm.io import load_image

@@ -325,6 +325,17 @@ def test_scene_condition_pool_builds_the_pipelines_condition(stage1_file):
     assert float((pool.condition[:, :3] - to_signed(pool.gt)).abs().mean()) < 1.0
     with pytest.raises(ValueError, match="scene_sizes"):
         SceneConditionPool(photos, stage1, 5, **{**kw, "scene_sizes": (8, 48)})
+    # denoise_size: crops of the whole scene brought to the denoiser's working size, gt with it
+    ramp = {"r": (torch.linspace(0, 1, 120).expand(3, 90, 120).contiguous(), None)}  # a horizontal ramp
+    step = lambda p: float(p.gt.diff(dim=-1).mean())  # noqa: E731
+    at_scene = SceneConditionPool(ramp, stage1, 8, **kw)
+    at_working = SceneConditionPool(ramp, stage1, 8, **kw, denoise_size=16)
+    assert at_working.condition.shape == (8, 4, 16, 16) and at_working.gt.shape == (8, 3, 16, 16)
+    assert abs(step(at_working) - 1 / round(120 * 16 / 90)) < 0.002  # the ramp over 21 columns
+    assert step(at_scene) < 0.8 * step(at_working)  # scenes of 32-48 rows: 43-64 columns
+    assert float((at_working.condition[:, :3] - to_signed(at_working.gt)).abs().mean()) < 1.0
+    with pytest.raises(ValueError, match="denoise_size"):
+        SceneConditionPool(photos, stage1, 5, **kw, denoise_size=8)
     # tinted scenes: the ground truth itself changes colour (a grey photo gains chroma)
     grey = {"g": (photos["a"][0][:1].expand(3, 90, 120).contiguous(), None)}
     chroma = lambda p: float((p.gt - p.gt.mean(1, keepdim=True)).abs().mean())  # noqa: E731
@@ -343,8 +354,14 @@ def test_noise_focus_and_scene_options_are_checked(tmp_path, stage1_file):
         _cfg(tmp_path, "denoiser", stage1_checkpoint=str(stage1_file), scene_sizes=[32, 64])
     with pytest.raises(ValueError, match="nonhomogeneous"):
         _cfg(tmp_path, "stage1", nonhomogeneous=-0.1)
+    with pytest.raises(ValueError, match="denoise_size must be at least crop"):
+        _cfg(tmp_path, "denoiser", stage1_checkpoint=str(stage1_file), condition_pool=4, scene_sizes=[32, 40],
+             denoise_size=16)
+    with pytest.raises(ValueError, match="denoise_size builds"):
+        _cfg(tmp_path, "denoiser", stage1_checkpoint=str(stage1_file), condition_pool=4, denoise_size=32)
     cfg = _cfg(tmp_path / "f", "denoiser", stage1_checkpoint=str(stage1_file), noise_focus=0.3,
-               noise_focus_share=1.0, condition_pool=4, scene_sizes=[32, 40], working_size=32, nonhomogeneous=0.5)
+               noise_focus_share=1.0, condition_pool=4, scene_sizes=[32, 40], working_size=32, nonhomogeneous=0.5,
+               denoise_size=32)
     tr = Trainer(cfg)
     # the focused batches draw from the lowest 30% of the chain: the default call's levels
     assert len(tr.focus_schedule) == round(0.3 * len(tr.schedule))

@@ -191,7 +191,9 @@ class DenoiserSettings:
     ``scene_sizes`` ``[lo, hi]`` (with ``condition_pool``) builds the pool the way the pipeline
     builds a condition: a whole hazy scene at a shorter side in [lo, hi], stage 1 at
     ``working_size`` (None: at the scene's size), then crops of it; ``stage1_detail`` as the
-    pipeline's option of that name (0: stage 1's own J).
+    pipeline's option of that name (0: stage 1's own J); ``denoise_size`` brings J, T and the
+    clear scene to the denoiser's working size before the crops, as the pipeline's option of that
+    name does (None: crops at the scene's size).
     ``checkpoint_blocks``: recompute each UNet block's activations in the backward pass instead
     of keeping them (activation checkpointing): less memory, about a third more time.
     """
@@ -207,6 +209,7 @@ class DenoiserSettings:
     scene_sizes: Optional[List[int]] = None
     working_size: Optional[int] = None
     stage1_detail: int = 0
+    denoise_size: Optional[int] = None
     checkpoint_blocks: bool = False
 
     def check_denoiser(self, stage: str, crop: int) -> None:
@@ -231,6 +234,12 @@ class DenoiserSettings:
         if self.stage1_detail and not (stage == "denoiser" and self.condition_pool and self.scene_sizes):
             raise ValueError("stage1_detail builds the denoiser's condition pool as the pipeline does: it needs "
                              "stage='denoiser', condition_pool > 0 and scene_sizes")
+        if self.denoise_size is not None:
+            if self.denoise_size < crop:
+                raise ValueError(f"denoise_size must be at least crop ({crop}), got {self.denoise_size}")
+            if not self.scene_sizes:
+                raise ValueError("denoise_size builds the denoiser's condition pool as the pipeline does: it needs "
+                                 "scene_sizes")
         if self.condition_pool < 0:
             raise ValueError(f"condition_pool must be >= 0, got {self.condition_pool}")
         if stage == "denoiser" and not self.stage1_checkpoint:

@@ -16,7 +16,7 @@ from ..data.haze import depth_prior, random_haze_params, synthesize_haze, tint_s
 from ..data.nonhomogeneous import smog_or_mist, synthesize_nonhomogeneous
 from ..data.photos import PHOTO_SPLITS, builtin_photos
 from ..data.public import dataset_pairs
-from ..inference.working_size import stage1_at_size
+from ..inference.working_size import stage1_at_size, to_working_size
 from ..io.images import denoiser_condition, load_image
 from ..models.stage1 import Stage1Net
 from ..utils import resize, scaled_shape
@@ -151,19 +151,25 @@ class SceneConditionPool(ConditionPool):
     inference: stage 1's errors at that scene size, the working size's upsampling included. With
     probability ``scene_tint`` the scene is put under a random white balance (:func:`tint_scene`)
     before it is hazed. ``stage1_detail`` > 0: J takes the input's detail finer than that many
-    pixels, as the pipeline's option of that name does (:func:`stage1_at_size`).
+    pixels, as the pipeline's option of that name does (:func:`stage1_at_size`). ``denoise_size``:
+    J, T and the clear scene are then brought to the denoiser's working size
+    (:func:`to_working_size`, the pipeline's ``denoise_size``) before cropping, so the denoiser
+    learns on what it is given at inference: the whole image at that size.
     """
 
     def __init__(self, photos: Mapping[str, Tuple[torch.Tensor, Optional[torch.Tensor]]], stage1: Stage1Net,
                  size: int, *, crop: int, scene_sizes: Tuple[int, int], working_size: Optional[int], seed: int,
                  nonhomogeneous: float = 0.0, dense_share: float = 0.3, augment: bool = False,
                  crops_per_scene: int = 4, airlight_cast: float = 0.0, scene_tint: float = 0.0,
-                 stage1_detail: int = 0, device: "torch.device | str" = "cpu") -> None:
+                 stage1_detail: int = 0, denoise_size: Optional[int] = None,
+                 device: "torch.device | str" = "cpu") -> None:
         if size < 1 or crops_per_scene < 1:
             raise ValueError(f"size and crops_per_scene must be positive, got {size}, {crops_per_scene}")
         lo, hi = scene_sizes
         if not crop <= lo <= hi:
             raise ValueError(f"scene_sizes must satisfy crop <= lo <= hi, got {scene_sizes} with crop {crop}")
+        if denoise_size is not None and denoise_size < crop:
+            raise ValueError(f"denoise_size must be at least crop ({crop}), got {denoise_size}")
         names = list(photos)
         gts, conds = [], []
 
@@ -189,12 +195,16 @@ class SceneConditionPool(ConditionPool):
             with torch.no_grad():
                 hazy = sample.hazy[None].to(device)
                 out = stage1_at_size(stage1, hazy, working_size or 0, detail=stage1_detail)
-                cond = denoiser_condition(out.J, out.T)[0].cpu()
-            h, w = shape
+                J, T, clear = out.J, out.T, sample.clear
+                if denoise_size:
+                    J, T = to_working_size(J, denoise_size), to_working_size(T, denoise_size)
+                    clear = to_working_size(clear[None], denoise_size)[0]
+                cond = denoiser_condition(J, T)[0].cpu()
+            h, w = cond.shape[-2:]
             for _ in range(crops_per_scene):
                 top = int(torch.randint(h - crop + 1, (1,), generator=g))
                 left = int(torch.randint(w - crop + 1, (1,), generator=g))
-                gts.append(sample.clear[:, top:top + crop, left:left + crop])
+                gts.append(clear[:, top:top + crop, left:left + crop])
                 conds.append(cond[:, top:top + crop, left:left + crop])
         self.gt, self.condition = torch.stack(gts[:size]), torch.stack(conds[:size])
         self.seed, self.epoch = seed, 0
