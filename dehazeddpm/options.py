@@ -114,8 +114,9 @@ class SamplingOptions:
         "shorter side stage 1 runs at, J and T brought back to the image's size (0 = full resolution)", "int",
         low=0, note=" (0: full resolution)", metavar="N", describe="stage 1 at {v} px", quiet=(0,))
     stage1_detail: Optional[int] = option(
-        "J keeps stage 1's structure coarser than N pixels (at the size stage 1 ran at) and takes the finer "
-        "detail from the hazy input divided by T (0 = stage 1's own J)", "int",
+        "J keeps stage 1's structure coarser than N pixels (at the image's size or the size stage 1 ran at, "
+        "whichever is smaller) and takes the finer detail from the hazy input divided by T (0 = stage 1's "
+        "own J)", "int",
         low=0, note=" (0: stage 1's own J)", metavar="N", describe="input detail below {v} px", quiet=(0, 1))
     denoise_size: Optional[int] = option(
         "shorter side the denoiser runs at; the image gets its J plus the denoiser's change, resampled "
