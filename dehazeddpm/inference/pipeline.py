@@ -346,7 +346,7 @@ class DehazePipeline:
             return out
 
         with torch.inference_mode(), autocast(precision, self.device):
-            return stage1_at_size(net, x.float() if detail else x, size or 0, detail=detail)
+            return stage1_at_size(net, x.float(), size or 0, detail=detail)
 
     def _padded_stage1(self, x: torch.Tensor, size: int, precision: str, detail: int = 0) -> Stage1Output:
         """Stage 1's outputs padded to the networks' multiple (the denoiser's input size)."""
