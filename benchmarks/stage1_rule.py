@@ -75,6 +75,7 @@ input's detail taken at the image's size (the package) against at the enlarged s
 D7 scores the demo default call with a stage 1 and the bundled denoiser against the same stage 1
 with a new denoiser (sampling seed 0). The new denoiser ships with the stage 1 when its mean PSNR
 over the cells is not lower and its mean SSIM is not lower by more than :data:`D7_SSIM`.
+
 D8 scores the default call with the bundled stage 1 and each candidate denoiser (``--candidate
 NAME=DENOISER``) against the bundled denoiser on :data:`D8_SIZES`: D7's means, and no cell may lose
 more than :data:`D8_CELL_DB` or :data:`D8_CELL_SSIM`; the passing candidate with the highest worst
@@ -461,7 +462,7 @@ def _first_step(pipe: DehazePipeline, opts: Dict[str, Any]) -> int:
 
 def _load(stage1: Optional[str], denoiser: Optional[str], cls: type = DehazePipeline) -> DehazePipeline:
     return cls.from_pretrained("demo", device="cpu", stage1=stage1, denoiser=denoiser, download=False,
-                                          progress=False)
+                               progress=False)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
