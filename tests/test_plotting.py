@@ -190,6 +190,28 @@ def test_figures_fit_the_output_column_with_legible_text(shape) -> None:
     assert len(side_rows) == 2  # 7 panels wrap into 2 rows of at most 4
 
 
+@pytest.mark.parametrize("shape", [(64, 64), (64, 96), (346, 512), (100, 800), (600, 200)])
+def test_stage1_figure_text_stays_clear_of_titles_and_inside_the_airlight_swatch(shape) -> None:
+    """No panel title runs into a colour bar's tick labels or the airlight's values (the error
+    panel's one-line title once ran over its colour bar's top tick), and the values fit the swatch."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    hazy, out = _stage1_output(*shape)
+    out = out._replace(I=(out.I + 0.045 * torch.rand(out.I.shape, generator=torch.Generator().manual_seed(1))).clamp(0, 1))
+    fig = plotting.plot_stage1(hazy, out)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    texts = [t for ax in fig.axes for t in list(ax.texts) + ((ax.get_xticklabels() + ax.get_yticklabels())
+                                                          if ax.axison else []) if t.get_visible() and t.get_text()]
+    titles = [ax.title for ax in fig.axes if ax.get_title()]
+    for title in titles:
+        box = title.get_window_extent(renderer)
+        assert not [t.get_text() for t in texts if box.overlaps(t.get_window_extent(renderer))], title.get_text()
+    swatch = next(ax for ax in fig.axes if ax.get_title().startswith("A: airlight"))
+    inner, frame = swatch.texts[0].get_window_extent(renderer), swatch.get_window_extent(renderer)
+    assert frame.x0 <= inner.x0 and inner.x1 <= frame.x1 and frame.y0 <= inner.y0 and inner.y1 <= frame.y1
+
+
 def test_sampler_plot_ticks_are_the_step_counts_and_ssim_axis_ends_at_one() -> None:
     records = [{"sampler": "ddim", "steps": n, "seconds": 0.1, "psnr": 20.0} for n in (1, 2, 4)]
     ax_t = plotting.plot_sampler_comparison(records).axes[0]

@@ -263,18 +263,22 @@ def plot_stage1(hazy: ImageLike, out: Any, panels: Optional[Sequence[str]] = Non
             _map(fig, ax, t, "viridis", 1.0, f"T (mean {t.mean():.2f})", "t (1 = no haze)")
         elif name == "A":
             a = _airlight_values(out.A)
-            ax.imshow(np.broadcast_to(a.reshape(1, 1, 3), (8, 8, 3)).clip(0, 1))
-            ax.set_title("A: airlight", fontsize=FONT_PT)
+            # the swatch fills the panel the images have, so its values fit inside it at any aspect
+            ax.imshow(np.broadcast_to(a.reshape(1, 1, 3), (8, 8, 3)).clip(0, 1), aspect="auto")
+            flat = _aspect(hazy_np) > 2  # a wide, flat panel holds one short line
+            ax.set_title("A: airlight (R G B)" if flat else "A: airlight", fontsize=FONT_PT)
             ax.set_xticks([])
             ax.set_yticks([])
-            txt = "R {:.3f}\nG {:.3f}\nB {:.3f}".format(*a)
-            ax.text(0.5, 0.5, txt, transform=ax.transAxes, ha="center", va="center", fontsize=FONT_PT + 1,
-                    family="monospace", color="black" if a.mean() > 0.5 else "white")
+            txt = " ".join(f"{v:.3f}" for v in a) if flat else "\n".join(f"{c} {v:.3f}" for c, v in zip("RGB", a))
+            ax.text(0.5, 0.5, txt, transform=ax.transAxes, ha="center", va="center",
+                    fontsize=FONT_PT if flat else FONT_PT + 1, family="monospace",
+                    color="black" if a.mean() > 0.5 else "white")
         elif name == "I":
             _show(ax, out.I, "re-hazed JT + A(1−T)")
         elif name == "error":
             err = rehaze_error(hazy_np, out.I)
-            _map(fig, ax, err, "magma", max(0.05, float(err.max())), f"|re-hazed − I| (mean {err.mean():.3f})",
+            # two lines: one would run over the colour bar's top tick
+            _map(fig, ax, err, "magma", max(0.05, float(err.max())), f"|re-hazed − I|\n(mean {err.mean():.3f})",
                  "abs. error")
     for ax in axes[len(panels):]:
         ax.axis("off")
