@@ -199,17 +199,20 @@ def test_stage1_figure_text_stays_clear_of_titles_and_inside_the_airlight_swatch
     hazy, out = _stage1_output(*shape)
     out = out._replace(I=(out.I + 0.045 * torch.rand(out.I.shape, generator=torch.Generator().manual_seed(1))).clamp(0, 1))
     fig = plotting.plot_stage1(hazy, out)
-    renderer = FigureCanvasAgg(fig).get_renderer()
-    fig.draw(renderer)
-    texts = [t for ax in fig.axes for t in list(ax.texts) + ((ax.get_xticklabels() + ax.get_yticklabels())
-                                                          if ax.axison else []) if t.get_visible() and t.get_text()]
-    titles = [ax.title for ax in fig.axes if ax.get_title()]
-    for title in titles:
-        box = title.get_window_extent(renderer)
-        assert not [t.get_text() for t in texts if box.overlaps(t.get_window_extent(renderer))], title.get_text()
-    swatch = next(ax for ax in fig.axes if ax.get_title().startswith("A: airlight"))
-    inner, frame = swatch.texts[0].get_window_extent(renderer), swatch.get_window_extent(renderer)
-    assert frame.x0 <= inner.x0 and inner.x1 <= frame.x1 and frame.y0 <= inner.y0 and inner.y1 <= frame.y1
+    for size in (None, (9.4, 4.6)):  # as drawn, and at a fixed size like the inspector's
+        if size:
+            fig.set_size_inches(*size)
+            fig.tight_layout()
+        renderer = FigureCanvasAgg(fig).get_renderer()
+        fig.draw(renderer)
+        texts = [t for ax in fig.axes for t in list(ax.texts) + ((ax.get_xticklabels() + ax.get_yticklabels())
+                                                              if ax.axison else []) if t.get_visible() and t.get_text()]
+        for title in [ax.title for ax in fig.axes if ax.get_title()]:
+            box = title.get_window_extent(renderer)
+            assert not [t.get_text() for t in texts if box.overlaps(t.get_window_extent(renderer))], title.get_text()
+        swatch = next(ax for ax in fig.axes if ax.get_title().startswith("A: airlight"))
+        inner, frame = swatch.texts[0].get_window_extent(renderer), swatch.images[0].get_window_extent(renderer)
+        assert frame.x0 <= inner.x0 and inner.x1 <= frame.x1 and frame.y0 <= inner.y0 and inner.y1 <= frame.y1, size
 
 
 def test_sampler_plot_ticks_are_the_step_counts_and_ssim_axis_ends_at_one() -> None:

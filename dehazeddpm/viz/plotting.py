@@ -263,15 +263,19 @@ def plot_stage1(hazy: ImageLike, out: Any, panels: Optional[Sequence[str]] = Non
             _map(fig, ax, t, "viridis", 1.0, f"T (mean {t.mean():.2f})", "t (1 = no haze)")
         elif name == "A":
             a = _airlight_values(out.A)
-            # the swatch fills the panel the images have, so its values fit inside it at any aspect
-            ax.imshow(np.broadcast_to(a.reshape(1, 1, 3), (8, 8, 3)).clip(0, 1), aspect="auto")
-            flat = _aspect(hazy_np) > 2  # a wide, flat panel holds one short line
-            ax.set_title("A: airlight (R G B)" if flat else "A: airlight", fontsize=FONT_PT)
+            # the swatch has the images' shape, so its values fit inside it as they fit an image
+            wide = _aspect(hazy_np)
+            swatch = (max(1, round(64 / max(wide, 1))), max(1, round(64 * min(wide, 1))))
+            ax.imshow(np.broadcast_to(a.reshape(1, 1, 3), (*swatch, 3)).clip(0, 1))
+            # a flat panel holds one short line, a narrow one three short lines: the channels' names
+            # then go to the title
+            flat, labelled = wide > 2, 0.6 <= wide <= 2
+            ax.set_title("A: airlight" if labelled else "A: airlight (R G B)", fontsize=FONT_PT)
             ax.set_xticks([])
             ax.set_yticks([])
-            txt = " ".join(f"{v:.3f}" for v in a) if flat else "\n".join(f"{c} {v:.3f}" for c, v in zip("RGB", a))
-            ax.text(0.5, 0.5, txt, transform=ax.transAxes, ha="center", va="center",
-                    fontsize=FONT_PT if flat else FONT_PT + 1, family="monospace",
+            values = [f"{c} {v:.3f}" if labelled else f"{v:.3f}" for c, v in zip("RGB", a)]
+            ax.text(0.5, 0.5, (" " if flat else "\n").join(values), transform=ax.transAxes, ha="center",
+                    va="center", fontsize=FONT_PT + labelled, family="monospace",
                     color="black" if a.mean() > 0.5 else "white")
         elif name == "I":
             _show(ax, out.I, "re-hazed JT + A(1−T)")
