@@ -275,7 +275,7 @@ def plot_stage1(hazy: ImageLike, out: Any, panels: Optional[Sequence[str]] = Non
             ax.set_yticks([])
             values = [f"{c} {v:.3f}" if labelled else f"{v:.3f}" for c, v in zip("RGB", a)]
             ax.text(0.5, 0.5, (" " if flat else "\n").join(values), transform=ax.transAxes, ha="center",
-                    va="center", fontsize=FONT_PT + labelled, family="monospace",
+                    va="center", fontsize=FONT_PT + 1 if labelled else FONT_PT, family="monospace",
                     color="black" if a.mean() > 0.5 else "white")
         elif name == "I":
             _show(ax, out.I, "re-hazed JT + A(1−T)")
