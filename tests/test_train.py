@@ -436,6 +436,12 @@ def test_an_out_dir_that_is_a_file_and_bad_resume_files_are_one_line(tmp_path, c
     torch.save({k: v for k, v in st.items() if k != "optimizer"}, run / "resume_stage1.pt")
     assert _train_cli(tmp_path, {**base, "out_dir": str(run), "steps": 2}, "--resume") == 2
     _one_line(capsys.readouterr().err, "not a resume file of this run", "optimizer")
+    # a resume file further on than the config's steps: refused, the finished run left as it was
+    final = (run / "stage1_final.pth").read_bytes()
+    torch.save({**st, "step": 5}, run / "resume_stage1.pt")
+    assert _train_cli(tmp_path, {**base, "out_dir": str(run), "steps": 2}, "--resume") == 2
+    _one_line(capsys.readouterr().err, "at step 5, past this config's steps=2")
+    assert (run / "stage1_final.pth").read_bytes() == final
 
 
 def test_a_missing_photo_package_is_one_line_and_leaves_no_run(tmp_path, capsys, monkeypatch):

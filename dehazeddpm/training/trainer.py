@@ -155,10 +155,14 @@ class Trainer:
             if self.scaler is not None and st.get("scaler"):
                 self.scaler.load_state_dict(st["scaler"])
             self.skipped_steps = int(st.get("skipped_steps", 0))
-            return int(st["step"])
+            step = int(st["step"])
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise ValueError(f"{rp} is not a resume file of this run: {type(exc).__name__}: "
                              f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+        if step > self.cfg.steps:  # it would be written out as a finished run of fewer steps than it has
+            raise ValueError(f"{rp} is at step {step}, past this config's steps={self.cfg.steps}: give steps >= "
+                             f"{step} to continue it")
+        return step
 
     # -- one step ----------------------------------------------------------------------------------
     def loss(self, batch: Dict[str, Any]) -> torch.Tensor:
