@@ -15,6 +15,7 @@ Usage::
     python benchmarks/stage1_rule.py --rule w3                             # Rule W3
     python benchmarks/stage1_rule.py --rule w4                             # Rule W4
     python benchmarks/stage1_rule.py --rule d8 --candidate round15=R15_DENOISER  # Rule D8: denoiser files
+    python benchmarks/stage1_rule.py --rule s3                             # Rule S3
 
 Every rule here judges on training-photo pairs (``make_eval_set(split="train")``, the 8 photos of
 :data:`NAMES`), never on the eval photos, per (haze kind, size) cell: kinds depth, nh and dense,
@@ -80,6 +81,11 @@ D8 scores the default call with the bundled stage 1 and each candidate denoiser 
 NAME=DENOISER``) against the bundled denoiser on :data:`D8_SIZES`: D7's means, and no cell may lose
 more than :data:`D8_CELL_DB` or :data:`D8_CELL_SSIM`; the passing candidate with the highest worst
 SSIM gap to J over the cells wins, the higher mean PSNR within :data:`S1_CLOSE_SSIM` of it.
+
+S3 scores the default call against calls from the same start and chain that average K samples
+and/or denoise the working-size image in one tile (:data:`S3_CANDIDATES`) on :data:`D8_SIZES`, with
+S1's margins and no colour error more than :data:`R9_COLOUR` above the baseline's; the highest
+worst SSIM gap to J wins, the one with less UNet work within :data:`S1_CLOSE_SSIM` of it.
 
 Writes JSON and prints a markdown table and the verdict.
 """
@@ -162,6 +168,13 @@ W4_CANDIDATE = "at the image's size"
 D8_SIZES = (64, 128, 384)
 D8_CELL_DB = 0.1     # the most one cell's PSNR may lose against the bundled denoiser
 D8_CELL_SSIM = 0.01  # the most one cell's SSIM may lose
+# Rule S3: the same chain and start (t = 526), K samples averaged and/or the 128 px working image
+# denoised in one tile (a tile of 256 covers it up to 2:1); the baseline, then the candidates in
+# order of UNet work per image, least first (at 128x171: K x one 128x171 tile; today 2 of 128x136)
+S3_BASELINE = "today"
+S3_CANDIDATES: Dict[str, Dict[str, Any]] = {
+    S3_BASELINE: {}, "one tile": {"tile_size": 256}, "2 samples, one tile": {"samples": 2, "tile_size": 256},
+    "3 samples, one tile": {"samples": 3, "tile_size": 256}, "2 samples": {"samples": 2}}
 
 Cell = Tuple[str, int]
 
@@ -382,10 +395,11 @@ def judge_w3(j: Dict[Cell, Dict[str, Any]], call: Dict[Cell, Dict[str, Any]],
 
 
 def judge_s1(j: Dict[Cell, Dict[str, float]], runs: Dict[str, Dict[Cell, Dict[str, float]]],
-             baseline: str = "today") -> Dict[str, Any]:
-    """Rules S1 and S2: per call in ``runs`` (the ``baseline`` and the candidates, in order of
+             baseline: str = "today", colour_rise: Optional[float] = None) -> Dict[str, Any]:
+    """Rules S1, S2 and S3: per call in ``runs`` (the ``baseline`` and the candidates, in order of
     preference: the first within :data:`S1_CLOSE_SSIM` of the best wins) its worst SSIM gap to J,
-    pass/fail against the baseline and why; and the winner (the baseline when none passes)."""
+    pass/fail against the baseline and why; and the winner (the baseline when none passes).
+    ``colour_rise``: the most a cell's colour error may rise over the baseline's (S3), or None."""
     today = runs[baseline]
     verdicts: Dict[str, Dict[str, Any]] = {}
     for name, cells in runs.items():
@@ -395,6 +409,9 @@ def judge_s1(j: Dict[Cell, Dict[str, float]], runs: Dict[str, Dict[Cell, Dict[st
                 why.append(f"{c[0]} {c[1]} SSIM {v['ssim'] - today[c]['ssim']:+.4f} below the baseline's")
             if v["psnr"] < today[c]["psnr"] - S1_PSNR_DB:
                 why.append(f"{c[0]} {c[1]} PSNR {v['psnr'] - today[c]['psnr']:+.2f} dB < {-S1_PSNR_DB:+.2f}")
+            rise = colour_error(v) - colour_error(today[c])
+            if colour_rise is not None and rise > colour_rise:
+                why.append(f"{c[0]} {c[1]} colour error {rise:+.2f} > {colour_rise:+g}")
         verdicts[name] = {"worst_ssim_gap_to_j": min(v["ssim"] - j[c]["ssim"] for c, v in cells.items()),
                           "passes": name == baseline or not why, "why_not": why if name != baseline else []}
     passing = [n for n in runs if verdicts[n]["passes"]]
@@ -469,8 +486,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--candidate", action="append", default=[], metavar="NAME=FILE",
                     help="a stage-1 file (Rules R7-R10), or a denoiser file (Rule D8)")
-    ap.add_argument("--rule", choices=("r7", "r8", "r9", "r10", "s1", "s2", "w1", "w2", "w3", "w4", "d8"), default="r7",
-                    help="the rule that judges --candidate (s1, s2, w1: the default call; w2, w3, w4: stage 1's "
+    ap.add_argument("--rule", choices=("r7", "r8", "r9", "r10", "s1", "s2", "s3", "w1", "w2", "w3", "w4", "d8"),
+                    default="r7",
+                    help="the rule that judges --candidate (s1, s2, s3, w1: the default call; w2, w3, w4: stage 1's "
                          "working size and detail; no candidate files for these)")
     ap.add_argument("--round5", metavar="FILE", help="round 5's stage 1 (Rules R8 and R9: the baseline for R7)")
     ap.add_argument("--pair", nargs=2, metavar=("STAGE1", "DENOISER"), help="Rule D7 for this stage 1 and denoiser")
@@ -478,7 +496,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--json", default=str(ROOT / "runs" / "stage1_rule.json"))
     args = ap.parse_args(argv)
     cands = dict(c.split("=", 1) for c in args.candidate if "=" in c)
-    call_rule = args.rule in ("s1", "s2", "w1", "w2", "w3", "w4")
+    call_rule = args.rule in ("s1", "s2", "s3", "w1", "w2", "w3", "w4")
     if len(cands) != len(args.candidate) or not (cands or args.pair or call_rule):
         ap.error("give --candidate NAME=FILE (one or more) or --pair STAGE1 DENOISER")
     if call_rule and cands:
@@ -548,6 +566,17 @@ def main(argv: Optional[List[str]] = None) -> int:
             gap = min(v["ssim"] - cols["J"][c]["ssim"] for c, v in cols[n].items())
             print(f"S2 {n}: not eligible, {why} (worst SSIM gap to J {gap:+.4f})")
         print(f"S2 ships: {verdict['winner']} (if its wall time passes: benchmarks/default_call.py)")
+    if args.rule == "s3":
+        pipe = _load(None, None)
+        print("stage 1's J", flush=True)
+        cols["J"] = cell_scores(pipe, dict(STAGE1), sizes=D8_SIZES)
+        for name, opts in S3_CANDIDATES.items():
+            print(f"default call, {name}", flush=True)
+            cols[name] = cell_scores(pipe, {**DEFAULT_CALL, **opts}, sizes=D8_SIZES)
+        verdict = result["s3"] = judge_s1(cols["J"], {n: cols[n] for n in S3_CANDIDATES}, baseline=S3_BASELINE,
+                                          colour_rise=R9_COLOUR)
+        _report("S3", verdict, lambda v: f"worst SSIM gap to J {v['worst_ssim_gap_to_j']:+.4f}")
+        print(f"S3 ships: {verdict['winner']} (if its wall time passes: benchmarks/default_call.py)")
     if args.rule == "w1":
         pipe = _load(None, None)
         print("stage 1's J", flush=True)
@@ -621,7 +650,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"D7: PSNR {result['d7']['delta_psnr']:+.3f} dB, SSIM {result['d7']['delta_ssim']:+.4f}: "
               f"{'the new denoiser ships' if result['d7']['ships'] else 'the bundled denoiser stays'}")
     result["cells"] = {n: {f"{k} {s}": v for (k, s), v in c.items()} for n, c in cols.items()}
-    result["markdown"] = _table(cols, {"w1": W1_SIZES, "w4": W4_SIZES, "d8": D8_SIZES}.get(args.rule, SIZES))
+    result["markdown"] = _table(cols, {"w1": W1_SIZES, "w4": W4_SIZES, "d8": D8_SIZES, "s3": D8_SIZES}.get(args.rule, SIZES))
     result["seconds"] = round(time.time() - t0, 1)
     print("PSNR / SSIM / |da|, |db| per cell\n" + result["markdown"])
     write_json(args.json, result)
