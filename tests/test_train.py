@@ -442,6 +442,16 @@ def test_an_out_dir_that_is_a_file_and_bad_resume_files_are_one_line(tmp_path, c
     assert _train_cli(tmp_path, {**base, "out_dir": str(run), "steps": 2}, "--resume") == 2
     _one_line(capsys.readouterr().err, "at step 5, past this config's steps=2")
     assert (run / "stage1_final.pth").read_bytes() == final
+    # a resume with another recipe (lr, crop) is refused and names what changed; the run is kept
+    torch.save(st, run / "resume_stage1.pt")
+    saved = (run / "resume_stage1.pt").read_bytes()
+    assert _train_cli(tmp_path, {**base, "out_dir": str(run), "steps": 2, "lr": 1e-3, "crop": 48}, "--resume") == 2
+    _one_line(capsys.readouterr().err, "other settings", "crop: 32 -> 48", "lr: 0.0002 -> 0.001", "init_checkpoint")
+    assert (run / "stage1_final.pth").read_bytes() == final and (run / "resume_stage1.pt").read_bytes() == saved
+    # how long it goes on and how it reports may change: it continues from step 1 to 2
+    assert _train_cli(tmp_path, {**base, "out_dir": str(run), "steps": 2, "log_every": 1, "max_minutes": 5},
+                      "--resume") == 0
+    assert torch.load(run / "resume_stage1.pt", weights_only=True)["step"] == 2
 
 
 def test_a_missing_photo_package_is_one_line_and_leaves_no_run(tmp_path, capsys, monkeypatch):

@@ -162,6 +162,10 @@ class Trainer:
         if step > self.cfg.steps:  # it would be written out as a finished run of fewer steps than it has
             raise ValueError(f"{rp} is at step {step}, past this config's steps={self.cfg.steps}: give steps >= "
                              f"{step} to continue it")
+        changed = changed_settings(st.get("config"), self.cfg.to_dict())
+        if changed:  # the run would finish as a mix of two recipes that no config describes
+            raise ValueError(f"{rp} was saved by a run with other settings ({'; '.join(changed)}): resume with the "
+                             "run's settings, or start a new run from its checkpoint (init_checkpoint)")
         return step
 
     # -- one step ----------------------------------------------------------------------------------
@@ -342,6 +346,22 @@ class Trainer:
         ck, side = last_ckpt if last_ckpt is not None else (self.out / f"{cfg.stage}_final.pth",
                                                           self.out / f"{cfg.stage}_final.json")
         return TrainResult(ck, side, self.step, time.time() - self.t0, self.losses, self.val_hist)
+
+
+# what a resumed run may set anew: how long it goes on, how it reports and saves, and where and how
+# fast it runs; every other setting is the recipe, and must be the saved run's
+RESUME_MAY_CHANGE = frozenset({"steps", "max_minutes", "progress", "log_every", "val_every", "save_every", "out_dir",
+                               "num_workers", "precision"})
+
+
+def changed_settings(saved: Any, current: Dict[str, Any]) -> List[str]:
+    """``"name: saved -> current"`` for each recipe setting of a resume file's config (``saved``, a
+    dict, or anything else for a file that recorded none) that ``current`` changes. Settings the
+    saved config does not name (added since) are not compared."""
+    if not isinstance(saved, dict):
+        return []
+    return [f"{k}: {saved[k]!r} -> {current.get(k)!r}" for k in sorted(saved)
+            if k in current and k not in RESUME_MAY_CHANGE and saved[k] != current[k]]
 
 
 class RunExistsError(ValueError):
