@@ -425,7 +425,7 @@ def test_an_output_made_under_other_defaults_is_not_taken_as_done(tmp_path, caps
     assert not np.asarray(Image.open(out / "a.png")).any()  # kept as it was
     assert main(["dehaze", str(src / "a.png"), "-o", str(out), "--quiet", "--overwrite"]) == 0
     ran = json.loads(read_png_text(out / "a.png")[RECORD_KEY])["options"]
-    assert ran["steps"] == 20 and ran["samples"] == 1 and ran["start_strength"] == 0.3  # the demo's defaults
+    assert ran["steps"] == 20 and ran["samples"] == 2 and ran["start_strength"] == 0.3  # the demo's defaults
     assert ran["precision"] in ("bf16", "fp32")  # "auto" resolved on this CPU
 
 
