@@ -143,9 +143,9 @@ if gt_path is not None:
 # A diffusion sample is one draw of the clear image given J and T. `samples=K` draws K of them in one
 # batch: the image is their mean (an estimate of the posterior mean, what PSNR rewards) and
 # `res.spread` their per-pixel standard deviation, high where the model is unsure (thick haze, lost
-# detail). Beside T you can see whether the doubt sits where the haze was. (The demo's default draws
-# one sample: at the same cost, averaging shorter chains either began closer to J or lost SSIM, Rule
-# S2 in `docs/benchmarks.md`.)
+# detail). Beside T you can see whether the doubt sits where the haze was. (The demo's default
+# averages 2 samples of its chain, Rule S3 in `docs/benchmarks.md`; each further sample costs about
+# one more sample's time.)
 
 # %%
 res_k = pipe(hazy, seed=0, samples=4, progress=False)

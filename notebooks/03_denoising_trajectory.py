@@ -83,7 +83,8 @@ print(f'8 steps kept: {len(kept) == 8} | first sampled step is the noisiest (t =
 
 # %%
 # start_strength=1.0, eta=0.0: from pure noise, deterministic (the demo entry's default starts
-# from J noised to 0.3 and samples 20 steps with eta 1, of which it runs the 6 below 0.3)
+# from J noised to 0.3 and samples 20 steps with eta 1, of which it runs the 6 below 0.3, and
+# averages 2 samples; a call that sets its own steps draws one unless it asks for more)
 res = pipe(hazy, sampler='ddim', steps=STEPS, start_strength=1.0, eta=0.0, seed=0, trajectory_every=1, progress=False)
 print(f'{res.describe()}; {len(res.trajectory)} snapshots')
 plotting.show(plotting.plot_trajectory(res.trajectory))
