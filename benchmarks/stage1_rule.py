@@ -169,12 +169,17 @@ D8_SIZES = (64, 128, 384)
 D8_CELL_DB = 0.1     # the most one cell's PSNR may lose against the bundled denoiser
 D8_CELL_SSIM = 0.01  # the most one cell's SSIM may lose
 # Rule S3: the same chain and start (t = 526), K samples averaged and/or the 128 px working image
-# denoised in one tile (a tile of 256 covers it up to 2:1); the baseline, then the candidates in
-# order of UNet work per image, least first (at 128x171: K x one 128x171 tile; today 2 of 128x136)
+# denoised in one tile (a tile of 256 covers it up to 2:1; beyond, tiles overlap by a quarter); the
+# baseline, then the candidates in order of UNet work per image, least first (at 128x171: K x one
+# 128x171 tile; the baseline 2 of 128x136). Spelled out in full, so that the rule judges the same
+# calls after the demo's defaults became the winner's.
 S3_BASELINE = "today"
 S3_CANDIDATES: Dict[str, Dict[str, Any]] = {
-    S3_BASELINE: {}, "one tile": {"tile_size": 256}, "2 samples, one tile": {"samples": 2, "tile_size": 256},
-    "3 samples, one tile": {"samples": 3, "tile_size": 256}, "2 samples": {"samples": 2}}
+    S3_BASELINE: {"samples": 1, "tile_size": 136, "tile_overlap": 8},
+    "one tile": {"samples": 1, "tile_size": 256},
+    "2 samples, one tile": {"samples": 2, "tile_size": 256},
+    "3 samples, one tile": {"samples": 3, "tile_size": 256},
+    "2 samples": {"samples": 2, "tile_size": 136, "tile_overlap": 8}}
 
 Cell = Tuple[str, int]
 
@@ -471,6 +476,22 @@ def _report(rule: str, verdict: Dict[str, Any], summary: Callable[[Dict[str, Any
         print(f"{rule} {n}: {'passes' if v['passes'] else 'fails: ' + '; '.join(v['why_not'])} ({summary(v)})")
 
 
+def _judge_calls(rule: str, candidates: Dict[str, Dict[str, Any]], baseline: str, sizes: Sequence[int],
+                 cols: Dict[str, Dict[Cell, Dict[str, Any]]], colour_rise: Optional[float] = None) -> Dict[str, Any]:
+    """Rules S1, S3 and W1: the bundled weights' J and their default call with each of
+    ``candidates``' options (the ``baseline`` among them), scored into ``cols`` on ``sizes``,
+    judged by :func:`judge_s1` and reported."""
+    pipe = _load(None, None)
+    print("stage 1's J", flush=True)
+    cols["J"] = cell_scores(pipe, dict(STAGE1), sizes=sizes)
+    for name, opts in candidates.items():
+        print(f"default call, {name}", flush=True)
+        cols[name] = cell_scores(pipe, {**DEFAULT_CALL, **opts}, sizes=sizes)
+    verdict = judge_s1(cols["J"], {n: cols[n] for n in candidates}, baseline=baseline, colour_rise=colour_rise)
+    _report(rule, verdict, lambda v: f"worst SSIM gap to J {v['worst_ssim_gap_to_j']:+.4f}")
+    return verdict
+
+
 def _first_step(pipe: DehazePipeline, opts: Dict[str, Any]) -> int:
     """The training-grid timestep at which the default call with ``opts`` starts from J."""
     run = sampling_schedule(pipe.schedule, opts["steps"], pipe.resolve_options(**opts).start_strength)
@@ -539,14 +560,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                                              f"colour error {v['colour_error']:.2f}")
         print(f"{args.rule.upper()} ships: {verdict['winner'] or 'the bundled stage 1 (none passes)'}")
     if args.rule == "s1":
-        pipe = _load(None, None)
-        print("stage 1's J", flush=True)
-        cols["J"] = cell_scores(pipe, dict(STAGE1))
-        for name, opts in S1_CANDIDATES.items():
-            print(f"default call, {name}", flush=True)
-            cols[name] = cell_scores(pipe, dict(opts))
-        verdict = result["s1"] = judge_s1(cols["J"], {n: cols[n] for n in S1_CANDIDATES})
-        _report("S1", verdict, lambda v: f"worst SSIM gap to J {v['worst_ssim_gap_to_j']:+.4f}")
+        verdict = result["s1"] = _judge_calls("S1", S1_CANDIDATES, "today", SIZES, cols)
         print(f"S1 ships: {verdict['winner']}")
     if args.rule == "s2":
         pipe = _load(None, None)
@@ -567,25 +581,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"S2 {n}: not eligible, {why} (worst SSIM gap to J {gap:+.4f})")
         print(f"S2 ships: {verdict['winner']} (if its wall time passes: benchmarks/default_call.py)")
     if args.rule == "s3":
-        pipe = _load(None, None)
-        print("stage 1's J", flush=True)
-        cols["J"] = cell_scores(pipe, dict(STAGE1), sizes=D8_SIZES)
-        for name, opts in S3_CANDIDATES.items():
-            print(f"default call, {name}", flush=True)
-            cols[name] = cell_scores(pipe, {**DEFAULT_CALL, **opts}, sizes=D8_SIZES)
-        verdict = result["s3"] = judge_s1(cols["J"], {n: cols[n] for n in S3_CANDIDATES}, baseline=S3_BASELINE,
-                                          colour_rise=R9_COLOUR)
-        _report("S3", verdict, lambda v: f"worst SSIM gap to J {v['worst_ssim_gap_to_j']:+.4f}")
+        verdict = result["s3"] = _judge_calls("S3", S3_CANDIDATES, S3_BASELINE, D8_SIZES, cols, colour_rise=R9_COLOUR)
         print(f"S3 ships: {verdict['winner']} (if its wall time passes: benchmarks/default_call.py)")
     if args.rule == "w1":
-        pipe = _load(None, None)
-        print("stage 1's J", flush=True)
-        cols["J"] = cell_scores(pipe, dict(STAGE1), sizes=W1_SIZES)
-        for name, opts in W1_CANDIDATES.items():
-            print(f"default call, denoised {name}", flush=True)
-            cols[name] = cell_scores(pipe, dict(opts), sizes=W1_SIZES)
-        verdict = result["w1"] = judge_s1(cols["J"], {n: cols[n] for n in W1_CANDIDATES}, baseline=W1_BASELINE)
-        _report("W1", verdict, lambda v: f"worst SSIM gap to J {v['worst_ssim_gap_to_j']:+.4f}")
+        verdict = result["w1"] = _judge_calls("W1", W1_CANDIDATES, W1_BASELINE, W1_SIZES, cols)
         print(f"W1 ships: {verdict['winner']} (if its wall time passes: benchmarks/default_call.py)")
     if args.rule == "w2":
         pipe = _load(None, None)

@@ -232,6 +232,32 @@ def test_rule_w1_prefers_the_larger_working_size_and_its_calls_are_valid():
     assert r.judge_s1(j, runs, baseline=r.W1_BASELINE)["winner"] == "at 256 px"
 
 
+def test_rule_s3_guards_colour_prefers_less_work_and_spells_out_the_calls_it_judged():
+    r = _rule()
+    pipe = r._load(None, None)
+    ran = [pipe.resolve_options(**o) for o in r.S3_CANDIDATES.values()]
+    # today's call as S3 judged it (one sample in 136 px tiles), whatever the demo's defaults are now
+    assert [(o.samples, o.tile_size, o.tile_overlap) for o in ran] == [
+        (1, 136, 8), (1, 256, None), (2, 256, None), (3, 256, None), (2, 136, 8)]
+    assert {(o.steps, o.start_strength, o.denoise_size) for o in ran} == {(20, 0.3, 128)}  # same chain, start, size
+    base = _cells(20.0, 18.0, 14.0)
+    j, today = _ssim(base, 0.85), _ssim(base, 0.82)
+    runs = {r.S3_BASELINE: today, "one tile": _ssim(base, 0.82), "2 samples, one tile": _ssim(base, 0.836),
+            "3 samples, one tile": _ssim(base, 0.8375), "2 samples": _ssim(base, 0.84)}
+    # 2 samples in today's tiles is best by more than 0.002; within 0.002 the least work wins
+    assert r.judge_s1(j, runs, baseline=r.S3_BASELINE, colour_rise=r.R9_COLOUR)["winner"] == "2 samples"
+    runs["2 samples"] = _ssim(base, 0.837)
+    assert r.judge_s1(j, runs, baseline=r.S3_BASELINE, colour_rise=r.R9_COLOUR)["winner"] == "2 samples, one tile"
+    # a colour error 0.31 above the baseline's in one cell fails it
+    shifted = {**runs["2 samples, one tile"],
+               ("dense", 128): {**runs["2 samples, one tile"][("dense", 128)], "abs_db": 1.31}}
+    verdict = r.judge_s1(j, {**runs, "2 samples, one tile": shifted}, baseline=r.S3_BASELINE, colour_rise=r.R9_COLOUR)
+    assert verdict["winner"] == "3 samples, one tile"
+    assert verdict["candidates"]["2 samples, one tile"]["why_not"] == ["dense 128 colour error +0.31 > +0.3"]
+    assert r.judge_s1(j, {**runs, "2 samples, one tile": shifted}, baseline=r.S3_BASELINE)["winner"] == \
+        "2 samples, one tile"  # S1 and S2 had no colour guard
+
+
 def test_rule_w2_asks_nh_and_dense_gains_and_prefers_the_smaller_working_size_when_close():
     r = _rule()
     pipe = r._load(None, None)
