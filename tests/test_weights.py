@@ -96,6 +96,17 @@ def test_demo_entry_is_bundled():
     assert (e.denoiser.source, e.denoiser.path) == ("package", "assets/demo_denoiser.pth")
 
 
+def test_the_bundled_denoiser_carries_the_registry_defaults():
+    """An export writes the entry's defaults into the denoiser file (so a copy the registry does not
+    recognise runs like ``--weights demo``): a change of the defaults needs the recipe's export."""
+    from dehazeddpm.io.checkpoints import checkpoint_metadata
+    from dehazeddpm.options import SamplingOptions
+
+    entry = W.get_entry("demo")
+    saved = checkpoint_metadata(Path(W.__file__).parents[1] / entry.denoiser.path)["defaults"]
+    assert SamplingOptions.from_mapping(saved) == entry.defaults
+
+
 def test_sampling_defaults_are_validated():
     from dehazeddpm.options import SamplingOptions
     assert W.get_entry("demo").defaults == SamplingOptions(sampler="ddim", start_strength=0.3, eta=1.0,
