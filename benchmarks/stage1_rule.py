@@ -1,4 +1,4 @@
-"""Rules R7, R8, R9, R10 (also R11's verdict), S1, S2, W1, W2, W3 and D7 (docs/benchmarks.md): which demo stage 1 ships, and whether its matched denoiser does.
+"""Rules R7, R8, R9, R10 (also R11's verdict), S1, S2, S3, W1 to W5, D7 and D8 (docs/benchmarks.md): which demo stage 1 ships, and whether its matched denoiser does.
 
 Usage::
 
@@ -16,6 +16,7 @@ Usage::
     python benchmarks/stage1_rule.py --rule w4                             # Rule W4
     python benchmarks/stage1_rule.py --rule d8 --candidate round15=R15_DENOISER  # Rule D8: denoiser files
     python benchmarks/stage1_rule.py --rule s3                             # Rule S3
+    python benchmarks/stage1_rule.py --rule w5                             # Rule W5
 
 Every rule here judges on training-photo pairs (``make_eval_set(split="train")``, the 8 photos of
 :data:`NAMES`), never on the eval photos, per (haze kind, size) cell: kinds depth, nh and dense,
@@ -86,6 +87,9 @@ S3 scores the default call against calls from the same start and chain that aver
 and/or denoise the working-size image in one tile (:data:`S3_CANDIDATES`) on :data:`D8_SIZES`, with
 S1's margins and no colour error more than :data:`R9_COLOUR` above the baseline's; the highest
 worst SSIM gap to J wins, the one with less UNet work within :data:`S1_CLOSE_SSIM` of it.
+
+W5 scores stage 1's J and the default call with stage 1 averaged with its mirror
+(:data:`W5_CANDIDATES`, ``stage1_flip``) against one pass, on :data:`D8_SIZES`, with W3's tests.
 
 Writes JSON and prints a markdown table and the verdict.
 """
@@ -180,6 +184,10 @@ S3_CANDIDATES: Dict[str, Dict[str, Any]] = {
     "2 samples, one tile": {"samples": 2, "tile_size": 256},
     "3 samples, one tile": {"samples": 3, "tile_size": 256},
     "2 samples": {"samples": 2, "tile_size": 136, "tile_overlap": 8}}
+# Rule W5: one stage-1 pass against the mean of the image's and its mirror's, both spelled out
+W5_BASELINE = "one pass"
+W5_CANDIDATE = "with its mirror"
+W5_CANDIDATES: Dict[str, Dict[str, Any]] = {W5_BASELINE: {"stage1_flip": False}, W5_CANDIDATE: {"stage1_flip": True}}
 
 Cell = Tuple[str, int]
 
@@ -507,17 +515,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--candidate", action="append", default=[], metavar="NAME=FILE",
                     help="a stage-1 file (Rules R7-R10), or a denoiser file (Rule D8)")
-    ap.add_argument("--rule", choices=("r7", "r8", "r9", "r10", "s1", "s2", "s3", "w1", "w2", "w3", "w4", "d8"),
+    ap.add_argument("--rule", choices=("r7", "r8", "r9", "r10", "s1", "s2", "s3", "w1", "w2", "w3", "w4", "w5",
+                                      "d8"),
                     default="r7",
-                    help="the rule that judges --candidate (s1, s2, s3, w1: the default call; w2, w3, w4: stage 1's "
-                         "working size and detail; no candidate files for these)")
+                    help="the rule that judges --candidate (s1, s2, s3, w1: the default call; w2, w3, w4, w5: stage "
+                         "1's working size, detail and mirror; no candidate files for these)")
     ap.add_argument("--round5", metavar="FILE", help="round 5's stage 1 (Rules R8 and R9: the baseline for R7)")
     ap.add_argument("--pair", nargs=2, metavar=("STAGE1", "DENOISER"), help="Rule D7 for this stage 1 and denoiser")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=str(ROOT / "runs" / "stage1_rule.json"))
     args = ap.parse_args(argv)
     cands = dict(c.split("=", 1) for c in args.candidate if "=" in c)
-    call_rule = args.rule in ("s1", "s2", "s3", "w1", "w2", "w3", "w4")
+    call_rule = args.rule in ("s1", "s2", "s3", "w1", "w2", "w3", "w4", "w5")
     if len(cands) != len(args.candidate) or not (cands or args.pair or call_rule):
         ap.error("give --candidate NAME=FILE (one or more) or --pair STAGE1 DENOISER")
     if call_rule and cands:
@@ -626,6 +635,20 @@ def main(argv: Optional[List[str]] = None) -> int:
                                          f"{v['worst_photo']} {v['worst_photo_gain']:+.2f} dB")
         print(f"W4 ships: {verdict['winner'] or 'the detail stays at the enlarged size (the candidate fails)'}"
               + (" (if its wall time passes: benchmarks/default_call.py)" if verdict["winner"] else ""))
+    if args.rule == "w5":
+        pipe = _load(None, None)
+        for name, opts in W5_CANDIDATES.items():
+            print(f"stage 1's J, {name}", flush=True)
+            cols[f"J, {name}"] = cell_scores(pipe, {**STAGE1, **opts}, sizes=D8_SIZES)
+            print(f"default call, {name}", flush=True)
+            cols[f"default, {name}"] = cell_scores(pipe, {**DEFAULT_CALL, **opts}, sizes=D8_SIZES)
+        verdict = result["w5"] = judge_w3(cols[f"J, {W5_BASELINE}"], cols[f"default, {W5_BASELINE}"],
+                                          {W5_CANDIDATE: (cols[f"J, {W5_CANDIDATE}"], cols[f"default, {W5_CANDIDATE}"])},
+                                          {W5_CANDIDATE: 0})
+        _report("W5", verdict, lambda v: f"smallest J gain {v['min_gain']:+.2f} dB, worst photo "
+                                         f"{v['worst_photo']} {v['worst_photo_gain']:+.2f} dB")
+        print(f"W5 ships: {verdict['winner'] or 'one pass stays (the candidate fails)'}"
+              + (" (if its wall time passes: benchmarks/default_call.py)" if verdict["winner"] else ""))
     if args.rule == "d8":
         pipes = {"bundled": _load(None, None), **{name: _load(None, f) for name, f in cands.items()}}
         print("stage 1's J", flush=True)
@@ -649,7 +672,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"D7: PSNR {result['d7']['delta_psnr']:+.3f} dB, SSIM {result['d7']['delta_ssim']:+.4f}: "
               f"{'the new denoiser ships' if result['d7']['ships'] else 'the bundled denoiser stays'}")
     result["cells"] = {n: {f"{k} {s}": v for (k, s), v in c.items()} for n, c in cols.items()}
-    result["markdown"] = _table(cols, {"w1": W1_SIZES, "w4": W4_SIZES, "d8": D8_SIZES, "s3": D8_SIZES}.get(args.rule, SIZES))
+    result["markdown"] = _table(cols, {"w1": W1_SIZES, "w4": W4_SIZES, "d8": D8_SIZES, "s3": D8_SIZES, "w5": D8_SIZES}.get(args.rule, SIZES))
     result["seconds"] = round(time.time() - t0, 1)
     print("PSNR / SSIM / |da|, |db| per cell\n" + result["markdown"])
     write_json(args.json, result)

@@ -118,6 +118,9 @@ class SamplingOptions:
         "whichever is smaller) and takes the finer detail from the hazy input divided by T (0 = stage 1's "
         "own J)", "int",
         low=0, note=" (0: stage 1's own J)", metavar="N", describe="input detail below {v} px", quiet=(0, 1))
+    stage1_flip: Optional[bool] = option(
+        "also run stage 1 on the left-right mirrored image and average the two answers (J, T, A); one more "
+        "stage-1 pass", "bool", describe="stage 1 averaged with its mirror", quiet=(False,))
     denoise_size: Optional[int] = option(
         "shorter side the denoiser runs at; the image gets its J plus the denoiser's change, resampled "
         "to its size (0 = full resolution)", "int",
@@ -249,6 +252,7 @@ class SamplingOptions:
             zero_mean_noise=(self.zero_mean_noise if self.zero_mean_noise is not None
                              else sampler not in _SPECS["zero_mean_noise"].refused_by),
             stage1_size=self.stage1_size or 0, stage1_detail=self.stage1_detail or 0,
+            stage1_flip=bool(self.stage1_flip),
             denoise_size=self.denoise_size or 0,
             attention_window=self.attention_window or 0, samples=self.samples or 1, precision=self.precision or "auto")
 

@@ -22,6 +22,7 @@ from .working_size import (
     MAX_WORKING_SIDE,
     MIN_TRANSMISSION,
     from_working_size,
+    mirror_averaged,
     stage1_at_size,
     to_working_size,
     working_shape,
@@ -29,5 +30,6 @@ from .working_size import (
 
 __all__ = ["RELEASED", "WeightsChoice", "choose_weights", "smoke_mode", "DehazePipeline", "DehazeResult", "MAX_WORKING_SIDE", "MIN_TRANSMISSION", "PrecisionDenoiser",
            "TRAJECTORY_MAX_FRAMES", "TRAJECTORY_MAX_SIDE", "TiledDenoiser", "TrajectoryFrame", "autocast",
-           "choose_tile", "default_device", "device_info", "from_working_size", "pin_threads", "resolve_precision",
+           "choose_tile", "default_device", "device_info", "from_working_size", "mirror_averaged", "pin_threads",
+           "resolve_precision",
            "stage1_at_size", "sync", "to_working_size", "working_shape"]

@@ -52,7 +52,7 @@ from .device import (
     tiles_per_call,
 )
 from .tiling import TiledDenoiser
-from .working_size import from_working_size, stage1_at_size, to_working_size, working_shape
+from .working_size import from_working_size, mirror_averaged, stage1_at_size, to_working_size, working_shape
 
 if TYPE_CHECKING:
     from ..hub.registry import WeightsEntry
@@ -323,7 +323,7 @@ class DehazePipeline:
 
     # -- the steps of a call ---------------------------------------------------------------------
     def stage1_outputs(self, x01: torch.Tensor, size: Optional[int] = None, precision: str = "fp32",
-                       detail: int = 0) -> Stage1Output:
+                       detail: int = 0, flip: bool = False) -> Stage1Output:
         """Stage 1 on a (1, 3, H, W) [0, 1] image as the pipeline runs it: the full
         :class:`Stage1Output` (J, coarse, T, A, I; float32, [0, 1], at H x W). The one stage-1
         entry point.
@@ -335,6 +335,9 @@ class DehazePipeline:
         detail: 0, or J's detail finer than this many pixels comes from the input, at the smaller of
         the image's size and the size the net ran at
         (:func:`~dehazeddpm.inference.working_size.stage1_at_size`).
+        flip: also run the net on the mirrored image and average the two
+        (:func:`~dehazeddpm.inference.working_size.mirror_averaged`).
+        :meth:`stage1_as_called` takes these from a call's options instead.
         """
         x = x01.to(self.device)
 
@@ -346,18 +349,28 @@ class DehazePipeline:
             return out
 
         with torch.inference_mode(), autocast(precision, self.device):
-            return stage1_at_size(net, x.float(), size or 0, detail=detail)
+            return stage1_at_size(mirror_averaged(net) if flip else net, x.float(), size or 0, detail=detail)
 
-    def _padded_stage1(self, x: torch.Tensor, size: int, precision: str, detail: int = 0) -> Stage1Output:
-        """Stage 1's outputs padded to the networks' multiple (the denoiser's input size)."""
+    def stage1_as_called(self, x01: torch.Tensor, **options: Any) -> Stage1Output:
+        """Stage 1 on a (1, 3, H, W) [0, 1] image as a call with these options runs it (the weights'
+        defaults for the rest: working size, detail, mirror, precision): the :class:`Stage1Output`
+        at H x W, float32, [0, 1]. What a notebook shows as "stage 1" for the chosen weights."""
+        opts = self.resolve_options(**options)
+        return self.stage1_outputs(x01, opts.stage1_size, stage1_precision(opts.precision), opts.stage1_detail,
+                                   opts.stage1_flip)
+
+    def _padded_stage1(self, x: torch.Tensor, opts: SamplingOptions) -> Stage1Output:
+        """Stage 1's outputs as ``opts`` ask, padded to the networks' multiple (the denoiser's input size)."""
+        size, precision = opts.stage1_size, stage1_precision(opts.precision)
+        detail, flip = opts.stage1_detail, opts.stage1_flip
         padded, (h, w) = pad_to_multiple(x.to(self.device), self.size_multiple)
         if size and working_shape(h, w, size) != (h, w):
-            out = self.stage1_outputs(x, size, precision, detail)
+            out = self.stage1_outputs(x, size, precision, detail, flip)
             # J, T, I come back at h x w; the denoiser needs them padded like the input
             return out._replace(**{k: pad_to_multiple(getattr(out, k), self.size_multiple)[0]
                                    for k in ("J", "coarse", "T", "I")})
         # At full resolution stage 1 sees the padded image, so J and T are its own in the margin.
-        return self.stage1_outputs(padded, None, precision, detail)
+        return self.stage1_outputs(padded, None, precision, detail, flip)
 
     def condition(self, J: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
         """The denoiser's condition in [-1, 1]: ``cat([J, T])`` (4 channels), or J for a J-only model."""
@@ -455,7 +468,7 @@ class DehazePipeline:
         timings["load"] = time.perf_counter() - t_start
         # 3. stage 1, padded to the networks' multiple
         t0 = time.perf_counter()
-        stage1 = self._padded_stage1(x, opts.stage1_size, stage1_precision(opts.precision), opts.stage1_detail)
+        stage1 = self._padded_stage1(x, opts)
         for name in ("J", "T", "A"):
             check_output(f"stage 1's {name}", getattr(stage1, name))
         check_output("stage 1's J", stage1.J[..., :h, :w], x)

@@ -22,6 +22,10 @@ its structure coarser than ``factor`` pixels and takes the finer detail from the
 by T, at the smaller of the image's size and the size stage 1 ran at, where the input's detail is
 (an enlarged input's finest detail is the interpolation's, not the scene's; Rule W4).
 
+Stage 1 can also answer for the image and its left-right mirror at once (``stage1_flip``,
+:func:`mirror_averaged`, Rule W5): it learned on crops mirrored at random, so the two are equally
+its input, and the mean of its two answers has less of its own error.
+
 The denoiser can run at a working size too (``denoise_size``, :func:`to_working_size` and
 :func:`from_working_size`): J and T go to the working size, the chain runs there, and the image
 gets its own J plus the denoiser's change, resampled to its size.
@@ -75,6 +79,27 @@ def with_input_detail(out: Stage1Output, hazy01: torch.Tensor, factor: float, *,
 
     J = (coarse_band(out.J) + scene_detail(hazy01 - coarse_band(hazy01), out.T, min_transmission)).clamp(0, 1)
     return out._replace(J=J, I=rehaze(J, out.T, out.A))
+
+
+def mirror_averaged(stage1: Callable[[torch.Tensor], Stage1Output]) -> Callable[[torch.Tensor], Stage1Output]:
+    """``stage1`` run on the image and its left-right mirror in one batch, the answers averaged.
+
+    The returned callable maps a (B, 3, H, W) image in [0, 1] to a :class:`Stage1Output` like
+    ``stage1``'s: J, coarse, T and A are the means of the two passes (the mirror's flipped back), I
+    is re-composed from them, all in [0, 1].
+    """
+    def both(hazy01: torch.Tensor) -> Stage1Output:
+        b = hazy01.shape[0]
+        out = stage1(torch.cat([hazy01, hazy01.flip(-1)]))
+
+        def mean(t: torch.Tensor) -> torch.Tensor:
+            mirrored = t[b:] if t.shape[-1] == 1 else t[b:].flip(-1)  # A is one colour per image
+            return (t[:b] + mirrored) / 2
+
+        J, coarse, T, A = mean(out.J), mean(out.coarse), mean(out.T), mean(out.A)
+        return Stage1Output(J=J, coarse=coarse, T=T, A=A, I=rehaze(J, T, A))
+
+    return both
 
 
 def stage1_at_size(stage1: Callable[[torch.Tensor], Stage1Output], hazy01: torch.Tensor, size: int, *,
@@ -145,5 +170,5 @@ def from_working_size(result: torch.Tensor, J: torch.Tensor, J_working: torch.Te
     return (J + resize(result - J_working, (h, w), "antialias" if shrink else "bilinear")).clamp(0, 1)
 
 
-__all__ = ["MAX_WORKING_SIDE", "MIN_TRANSMISSION", "from_working_size", "stage1_at_size", "to_working_size",
-           "with_input_detail", "working_shape"]
+__all__ = ["MAX_WORKING_SIDE", "MIN_TRANSMISSION", "from_working_size", "mirror_averaged", "stage1_at_size",
+           "to_working_size", "with_input_detail", "working_shape"]

@@ -191,7 +191,8 @@ class DenoiserSettings:
     ``scene_sizes`` ``[lo, hi]`` (with ``condition_pool``) builds the pool the way the pipeline
     builds a condition: a whole hazy scene at a shorter side in [lo, hi], stage 1 at
     ``working_size`` (None: at the scene's size), then crops of it; ``stage1_detail`` as the
-    pipeline's option of that name (0: stage 1's own J); ``denoise_size`` brings J, T and the
+    pipeline's option of that name (0: stage 1's own J), ``stage1_flip`` too (stage 1 averaged with
+    its mirror); ``denoise_size`` brings J, T and the
     clear scene to the denoiser's working size before the crops, as the pipeline's option of that
     name does (None: crops at the scene's size).
     ``checkpoint_blocks``: recompute each UNet block's activations in the backward pass instead
@@ -209,6 +210,7 @@ class DenoiserSettings:
     scene_sizes: Optional[List[int]] = None
     working_size: Optional[int] = None
     stage1_detail: int = 0
+    stage1_flip: bool = False
     denoise_size: Optional[int] = None
     checkpoint_blocks: bool = False
 
@@ -231,9 +233,10 @@ class DenoiserSettings:
             raise ValueError(f"working_size must be a positive shorter side, got {self.working_size}")
         if self.stage1_detail < 0:  # its type is checked with every field's, when the config is read
             raise ValueError(f"stage1_detail must be >= 0, got {self.stage1_detail}")
-        if self.stage1_detail and not (stage == "denoiser" and self.condition_pool and self.scene_sizes):
-            raise ValueError("stage1_detail builds the denoiser's condition pool as the pipeline does: it needs "
-                             "stage='denoiser', condition_pool > 0 and scene_sizes")
+        for name in ("stage1_detail", "stage1_flip"):
+            if getattr(self, name) and not (stage == "denoiser" and self.condition_pool and self.scene_sizes):
+                raise ValueError(f"{name} builds the denoiser's condition pool as the pipeline does: it needs "
+                                 "stage='denoiser', condition_pool > 0 and scene_sizes")
         if self.denoise_size is not None:
             if self.denoise_size < crop:
                 raise ValueError(f"denoise_size must be at least crop ({crop}), got {self.denoise_size}")

@@ -16,7 +16,7 @@ from ..data.haze import depth_prior, random_haze_params, synthesize_haze, tint_s
 from ..data.nonhomogeneous import smog_or_mist, synthesize_nonhomogeneous
 from ..data.photos import PHOTO_SPLITS, builtin_photos
 from ..data.public import dataset_pairs
-from ..inference.working_size import stage1_at_size, to_working_size
+from ..inference.working_size import mirror_averaged, stage1_at_size, to_working_size
 from ..io.images import denoiser_condition, load_image
 from ..models.stage1 import Stage1Net
 from ..utils import resize, scaled_shape
@@ -151,7 +151,9 @@ class SceneConditionPool(ConditionPool):
     inference: stage 1's errors at that scene size, the working size's upsampling included. With
     probability ``scene_tint`` the scene is put under a random white balance (:func:`tint_scene`)
     before it is hazed. ``stage1_detail`` > 0: J takes the input's detail finer than that many
-    pixels, as the pipeline's option of that name does (:func:`stage1_at_size`). ``denoise_size``:
+    pixels, as the pipeline's option of that name does (:func:`stage1_at_size`); ``stage1_flip``:
+    stage 1 averaged with its mirror (:func:`mirror_averaged`), as the pipeline's option of that
+    name. ``denoise_size``:
     J, T and the clear scene are then brought to the denoiser's working size
     (:func:`to_working_size`, the pipeline's ``denoise_size``) before cropping, so the denoiser
     learns on what it is given at inference: the whole image at that size.
@@ -161,7 +163,7 @@ class SceneConditionPool(ConditionPool):
                  size: int, *, crop: int, scene_sizes: Tuple[int, int], working_size: Optional[int], seed: int,
                  nonhomogeneous: float = 0.0, dense_share: float = 0.3, augment: bool = False,
                  crops_per_scene: int = 4, airlight_cast: float = 0.0, scene_tint: float = 0.0,
-                 stage1_detail: int = 0, denoise_size: Optional[int] = None,
+                 stage1_detail: int = 0, stage1_flip: bool = False, denoise_size: Optional[int] = None,
                  device: "torch.device | str" = "cpu") -> None:
         if size < 1 or crops_per_scene < 1:
             raise ValueError(f"size and crops_per_scene must be positive, got {size}, {crops_per_scene}")
@@ -172,6 +174,7 @@ class SceneConditionPool(ConditionPool):
             raise ValueError(f"denoise_size must be at least crop ({crop}), got {denoise_size}")
         names = list(photos)
         gts, conds = [], []
+        net = mirror_averaged(stage1) if stage1_flip else stage1
 
         for k in range(math.ceil(size / crops_per_scene)):
             g = item_generator(seed, 1, k)
@@ -194,7 +197,7 @@ class SceneConditionPool(ConditionPool):
                 sample = synthesize_haze(clear, d, generator=g)
             with torch.no_grad():
                 hazy = sample.hazy[None].to(device)
-                out = stage1_at_size(stage1, hazy, working_size or 0, detail=stage1_detail)
+                out = stage1_at_size(net, hazy, working_size or 0, detail=stage1_detail)
                 J, T, clear = out.J, out.T, sample.clear
                 if denoise_size:
                     J, T = to_working_size(J, denoise_size), to_working_size(T, denoise_size)

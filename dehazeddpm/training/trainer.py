@@ -114,7 +114,7 @@ class Trainer:
                                           nonhomogeneous=cfg.nonhomogeneous, dense_share=cfg.dense_share,
                                           augment=cfg.augment, airlight_cast=cfg.airlight_cast,
                                           scene_tint=cfg.scene_tint, stage1_detail=cfg.stage1_detail,
-                                          denoise_size=cfg.denoise_size,
+                                          stage1_flip=cfg.stage1_flip, denoise_size=cfg.denoise_size,
                                           device=d.device)
         elif cfg.stage == "denoiser" and cfg.condition_pool:
             train_ds = ConditionPool(train_ds, self.stage1_frozen, cfg.condition_pool, cfg.seed,  # type: ignore[arg-type]
