@@ -68,12 +68,13 @@ STAGE1_FILE = ''     # @param {type:"string"}
 DENOISER_FILE = ''   # @param {type:"string"}
 session = dd.notebook_session(WEIGHTS, STAGE1_FILE, DENOISER_FILE)   # prints the device and the choice
 choice, pipe, SMOKE = session.choice, session.pipe, session.smoke
-# Stage 1 exactly as the pipeline runs it for these weights: at their working size (the demo's
-# 128 px) or at full resolution (the released weights, as the reference does), and, for the demo,
-# with J's detail finer than 3 px taken from the input divided by T (`stage1_detail`).
+# Stage 1 exactly as the pipeline runs it for these weights (`pipe.stage1_as_called`): at their
+# working size (the demo's 128 px) or at full resolution (the released weights, as the reference
+# does), and, for the demo, with J's detail finer than 3 px taken from the input divided by T
+# (`stage1_detail`).
 WORKING_SIZE, DETAIL = pipe.defaults.stage1_size, pipe.defaults.stage1_detail or 0
 def stage1(x):
-    return pipe.stage1_outputs(x, size=WORKING_SIZE, detail=DETAIL)
+    return pipe.stage1_as_called(x)
 print('stage 1 runs at', f'{WORKING_SIZE} px (shorter side)' if WORKING_SIZE else 'full resolution',
       f'| J\'s detail finer than {DETAIL} px from the input' if DETAIL else '| J as stage 1 made it')
 
@@ -144,7 +145,7 @@ plotting.show(plotting.plot_side_by_side(
 if WORKING_SIZE:
     for name, (h, g) in pairs.items():
         x, y = load_image(h), load_image(g)
-        full = pipe.stage1_outputs(x, detail=DETAIL).J.cpu()
+        full = pipe.stage1_as_called(x, stage1_size=0).J.cpu()
         sized = stage1(x).J.cpu()
         print(f'{name:10s} J at {x.shape[-2]} px: {metrics.psnr(full, y):5.2f} dB   '
               f'at {WORKING_SIZE} px, brought back: {metrics.psnr(sized, y):5.2f} dB')

@@ -70,7 +70,7 @@ def test_train_config_is_split_into_the_parts_each_stage_reads(tmp_path):
     assert "loss_weights" in s1 and "loss_weights" not in den
     assert {"unet", "condition_pool", "stage1_checkpoint"} <= set(den) - set(s1)
     parts = [{f.name for f in fields(p)} for p in (RunSettings, Stage1Settings, DenoiserSettings)]
-    assert set.union(*parts) == {f.name for f in fields(TrainConfig)} and sum(map(len, parts)) == 48  # precision, accumulate, checkpoint_blocks, dataset, root, airlight_cast, scene_tint, dense_share, stage1_detail, denoise_size since 0.4
+    assert set.union(*parts) == {f.name for f in fields(TrainConfig)} and sum(map(len, parts)) == 49  # precision, accumulate, checkpoint_blocks, dataset, root, airlight_cast, scene_tint, dense_share, stage1_detail, stage1_flip, denoise_size since 0.4
     # a flat JSON file of 0.3 (keys of both stages, // comments) still loads
     path = tmp_path / "c.json"
     path.write_text('{"stage": "stage1", "crop": 48, // a comment\n "loss_weights": {"A": 0.5}, "unet": {}}')

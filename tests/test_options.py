@@ -43,8 +43,8 @@ def test_weights_defaults_fill_only_what_a_call_leaves_open():
 
 def test_resolved_options_are_concrete():
     assert SamplingOptions().resolved(2000) == SamplingOptions(
-        sampler="ddim", steps=DEFAULT_STEPS, eta=0.0, start_strength=1.0, zero_mean_noise=True, stage1_size=0, stage1_detail=0,
-        denoise_size=0, attention_window=0, samples=1, precision="auto")
+        sampler="ddim", steps=DEFAULT_STEPS, eta=0.0, start_strength=1.0, zero_mean_noise=True, stage1_size=0,
+        stage1_detail=0, stage1_flip=False, denoise_size=0, attention_window=0, samples=1, precision="auto")
     ddpm = SamplingOptions(sampler="ddpm").resolved(40)
     assert (ddpm.steps, ddpm.eta, ddpm.zero_mean_noise) == (40, None, False)  # every step; no eta in ancestral
     assert ddpm.resolved(40) == ddpm  # what ran can be asked for again

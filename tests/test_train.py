@@ -341,6 +341,12 @@ def test_scene_condition_pool_builds_the_pipelines_condition(stage1_file):
     chroma = lambda p: float((p.gt - p.gt.mean(1, keepdim=True)).abs().mean())  # noqa: E731
     assert chroma(SceneConditionPool(grey, stage1, 5, **kw)) < 1e-6
     assert chroma(SceneConditionPool(grey, stage1, 5, **kw, scene_tint=1.0)) > 0.02
+    # stage1_flip: the condition of stage 1 averaged with its mirror, as the pipeline's option builds it
+    from dehazeddpm.inference.working_size import mirror_averaged
+    flipped = SceneConditionPool(photos, stage1, 5, **kw, stage1_flip=True)
+    by_hand = SceneConditionPool(photos, mirror_averaged(stage1), 5, **kw)
+    assert torch.equal(flipped.gt, pool.gt) and torch.equal(flipped.condition, by_hand.condition)
+    assert float((flipped.condition - pool.condition).abs().max()) > 0.01
 
 
 def test_noise_focus_and_scene_options_are_checked(tmp_path, stage1_file):
@@ -359,9 +365,11 @@ def test_noise_focus_and_scene_options_are_checked(tmp_path, stage1_file):
              denoise_size=16)
     with pytest.raises(ValueError, match="denoise_size builds"):
         _cfg(tmp_path, "denoiser", stage1_checkpoint=str(stage1_file), condition_pool=4, denoise_size=32)
+    with pytest.raises(ValueError, match="stage1_flip builds the denoiser's condition pool"):
+        _cfg(tmp_path, "denoiser", stage1_checkpoint=str(stage1_file), condition_pool=4, stage1_flip=True)
     cfg = _cfg(tmp_path / "f", "denoiser", stage1_checkpoint=str(stage1_file), noise_focus=0.3,
                noise_focus_share=1.0, condition_pool=4, scene_sizes=[32, 40], working_size=32, nonhomogeneous=0.5,
-               denoise_size=32)
+               denoise_size=32, stage1_flip=True)
     tr = Trainer(cfg)
     # the focused batches draw from the lowest 30% of the chain: the default call's levels
     assert len(tr.focus_schedule) == round(0.3 * len(tr.schedule))

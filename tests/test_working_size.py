@@ -13,6 +13,7 @@ from dehazeddpm.inference.pipeline import DehazePipeline
 from dehazeddpm.inference.working_size import (
     MAX_WORKING_SIDE,
     from_working_size,
+    mirror_averaged,
     stage1_at_size,
     to_working_size,
     with_input_detail,
@@ -286,3 +287,68 @@ def test_stage1_detail_is_taken_at_the_smaller_of_the_image_and_the_working_size
     torch.testing.assert_close(stage1_at_size(net, small, 0, detail=3).J, with_input_detail(net(small), small, 3).J,
                                atol=1e-6, rtol=0)
     assert torch.equal(stage1_at_size(net, small, 0).J, net(small).J)
+
+
+class Leftward:
+    """A stage 1 that is not mirror-symmetric: J is the running mean of each row from the left, T a
+    left-to-right ramp, A the mean colour of the left half. Counts the images it is run on."""
+
+    def __init__(self):
+        self.images = 0
+
+    def __call__(self, hazy: torch.Tensor) -> Stage1Output:
+        self.images += hazy.shape[0]
+        b, _, h, w = hazy.shape
+        J = hazy.cumsum(-1) / torch.arange(1, w + 1)
+        T = torch.linspace(0.2, 0.9, w).expand(b, 1, h, w)
+        A = hazy[..., : w // 2].mean(dim=(2, 3), keepdim=True)
+        return Stage1Output(J=J, coarse=J * 0.5, T=T, A=A, I=T * J + (1 - T) * A)
+
+
+def test_mirror_averaged_is_the_mean_of_the_image_and_its_mirror_in_one_pass():
+    """Rule W5's option: J, coarse, T, A are the means of the two answers (the mirror's flipped back),
+    I re-composed from them; the result is mirror-equivariant; a symmetric net is unchanged."""
+    x = torch.rand(2, 3, 20, 30, generator=torch.Generator().manual_seed(0))
+    net = Leftward()
+    out = mirror_averaged(net)(x)
+    assert net.images == 4  # both images of the batch, each with its mirror, in one call
+    one, mirror = Leftward()(x), Leftward()(x.flip(-1))
+    for name in ("J", "coarse", "T"):
+        torch.testing.assert_close(getattr(out, name), (getattr(one, name) + getattr(mirror, name).flip(-1)) / 2)
+    torch.testing.assert_close(out.A, (one.A + mirror.A) / 2)
+    torch.testing.assert_close(out.I, out.T * out.J + (1 - out.T) * out.A)
+    torch.testing.assert_close(out.T, torch.full_like(out.T, 0.55))  # a ramp and its mirror average out
+    again = mirror_averaged(Leftward())(x.flip(-1))
+    for name in ("J", "coarse", "T", "I"):
+        torch.testing.assert_close(getattr(again, name).flip(-1), getattr(out, name))
+    symmetric = Oracle(0.5, 0.8)
+    torch.testing.assert_close(mirror_averaged(symmetric)(x).J, symmetric(x).J)
+    # through stage1_at_size (shrunk, enlarged): the working copy is what gets mirrored
+    for img in (torch.rand(1, 3, 40, 60), torch.rand(1, 3, 10, 15)):
+        torch.testing.assert_close(stage1_at_size(mirror_averaged(Leftward()), img, 20, detail=2).J.flip(-1),
+                                   stage1_at_size(mirror_averaged(Leftward()), img.flip(-1), 20, detail=2).J)
+
+
+def test_pipeline_stage1_flip_option(stage1):
+    sched = NoiseSchedule.from_config(SCHEDULE)
+    # a multiple of 16: with padding, the mirror's margin would be on the other side (still averaged,
+    # but not exactly mirror-equivariant)
+    x = torch.rand(1, 3, 48, 64, generator=torch.Generator().manual_seed(2))
+    pipe = DehazePipeline(stage1, Pointwise(), sched, device="cpu")
+    own = pipe(x, steps=0, progress=False)
+    both = pipe(x, steps=0, stage1_flip=True, progress=False)
+    assert float((both.J - own.J).abs().max()) > 0.01
+    mirrored = pipe(x.flip(-1), steps=0, stage1_flip=True, progress=False)
+    torch.testing.assert_close(mirrored.J.flip(-1), both.J, atol=1e-5, rtol=0)
+    torch.testing.assert_close(mirrored.T.flip(-1), both.T, atol=1e-5, rtol=0)
+    # the notebooks' "stage 1" is the call's: stage1_as_called with the same options
+    torch.testing.assert_close(pipe.stage1_as_called(x, stage1_flip=True).J, both.J, atol=1e-6, rtol=0)
+    torch.testing.assert_close(pipe.stage1_as_called(x).J, own.J, atol=1e-6, rtol=0)
+    called = pipe(x, steps=2, stage1_flip=True, seed=0, progress=False)
+    assert called.options.stage1_flip is True and "stage 1 averaged with its mirror" in called.describe()
+    assert torch.equal(called.J, both.J)
+    plain = pipe(x, steps=2, seed=0, progress=False)
+    assert plain.options.stage1_flip is False and "mirror" not in plain.describe()
+    for bad in (1, "yes", None.__class__):
+        with pytest.raises(ValueError, match="stage1_flip"):
+            pipe(x, steps=0, stage1_flip=bad, progress=False)

@@ -179,8 +179,7 @@ class Stage1Inspector(_UI):
 
     ``images``: ``{name: hazy}`` (any image-like in [0, 1]); ``stage1``: a callable mapping a
     ``1x3xHxW`` tensor in [0, 1] to a ``Stage1Output`` or to ``(J, T, A, I)``, e.g.
-    ``lambda x: pipe.stage1_outputs(x, size=pipe.defaults.stage1_size, detail=pipe.defaults.stage1_detail or 0)``,
-    the way the pipeline runs it.
+    ``pipe.stage1_as_called``, the way the pipeline runs it for its weights.
     Images larger than ``max_side`` (longer side) are downscaled first. Outputs are cached per image.
     """
 
