@@ -43,7 +43,8 @@ def test_default_call_on_the_demo_weights(tmp_path, demo, precision):
     ran = resolve_precision(precision, torch.device("cpu"))
     # tile_size: the tile that ran, None for none (the 48 px image is denoised at 128 x 189, inside one 256 px tile)
     assert res.options == SamplingOptions(sampler="ddim", steps=20, eta=1.0, start_strength=0.3, zero_mean_noise=True,
-                                          stage1_size=128, stage1_detail=3, denoise_size=128, tile_size=None,
+                                          stage1_size=128, stage1_detail=3, stage1_flip=False, denoise_size=128,
+                                          tile_size=None,
                                           attention_window=0, samples=2,
                                           precision=ran)
     assert res.evaluations == 6  # 0.3 of 20 respaced steps, from J noised to that level (t = 526)
