@@ -71,12 +71,13 @@ choice, pipe, SMOKE = session.choice, session.pipe, session.smoke
 # Stage 1 exactly as the pipeline runs it for these weights (`pipe.stage1_as_called`): at their
 # working size (the demo's 128 px) or at full resolution (the released weights, as the reference
 # does), and, for the demo, with J's detail finer than 3 px taken from the input divided by T
-# (`stage1_detail`).
+# (`stage1_detail`) and its answers for the image and its mirror image averaged (`stage1_flip`).
 WORKING_SIZE, DETAIL = pipe.defaults.stage1_size, pipe.defaults.stage1_detail or 0
 def stage1(x):
     return pipe.stage1_as_called(x)
 print('stage 1 runs at', f'{WORKING_SIZE} px (shorter side)' if WORKING_SIZE else 'full resolution',
-      f'| J\'s detail finer than {DETAIL} px from the input' if DETAIL else '| J as stage 1 made it')
+      f'| J\'s detail finer than {DETAIL} px from the input' if DETAIL else '| J as stage 1 made it',
+      '| averaged with its mirror image' if pipe.defaults.stage1_flip else '')
 
 # %%
 SIZE = 64 if SMOKE else 256
