@@ -320,6 +320,24 @@ def test_rule_w3_asks_no_cell_of_j_or_the_default_call_to_lose_and_prefers_the_s
     assert "dense 128 colour error +0.50 (> +0.3)" in photo["candidates"]["detail below 3 px"]["why_not"]
 
 
+def test_rule_w5_spells_out_both_calls_and_judges_the_mirror_by_w3s_tests():
+    r = _rule()
+    pipe = r._load(None, None)
+    assert [pipe.resolve_options(**o).stage1_flip for o in r.W5_CANDIDATES.values()] == [False, True]
+    assert r.W5_CANDIDATES[r.W5_CANDIDATE] == {"stage1_flip": pipe.resolve_options().stage1_flip}  # W5's pick ships
+    assert r.W5_CANDIDATES[r.W5_BASELINE] == {"stage1_flip": False}  # one pass, whatever the defaults are now
+    j = _photos(_with_colour(_cells(20.0, 18.0, 14.0), depth=6.0, nh=9.0, dense=12.0), a=-0.5, b=0.5)
+    call = _cells(19.9, 17.9, 13.9)
+    mirror = {c: {**v, "ssim": 0.8} for c, v in
+              _photos(_with_colour(_cells(20.2, 18.1, 14.01), depth=6.0, nh=9.0, dense=12.0), a=-0.5, b=0.5).items()}
+    verdict = r.judge_w3(j, call, {r.W5_CANDIDATE: (mirror, _cells(20.0, 18.0, 13.9))}, {r.W5_CANDIDATE: 0})
+    assert verdict["winner"] == r.W5_CANDIDATE and abs(verdict["candidates"][r.W5_CANDIDATE]["min_gain"] - 0.01) < 1e-9
+    one_photo = _photos(_with_colour(_cells(20.2, 18.1, 14.01), depth=6.0, nh=9.0, dense=12.0), a=-1.3, b=2.0)
+    one_photo = {c: {**v, "ssim": 0.8} for c, v in one_photo.items()}  # photo a: -0.6 dB on depth haze
+    bad = r.judge_w3(j, call, {r.W5_CANDIDATE: (one_photo, _cells(20.0, 18.0, 13.9))}, {r.W5_CANDIDATE: 0})
+    assert bad["winner"] is None and bad["candidates"][r.W5_CANDIDATE]["why_not"][0] == "depth 128 a loses -0.60 dB (< -0.5)"
+
+
 def test_rule_d7_ships_the_new_denoiser_only_if_not_worse():
     r = _rule()
     old = _cells(20.0, 18.0, 13.0)

@@ -31,5 +31,4 @@ from .working_size import (
 __all__ = ["RELEASED", "WeightsChoice", "choose_weights", "smoke_mode", "DehazePipeline", "DehazeResult", "MAX_WORKING_SIDE", "MIN_TRANSMISSION", "PrecisionDenoiser",
            "TRAJECTORY_MAX_FRAMES", "TRAJECTORY_MAX_SIDE", "TiledDenoiser", "TrajectoryFrame", "autocast",
            "choose_tile", "default_device", "device_info", "from_working_size", "mirror_averaged", "pin_threads",
-           "resolve_precision",
-           "stage1_at_size", "sync", "to_working_size", "working_shape"]
+           "resolve_precision", "stage1_at_size", "sync", "to_working_size", "working_shape"]
