@@ -17,6 +17,7 @@ Usage::
     python benchmarks/stage1_rule.py --rule d8 --candidate round15=R15_DENOISER  # Rule D8: denoiser files
     python benchmarks/stage1_rule.py --rule s3                             # Rule S3
     python benchmarks/stage1_rule.py --rule w5                             # Rule W5
+    python benchmarks/stage1_rule.py --rule w5b                            # Rule W5b: photos stage 1 never saw
 
 Every rule here judges on training-photo pairs (``make_eval_set(split="train")``, the 8 photos of
 :data:`NAMES`), never on the eval photos, per (haze kind, size) cell: kinds depth, nh and dense,
@@ -90,6 +91,9 @@ worst SSIM gap to J wins, the one with less UNet work within :data:`S1_CLOSE_SSI
 
 W5 scores stage 1's J and the default call with stage 1 averaged with its mirror
 (:data:`W5_CANDIDATES`, ``stage1_flip``) against one pass, on :data:`D8_SIZES`, with W3's tests.
+W5b scores the same two J on photos the shipped stage 1 never trained on (:data:`UNSEEN_PHOTOS`,
+:func:`unseen_pairs`) over :data:`W5B_SEEDS`: the mirror stays the default only if no cell loses more
+than :data:`S1_PSNR_DB`.
 
 Writes JSON and prints a markdown table and the verdict.
 """
@@ -99,17 +103,21 @@ import argparse
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+import matplotlib
 import torch
 
-from dehazeddpm.data import TRAIN_PHOTOS, make_eval_set
+from dehazeddpm.data import MORE_TRAIN_PHOTOS, TRAIN_PHOTOS, eval_haze_params, make_eval_set, resize_photo
+from dehazeddpm.data.haze import depth_prior, synthesize_haze
+from dehazeddpm.data.nonhomogeneous import synthesize_nonhomogeneous
 from dehazeddpm.diffusion import sampling_schedule
 from dehazeddpm.evaluation import DEFAULT_CALL, STAGE1, Pair, by_image, evaluate, summarize
 from dehazeddpm.hub import WeightsError
 from dehazeddpm.inference import DehazePipeline, pin_threads, stage1_at_size
-from dehazeddpm.io import CheckpointError, ImageReadError
+from dehazeddpm.io import CheckpointError, ImageReadError, load_image, save_image_atomic
 from dehazeddpm.models import Stage1Output
 from dehazeddpm.utils import write_json
 
@@ -189,6 +197,12 @@ W5_BASELINE = "one pass"
 W5_CANDIDATE = "with its mirror"
 W5_CANDIDATES: Dict[str, Dict[str, Any]] = {W5_BASELINE: {"stage1_flip": False}, W5_CANDIDATE: {"stage1_flip": True}}
 
+# Rule W5b: photos the shipped stage 1 (round 8's, trained on TRAIN_PHOTOS) never trained on, other
+# than the eval photos: glymur's two, and matplotlib's portrait (reserved for evaluation, never trained on)
+MATPLOTLIB_PHOTOS = {"grace_hopper": Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"}
+UNSEEN_PHOTOS = (*MORE_TRAIN_PHOTOS, *MATPLOTLIB_PHOTOS)
+W5B_SEEDS = (0, 1, 2, 3, 4, 5)
+
 Cell = Tuple[str, int]
 
 
@@ -208,18 +222,41 @@ class DetailAtNetSize(DehazePipeline):
             return stage1_at_size(at_net_size, x01.to(self.device), size)
 
 
+def rule_pairs(out_dir: str, size: int, seed: int, kind: str) -> List[Tuple[Path, Path]]:
+    """The rules' pairs: the photos of :data:`NAMES`, hazed as ``make_eval_set`` hazes them."""
+    return make_eval_set(out_dir, size=size, seed=seed, kind=kind, split="train", names=NAMES)
+
+
+def unseen_pairs(out_dir: str, size: int, seed: int, kind: str) -> List[Tuple[Path, Path]]:
+    """Rule W5b's pairs: photos the shipped stage 1 never trained on, other than the eval photos
+    (:data:`UNSEEN_PHOTOS`), hazed by ``make_eval_set``'s recipe (depth haze with
+    ``eval_haze_params`` over the depth prior; nh / dense seeded by the photo's name and ``seed``)."""
+    pairs = make_eval_set(out_dir, size=size, seed=seed, kind=kind, split="train_all", names=MORE_TRAIN_PHOTOS)
+    for name, path in MATPLOTLIB_PHOTOS.items():
+        clear, _ = resize_photo(load_image(path)[0], None, size)
+        if kind == "depth":
+            beta, airlight = eval_haze_params(name, seed)
+            sample = synthesize_haze(clear, None, beta=beta, airlight=airlight)
+        else:
+            g = torch.Generator().manual_seed(zlib.crc32(f"{name}:{seed}".encode()))
+            sample = synthesize_nonhomogeneous(clear, kind, depth_prior(clear), generator=g)
+        pairs.append((save_image_atomic(sample.hazy, Path(out_dir) / "hazy" / f"{name}.png"),
+                      save_image_atomic(sample.clear, Path(out_dir) / "gt" / f"{name}.png")))
+    return pairs
+
+
 def cell_scores(pipe: DehazePipeline, run: Dict[str, Any], seeds: Sequence[int] = (0,),
-                sizes: Sequence[int] = SIZES) -> Dict[Cell, Dict[str, Any]]:
-    """{(kind, size): mean psnr, ssim, abs_da, abs_db} of ``run`` over NAMES x HAZE_SEEDS (x ``seeds``),
-    and ``photos``: {photo: its mean PSNR over the seeds}."""
+                sizes: Sequence[int] = SIZES, pairs_of: Callable[[str, int, int, str], List[Tuple[Path, Path]]]
+                = rule_pairs, haze_seeds: Sequence[int] = HAZE_SEEDS) -> Dict[Cell, Dict[str, Any]]:
+    """{(kind, size): mean psnr, ssim, abs_da, abs_db} of ``run`` over ``pairs_of``'s photos (the
+    rules': NAMES) x ``haze_seeds`` (x ``seeds``), and ``photos``: {photo: its mean PSNR over the seeds}."""
     out: Dict[Cell, Dict[str, Any]] = {}
     for kind in KINDS:
         for size in sizes:
             rows: List[Dict[str, Any]] = []
-            for hs in HAZE_SEEDS:
+            for hs in haze_seeds:
                 with tempfile.TemporaryDirectory() as tmp:
-                    pairs = [Pair(h.stem, h, g) for h, g in
-                             make_eval_set(tmp, size=size, seed=hs, kind=kind, split="train", names=NAMES)]
+                    pairs = [Pair(h.stem, h, g) for h, g in pairs_of(tmp, size, hs, kind)]
                     rows += evaluate(pipe, pairs, {"run": run}, seeds)
             s = summarize(rows)[0]
             out[(kind, size)] = {**{k: float(s[k]) for k in ("psnr", "ssim", "abs_da", "abs_db")},
@@ -516,7 +553,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--candidate", action="append", default=[], metavar="NAME=FILE",
                     help="a stage-1 file (Rules R7-R10), or a denoiser file (Rule D8)")
     ap.add_argument("--rule", choices=("r7", "r8", "r9", "r10", "s1", "s2", "s3", "w1", "w2", "w3", "w4", "w5",
-                                      "d8"),
+                                      "w5b", "d8"),
                     default="r7",
                     help="the rule that judges --candidate (s1, s2, s3, w1: the default call; w2, w3, w4, w5: stage "
                          "1's working size, detail and mirror; no candidate files for these)")
@@ -526,7 +563,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--json", default=str(ROOT / "runs" / "stage1_rule.json"))
     args = ap.parse_args(argv)
     cands = dict(c.split("=", 1) for c in args.candidate if "=" in c)
-    call_rule = args.rule in ("s1", "s2", "s3", "w1", "w2", "w3", "w4", "w5")
+    call_rule = args.rule in ("s1", "s2", "s3", "w1", "w2", "w3", "w4", "w5", "w5b")
     if len(cands) != len(args.candidate) or not (cands or args.pair or call_rule):
         ap.error("give --candidate NAME=FILE (one or more) or --pair STAGE1 DENOISER")
     if call_rule and cands:
@@ -649,6 +686,19 @@ def main(argv: Optional[List[str]] = None) -> int:
                                          f"{v['worst_photo']} {v['worst_photo_gain']:+.2f} dB")
         print(f"W5 ships: {verdict['winner'] or 'one pass stays (the candidate fails)'}"
               + (" (if its wall time passes: benchmarks/default_call.py)" if verdict["winner"] else ""))
+    if args.rule == "w5b":
+        pipe = _load(None, None)
+        for name, opts in W5_CANDIDATES.items():
+            print(f"stage 1's J, {name}, unseen photos", flush=True)
+            cols[f"J, {name}"] = cell_scores(pipe, {**STAGE1, **opts}, pairs_of=unseen_pairs, haze_seeds=W5B_SEEDS)
+        one, both = cols[f"J, {W5_BASELINE}"], cols[f"J, {W5_CANDIDATE}"]
+        change = {f"{k} {size}": both[(k, size)]["psnr"] - one[(k, size)]["psnr"] for k, size in one}
+        losing = {c: d for c, d in change.items() if d < -S1_PSNR_DB}
+        verdict = result["w5b"] = {"psnr_change": change, "photo_gains": photo_gains(one, both),
+                                   "losing_cells": losing, "keeps": not losing}
+        print("W5b J change per cell: " + ", ".join(f"{c} {d:+.3f} dB" for c, d in change.items()))
+        print(f"W5b: {'the mirror stays the default' if verdict['keeps'] else 'the default goes back to one pass'}"
+              f" ({'; '.join(f'{c} loses {d:+.3f} dB' for c, d in losing.items()) or 'no cell loses more than 0.05 dB'})")
     if args.rule == "d8":
         pipes = {"bundled": _load(None, None), **{name: _load(None, f) for name, f in cands.items()}}
         print("stage 1's J", flush=True)
