@@ -71,7 +71,8 @@ choice, pipe, SMOKE = session.choice, session.pipe, session.smoke
 # Stage 1 exactly as the pipeline runs it for these weights (`pipe.stage1_as_called`): at their
 # working size (the demo's 128 px) or at full resolution (the released weights, as the reference
 # does), and, for the demo, with J's detail finer than 3 px taken from the input divided by T
-# (`stage1_detail`) and its answers for the image and its mirror image averaged (`stage1_flip`).
+# (`stage1_detail`). `pipe.stage1_as_called(x, stage1_flip=True)` would average its answers for the
+# image and its mirror image, an option the demo does not take by default (Rule W5b).
 WORKING_SIZE, DETAIL = pipe.defaults.stage1_size, pipe.defaults.stage1_detail or 0
 def stage1(x):
     return pipe.stage1_as_called(x)

@@ -41,7 +41,7 @@ from dehazeddpm.utils import atomic_write, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "dehazeddpm" / "assets"
-SHIPPED = ROOT / "scripts" / "recipes" / "demo_round16.json"
+SHIPPED = ROOT / "scripts" / "recipes" / "demo_round15.json"
 
 
 def _registry_path() -> Path:

@@ -324,8 +324,10 @@ def test_rule_w5_spells_out_both_calls_and_judges_the_mirror_by_w3s_tests():
     r = _rule()
     pipe = r._load(None, None)
     assert [pipe.resolve_options(**o).stage1_flip for o in r.W5_CANDIDATES.values()] == [False, True]
-    assert r.W5_CANDIDATES[r.W5_CANDIDATE] == {"stage1_flip": pipe.resolve_options().stage1_flip}  # W5's pick ships
-    assert r.W5_CANDIDATES[r.W5_BASELINE] == {"stage1_flip": False}  # one pass, whatever the defaults are now
+    # W5 shipped the mirror; W5b, on photos stage 1 never trained on, took it back: one pass is the default
+    assert r.W5_CANDIDATES[r.W5_BASELINE] == {"stage1_flip": pipe.resolve_options().stage1_flip}
+    assert r.W5_CANDIDATES[r.W5_CANDIDATE] == {"stage1_flip": True}
+    assert set(r.UNSEEN_PHOTOS) == {"nemo", "goodstuff", "grace_hopper"} and not set(r.UNSEEN_PHOTOS) & set(r.NAMES)
     j = _photos(_with_colour(_cells(20.0, 18.0, 14.0), depth=6.0, nh=9.0, dense=12.0), a=-0.5, b=0.5)
     call = _cells(19.9, 17.9, 13.9)
     mirror = {c: {**v, "ssim": 0.8} for c, v in

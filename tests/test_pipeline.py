@@ -146,8 +146,8 @@ def test_weights_ddim_defaults_apply_to_ddim_only(pipe):
     assert p(x, sampler="ddpm", seed=0, progress=False).evaluations == 40
     assert counted.calls == 6 + 20 + 40
     assert DehazePipeline.from_pretrained("demo", device="cpu").defaults == SamplingOptions(
-        sampler="ddim", start_strength=0.3, eta=1.0, stage1_size=128, stage1_detail=3, stage1_flip=True, denoise_size=128,
-        tile_size=256, samples=2)
+        sampler="ddim", start_strength=0.3, eta=1.0, stage1_size=128, stage1_detail=3, denoise_size=128, tile_size=256,
+        samples=2)
 
 
 def test_weights_samples_come_with_their_steps(pipe):

@@ -159,7 +159,7 @@ def test_train_demo_exports_beside_the_run_and_installs_only_when_asked(tmp_path
 def test_train_demo_trains_only_the_denoiser_when_the_recipe_keeps_stage_1(tmp_path):
     """A denoiser-only round (the shipped one): the stage-1 file comes from git history as it is,
     the denoiser trains on its conditions, and the export ships that stage 1 byte for byte."""
-    recipe = json.loads((REPO / "scripts" / "recipes" / "demo_round16.json").read_text())
+    recipe = json.loads((REPO / "scripts" / "recipes" / "demo_round15.json").read_text())
     recipe["denoiser"]["config"].update(steps=1, condition_pool=8, scene_sizes=[64, 96], batch_size=2, save_every=0,
                                         num_val=1, val_every=0)
     path = tmp_path / "kept.json"
@@ -167,14 +167,14 @@ def test_train_demo_trains_only_the_denoiser_when_the_recipe_keeps_stage_1(tmp_p
     out = tmp_path / "run"
     assert _load("train_demo").main(["--recipe", str(path), "--out", str(out)]) == 0
     side = json.loads((out / "denoiser" / "denoiser_final.json").read_text())
-    assert side["step"] == 1 and side["config"]["stage1_detail"] == 3 and side["config"]["stage1_flip"] is True
+    assert side["step"] == 1 and side["config"]["stage1_detail"] == 3
     assert side["config"]["stage1_checkpoint"].endswith("demo_stage1_9767dd0.pth")
     export = out / "export"
     entry = json.loads((export / "demo_entry.json").read_text())
     assert entry["stage1"]["sha256"] == recipe["stage1"]["kept"][2]  # byte for byte
     prov = json.loads((export / "demo_provenance.json").read_text())
     assert prov["stage1_kept"]["sha256"] == recipe["stage1"]["kept"][2] and prov["stage1_phases"] == []
-    assert set(prov["init"]) == {"denoiser"} and prov["round"] == 16
+    assert set(prov["init"]) == {"denoiser"} and prov["round"] == 15
 
 
 def test_train_demo_registry_entry_names_the_photos_its_recipe_trained_on(tmp_path):
@@ -185,10 +185,10 @@ def test_train_demo_registry_entry_names_the_photos_its_recipe_trained_on(tmp_pa
     den.write_bytes(b"denoiser")
     shipped = json.loads((REPO / "dehazeddpm" / "hub" / "weights.json").read_text())["entries"]["demo"]
     make = _load("train_demo").registry_entry
-    for name in ("demo_round16.json", "demo_round13.json"):
+    for name in ("demo_round15.json", "demo_round13.json"):
         recipe = json.loads((REPO / "scripts" / "recipes" / name).read_text())
         entry = make(recipe, s1, den)
-        if name == "demo_round16.json":  # the shipped round: its stage 1 kept from round 8
+        if name == "demo_round15.json":  # the shipped round: its stage 1 kept from round 8
             assert "kept" in recipe["stage1"]
             assert entry["dataset"] == shipped["dataset"] and entry["notes"] == shipped["notes"]
         else:

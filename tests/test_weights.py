@@ -110,9 +110,8 @@ def test_the_bundled_denoiser_carries_the_registry_defaults():
 def test_sampling_defaults_are_validated():
     from dehazeddpm.options import SamplingOptions
     assert W.get_entry("demo").defaults == SamplingOptions(sampler="ddim", start_strength=0.3, eta=1.0,
-                                                           stage1_size=128, stage1_detail=3, stage1_flip=True,
-                                                           denoise_size=128, tile_size=256,
-                                                           samples=2)  # Rules S2, S3, W1, W3 and W5
+                                                           stage1_size=128, stage1_detail=3, denoise_size=128,
+                                                           tile_size=256, samples=2)  # Rules S2, S3, W1 and W3 (W5b: no mirror)
     # released weights sample as the reference does: from pure noise, stage 1 at full resolution
     assert W.get_entry("nh-haze").defaults == SamplingOptions() == W.get_entry("dense-haze").defaults
     base = dict(_raw()["entries"]["demo"])
