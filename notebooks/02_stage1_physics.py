@@ -78,7 +78,7 @@ def stage1(x):
     return pipe.stage1_as_called(x)
 print('stage 1 runs at', f'{WORKING_SIZE} px (shorter side)' if WORKING_SIZE else 'full resolution',
       f'| J\'s detail finer than {DETAIL} px from the input' if DETAIL else '| J as stage 1 made it',
-      '| averaged with its mirror image' if pipe.defaults.stage1_flip else '')
+      *(['| averaged with its mirror image'] if pipe.defaults.stage1_flip else []))
 
 # %%
 SIZE = 64 if SMOKE else 256
