@@ -211,12 +211,12 @@ class DetailAtNetSize(DehazePipeline):
     that size enlarged the image (the baseline W4 judges against)."""
 
     def stage1_outputs(self, x01: torch.Tensor, size: Optional[int] = None, precision: str = "fp32",
-                       detail: int = 0) -> Stage1Output:
+                       detail: int = 0, flip: bool = False) -> Stage1Output:
         if not (detail and size):
-            return super().stage1_outputs(x01, size, precision, detail)
+            return super().stage1_outputs(x01, size, precision, detail, flip)
 
         def at_net_size(img: torch.Tensor) -> Stage1Output:
-            return DehazePipeline.stage1_outputs(self, img, None, precision, detail)
+            return DehazePipeline.stage1_outputs(self, img, None, precision, detail, flip)
 
         with torch.inference_mode():
             return stage1_at_size(at_net_size, x01.to(self.device), size)
@@ -537,6 +537,26 @@ def _judge_calls(rule: str, candidates: Dict[str, Dict[str, Any]], baseline: str
     return verdict
 
 
+def _judge_j_and_call(rule: str, runs: Dict[str, Tuple[DehazePipeline, Dict[str, Any]]], baseline: str,
+                      candidate: str, sizes: Sequence[int], cols: Dict[str, Dict[Cell, Dict[str, Any]]],
+                      stays: str) -> Dict[str, Any]:
+    """Rules W4 and W5: stage 1's J and the default call of ``runs`` (name -> pipeline, options),
+    scored into ``cols`` on ``sizes``, the one ``candidate`` judged against ``baseline`` by W3's
+    tests (:func:`judge_w3`) and reported; ``stays``: what the verdict says when it fails."""
+    for name, (pipe, opts) in runs.items():
+        print(f"stage 1's J, {name}", flush=True)
+        cols[f"J, {name}"] = cell_scores(pipe, {**STAGE1, **opts}, sizes=sizes)
+        print(f"default call, {name}", flush=True)
+        cols[f"default, {name}"] = cell_scores(pipe, {**DEFAULT_CALL, **opts}, sizes=sizes)
+    verdict = judge_w3(cols[f"J, {baseline}"], cols[f"default, {baseline}"],
+                       {candidate: (cols[f"J, {candidate}"], cols[f"default, {candidate}"])}, {candidate: 0})
+    _report(rule, verdict, lambda v: f"smallest J gain {v['min_gain']:+.2f} dB, worst photo "
+                                     f"{v['worst_photo']} {v['worst_photo_gain']:+.2f} dB")
+    print(f"{rule} ships: {verdict['winner'] or stays}"
+          + (" (if its wall time passes: benchmarks/default_call.py)" if verdict["winner"] else ""))
+    return verdict
+
+
 def _first_step(pipe: DehazePipeline, opts: Dict[str, Any]) -> int:
     """The training-grid timestep at which the default call with ``opts`` starts from J."""
     run = sampling_schedule(pipe.schedule, opts["steps"], pipe.resolve_options(**opts).start_strength)
@@ -660,32 +680,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"W3 ships: {verdict['winner'] or 'stage 1 own J (none passes)'}"
               + (" (if its wall time passes: benchmarks/default_call.py)" if verdict["winner"] else ""))
     if args.rule == "w4":
-        for name, pipe in ((W4_BASELINE, _load(None, None, DetailAtNetSize)), (W4_CANDIDATE, _load(None, None))):
-            print(f"stage 1's J, detail {name}", flush=True)
-            cols[f"J, {name}"] = cell_scores(pipe, dict(STAGE1), sizes=W4_SIZES)
-            print(f"default call, detail {name}", flush=True)
-            cols[f"default, {name}"] = cell_scores(pipe, dict(DEFAULT_CALL), sizes=W4_SIZES)
-        verdict = result["w4"] = judge_w3(cols[f"J, {W4_BASELINE}"], cols[f"default, {W4_BASELINE}"],
-                                          {W4_CANDIDATE: (cols[f"J, {W4_CANDIDATE}"], cols[f"default, {W4_CANDIDATE}"])},
-                                          {W4_CANDIDATE: 0})
-        _report("W4", verdict, lambda v: f"smallest J gain {v['min_gain']:+.2f} dB, worst photo "
-                                         f"{v['worst_photo']} {v['worst_photo_gain']:+.2f} dB")
-        print(f"W4 ships: {verdict['winner'] or 'the detail stays at the enlarged size (the candidate fails)'}"
-              + (" (if its wall time passes: benchmarks/default_call.py)" if verdict["winner"] else ""))
+        runs = {W4_BASELINE: (_load(None, None, DetailAtNetSize), {}), W4_CANDIDATE: (_load(None, None), {})}
+        result["w4"] = _judge_j_and_call("W4", runs, W4_BASELINE, W4_CANDIDATE, W4_SIZES, cols,
+                                         "the detail stays at the enlarged size (the candidate fails)")
     if args.rule == "w5":
         pipe = _load(None, None)
-        for name, opts in W5_CANDIDATES.items():
-            print(f"stage 1's J, {name}", flush=True)
-            cols[f"J, {name}"] = cell_scores(pipe, {**STAGE1, **opts}, sizes=D8_SIZES)
-            print(f"default call, {name}", flush=True)
-            cols[f"default, {name}"] = cell_scores(pipe, {**DEFAULT_CALL, **opts}, sizes=D8_SIZES)
-        verdict = result["w5"] = judge_w3(cols[f"J, {W5_BASELINE}"], cols[f"default, {W5_BASELINE}"],
-                                          {W5_CANDIDATE: (cols[f"J, {W5_CANDIDATE}"], cols[f"default, {W5_CANDIDATE}"])},
-                                          {W5_CANDIDATE: 0})
-        _report("W5", verdict, lambda v: f"smallest J gain {v['min_gain']:+.2f} dB, worst photo "
-                                         f"{v['worst_photo']} {v['worst_photo_gain']:+.2f} dB")
-        print(f"W5 ships: {verdict['winner'] or 'one pass stays (the candidate fails)'}"
-              + (" (if its wall time passes: benchmarks/default_call.py)" if verdict["winner"] else ""))
+        runs = {name: (pipe, opts) for name, opts in W5_CANDIDATES.items()}
+        result["w5"] = _judge_j_and_call("W5", runs, W5_BASELINE, W5_CANDIDATE, D8_SIZES, cols,
+                                         "one pass stays (the candidate fails)")
     if args.rule == "w5b":
         pipe = _load(None, None)
         for name, opts in W5_CANDIDATES.items():

@@ -340,6 +340,19 @@ def test_rule_w5_spells_out_both_calls_and_judges_the_mirror_by_w3s_tests():
     assert bad["winner"] is None and bad["candidates"][r.W5_CANDIDATE]["why_not"][0] == "depth 128 a loses -0.60 dB (< -0.5)"
 
 
+def test_rule_w4s_baseline_pipeline_still_runs_every_stage1_option():
+    """DetailAtNetSize (the code before W4) overrides stage1_outputs: it must take every argument the
+    pipeline passes, so the rule reruns as written after later options (stage1_flip) arrived."""
+    r = _rule()
+    before, now = r._load(None, None, r.DetailAtNetSize), r._load(None, None)
+    x = torch.rand(1, 3, 48, 64, generator=torch.Generator().manual_seed(0))
+    for flip in (False, True):
+        old_j = before(x, steps=0, stage1_flip=flip, progress=False).J
+        assert float((old_j - now(x, steps=0, stage1_flip=flip, progress=False).J).abs().max()) > 0.01  # W4's change
+        torch.testing.assert_close(before(x, steps=0, stage1_flip=flip, stage1_detail=0, progress=False).J,
+                                   now(x, steps=0, stage1_flip=flip, stage1_detail=0, progress=False).J)
+
+
 def test_rule_d7_ships_the_new_denoiser_only_if_not_worse():
     r = _rule()
     old = _cells(20.0, 18.0, 13.0)
