@@ -340,6 +340,21 @@ def test_rule_w5_spells_out_both_calls_and_judges_the_mirror_by_w3s_tests():
     assert bad["winner"] is None and bad["candidates"][r.W5_CANDIDATE]["why_not"][0] == "depth 128 a loses -0.60 dB (< -0.5)"
 
 
+def test_rule_w5b_pairs_are_seeded_hazy_pairs_of_photos_stage1_never_trained_on(tmp_path):
+    from dehazeddpm.io import load_image
+    r = _rule()
+    for kind in ("depth", "nh"):
+        pairs = r.unseen_pairs(str(tmp_path / kind), 64, 1, kind)
+        assert [h.stem for h, _ in pairs] == list(r.UNSEEN_PHOTOS)
+        for h, g in pairs:
+            hazy, gt = load_image(h), load_image(g)
+            assert hazy.shape == gt.shape and min(hazy.shape[-2:]) == 64 and float((hazy - gt).abs().mean()) > 0.02
+        again = r.unseen_pairs(str(tmp_path / f"{kind}_again"), 64, 1, kind)
+        assert [h.read_bytes() for h, _ in again] == [h.read_bytes() for h, _ in pairs]  # seeded
+        other = r.unseen_pairs(str(tmp_path / f"{kind}_seed2"), 64, 2, kind)
+        assert [h.read_bytes() for h, _ in other] != [h.read_bytes() for h, _ in pairs]
+
+
 def test_rule_w4s_baseline_pipeline_still_runs_every_stage1_option():
     """DetailAtNetSize (the code before W4) overrides stage1_outputs: it must take every argument the
     pipeline passes, so the rule reruns as written after later options (stage1_flip) arrived."""
