@@ -20,8 +20,8 @@ Usage::
     python benchmarks/stage1_rule.py --rule w5b                            # Rule W5b: photos stage 1 never saw
 
 Every rule here but W5b judges on training-photo pairs (``make_eval_set(split="train")``, the 8
-photos of :data:`NAMES`; W5b on photos stage 1 never trained on), never on the eval photos, per (haze kind, size) cell: kinds depth, nh and dense,
-shorter sides 128 and 384, haze seeds 0, 1, 2. Each cell's mean is over photos and seeds; cells
+photos of :data:`NAMES`; W5b on photos stage 1 never trained on), never on the eval photos, per
+(haze kind, size) cell: kinds depth, nh and dense, shorter sides 128 and 384, haze seeds 0, 1, 2. Each cell's mean is over photos and seeds; cells
 are never averaged together.
 
 R7 scores stage 1's J (as the pipeline runs it, at the demo's working size) of the bundled stage 1
