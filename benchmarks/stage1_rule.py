@@ -103,21 +103,17 @@ import argparse
 import sys
 import tempfile
 import time
-import zlib
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-import matplotlib
 import torch
 
-from dehazeddpm.data import MORE_TRAIN_PHOTOS, TRAIN_PHOTOS, eval_haze_params, make_eval_set, resize_photo
-from dehazeddpm.data.haze import depth_prior, synthesize_haze
-from dehazeddpm.data.nonhomogeneous import synthesize_nonhomogeneous
+from dehazeddpm.data import INDEPENDENT_PHOTOS, MORE_TRAIN_PHOTOS, TRAIN_PHOTOS, make_eval_set
 from dehazeddpm.diffusion import sampling_schedule
 from dehazeddpm.evaluation import DEFAULT_CALL, STAGE1, Pair, by_image, evaluate, summarize
 from dehazeddpm.hub import WeightsError
 from dehazeddpm.inference import DehazePipeline, pin_threads, stage1_at_size
-from dehazeddpm.io import CheckpointError, ImageReadError, load_image, save_image_atomic
+from dehazeddpm.io import CheckpointError, ImageReadError
 from dehazeddpm.models import Stage1Output
 from dehazeddpm.utils import write_json
 
@@ -199,8 +195,7 @@ W5_CANDIDATES: Dict[str, Dict[str, Any]] = {W5_BASELINE: {"stage1_flip": False},
 
 # Rule W5b: photos the shipped stage 1 (round 8's, trained on TRAIN_PHOTOS) never trained on, other
 # than the eval photos: glymur's two, and matplotlib's portrait (reserved for evaluation, never trained on)
-MATPLOTLIB_PHOTOS = {"grace_hopper": Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"}
-UNSEEN_PHOTOS = (*MORE_TRAIN_PHOTOS, *MATPLOTLIB_PHOTOS)
+UNSEEN_PHOTOS = (*MORE_TRAIN_PHOTOS, *INDEPENDENT_PHOTOS)
 W5B_SEEDS = (0, 1, 2, 3, 4, 5)
 
 Cell = Tuple[str, int]
@@ -229,20 +224,10 @@ def rule_pairs(out_dir: str, size: int, seed: int, kind: str) -> List[Tuple[Path
 
 def unseen_pairs(out_dir: str, size: int, seed: int, kind: str) -> List[Tuple[Path, Path]]:
     """Rule W5b's pairs: photos the shipped stage 1 never trained on, other than the eval photos
-    (:data:`UNSEEN_PHOTOS`), hazed by ``make_eval_set``'s recipe (depth haze with
-    ``eval_haze_params`` over the depth prior; nh / dense seeded by the photo's name and ``seed``)."""
-    pairs = make_eval_set(out_dir, size=size, seed=seed, kind=kind, split="train_all", names=MORE_TRAIN_PHOTOS)
-    for name, path in MATPLOTLIB_PHOTOS.items():
-        clear, _ = resize_photo(load_image(path)[0], None, size)
-        if kind == "depth":
-            beta, airlight = eval_haze_params(name, seed)
-            sample = synthesize_haze(clear, None, beta=beta, airlight=airlight)
-        else:
-            g = torch.Generator().manual_seed(zlib.crc32(f"{name}:{seed}".encode()))
-            sample = synthesize_nonhomogeneous(clear, kind, depth_prior(clear), generator=g)
-        pairs.append((save_image_atomic(sample.hazy, Path(out_dir) / "hazy" / f"{name}.png"),
-                      save_image_atomic(sample.clear, Path(out_dir) / "gt" / f"{name}.png")))
-    return pairs
+    (:data:`UNSEEN_PHOTOS`), made by ``make_eval_set`` as every rule's pairs are."""
+    return (make_eval_set(Path(out_dir) / "glymur", size=size, seed=seed, kind=kind, split="train_all",
+                          names=MORE_TRAIN_PHOTOS)
+            + make_eval_set(Path(out_dir) / "independent", size=size, seed=seed, kind=kind, split="independent"))
 
 
 def cell_scores(pipe: DehazePipeline, run: Dict[str, Any], seeds: Sequence[int] = (0,),

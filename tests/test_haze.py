@@ -159,7 +159,13 @@ def test_builtin_split_sets_are_disjoint(eval_photos):
     every_train = haze.TRAIN_PHOTOS + haze.MORE_TRAIN_PHOTOS
     assert set(every_train).isdisjoint(haze.EVAL_PHOTOS) and set(haze.TRAIN_PHOTOS).isdisjoint(haze.MORE_TRAIN_PHOTOS)
     assert len(haze.TRAIN_PHOTOS) == 16 and len(haze.MORE_TRAIN_PHOTOS) == 2 and len(haze.EVAL_PHOTOS) == 3
-    assert set(haze.WHEEL_PHOTOS) <= set(every_train)
+    assert set(haze.WHEEL_PHOTOS) <= set(every_train) | set(haze.INDEPENDENT_PHOTOS)
+    # photos reserved for independent evaluation: in no training split (what training reads) nor the eval one
+    assert set(haze.INDEPENDENT_PHOTOS).isdisjoint(every_train + haze.EVAL_PHOTOS) and "independent" not in haze.PHOTO_SPLITS
+    assert list(haze.builtin_photos("independent")) == ["grace_hopper"]
+    from dehazeddpm.training import TrainConfig
+    with pytest.raises(ValueError, match="photos must be 'train' or 'train_all'"):
+        TrainConfig.from_dict({"stage": "stage1", "photos": "independent"})
     train = haze.builtin_photos("train_all")
     assert list(train) == list(every_train) and list(eval_photos) == list(haze.EVAL_PHOTOS)
     # "train" stays the 16 photos the shipped recipes trained on, the same tensors
@@ -179,7 +185,7 @@ def test_builtin_split_sets_are_disjoint(eval_photos):
     # callers get copies
     train["astronaut"][0].zero_()
     assert float(haze.builtin_photos("train")["astronaut"][0].max()) > 0
-    with pytest.raises(ValueError, match="'train', 'train_all' or 'eval'"):
+    with pytest.raises(ValueError, match="'train', 'train_all', 'eval' or 'independent'"):
         haze.builtin_photos("test")
 
 

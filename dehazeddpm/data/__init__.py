@@ -30,6 +30,7 @@ from .nonhomogeneous import (
 from .photos import (
     EVAL_HAZE,
     EVAL_PHOTOS,
+    INDEPENDENT_PHOTOS,
     MORE_TRAIN_PHOTOS,
     MOTORCYCLE_DOFFS,
     PHOTO_SPLITS,
@@ -47,7 +48,7 @@ from .photos import (
 from .public import DATASETS, SPLITS, DatasetError, DatasetLayout, Pair, dataset_pairs, describe_datasets
 
 __all__ = ["DATASETS", "SPLITS", "DatasetError", "DatasetLayout", "Pair", "dataset_pairs", "describe_datasets",
-           "AIRLIGHT_RANGE", "AIRLIGHT_TINT", "BETA_RANGE", "EVAL_HAZE", "EVAL_PHOTOS", "HAZE_KINDS", "MORE_TRAIN_PHOTOS", "PHOTO_SPLITS",
+           "AIRLIGHT_RANGE", "AIRLIGHT_TINT", "BETA_RANGE", "EVAL_HAZE", "EVAL_PHOTOS", "HAZE_KINDS", "INDEPENDENT_PHOTOS", "MORE_TRAIN_PHOTOS", "PHOTO_SPLITS",
            "REAL_HAZE_PHOTOS", "HazeKind",
            "WHEEL_PHOTOS", "airlight_field", "fbm_field", "plume_field", "random_haze_kind_params",
            "synthesize_nonhomogeneous", "cast_airlight", "smog_or_mist", "HazySample", "MOTORCYCLE_DOFFS",

@@ -12,9 +12,10 @@ licence):
   trained on them reproduce;
 * ``EVAL_PHOTOS``: motorcycle (left view of Middlebury 2014 "Motorcycle", with its *real*
   disparity-derived depth), rocket, camera.
+* ``INDEPENDENT_PHOTOS``: grace_hopper (matplotlib's sample portrait), split ``"independent"``.
 
 matplotlib's and scikit-learn's sample images (``grace_hopper`` among them) are reserved for
-independent evaluation and are never trained on. Grayscale photos are replicated to RGB.
+independent evaluation and are never trained on: no training split holds them. Grayscale photos are replicated to RGB.
 skimage's ``cat`` is the same photo as ``chelsea`` and ``motorcycle_right`` shows the same scene
 as ``motorcycle``; both are left out so nothing leaks between the splits. Only ``motorcycle`` has
 real depth; the others are hazed over :func:`dehazeddpm.data.haze.depth_prior`.
@@ -36,7 +37,7 @@ from ..utils import resize, scaled_shape, write_json
 from .haze import depth_prior, random_haze_params, synthesize_haze
 from .nonhomogeneous import HAZE_KINDS, synthesize_nonhomogeneous
 
-__all__ = ["EVAL_HAZE", "EVAL_PHOTOS", "MORE_TRAIN_PHOTOS", "MOTORCYCLE_DOFFS", "PHOTO_SPLITS", "REAL_HAZE_PHOTOS", "TRAIN_PHOTOS", "WHEEL_PHOTOS", "builtin_photos", "disparity_to_depth", "real_haze_photos",
+__all__ = ["EVAL_HAZE", "EVAL_PHOTOS", "INDEPENDENT_PHOTOS", "MORE_TRAIN_PHOTOS", "MOTORCYCLE_DOFFS", "PHOTO_SPLITS", "REAL_HAZE_PHOTOS", "TRAIN_PHOTOS", "WHEEL_PHOTOS", "builtin_photos", "disparity_to_depth", "real_haze_photos",
            "eval_haze_params", "load_photo", "make_eval_set", "resize_photo"]
 
 TRAIN_PHOTOS: tuple[str, ...] = ("astronaut", "coffee", "chelsea", "immunohistochemistry", "hubble_deep_field", "grass",
@@ -57,11 +58,15 @@ WHEEL_PHOTOS: dict[str, tuple[str, str, str]] = {
     "luispedro": ("mahotas", "demos/data/luispedro.jpg", "mahotas (MIT), bundled portrait of its author"),
     "nemo": ("glymur", "data/nemo.jp2", "glymur (MIT), its author's photo of Boston after the 2013 blizzard Nemo"),
     "goodstuff": ("glymur", "data/goodstuff.j2k", "glymur (MIT), its author's photo of a glass of beer"),
+    "grace_hopper": ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg",
+                     "matplotlib (PSF-based licence), its sample data; a U.S. Navy portrait, public domain"),
 }
 # Wheel photos far larger than the others are shrunk on load (shorter side, px): a crop then
 # spans as much of the scene as a crop of a 512 px photo can, not only a patch of texture.
 _SHORTER_SIDE: dict[str, int] = {"nemo": 728}
 EVAL_PHOTOS: tuple[str, ...] = ("motorcycle", "rocket", "camera")
+# Reserved for independent evaluation (never in PHOTO_SPLITS, which is what training reads).
+INDEPENDENT_PHOTOS: tuple[str, ...] = ("grace_hopper",)
 # Photos of real haze, shipped in the package (CC BY 4.0; assets/real_haze/README.md credits them):
 # judged by eye, never trained on; no ground truth exists for them.
 REAL_HAZE_PHOTOS: tuple[str, ...] = ("aitzgorri", "sunset")
@@ -134,7 +139,7 @@ def _wheel_photo(name: str) -> np.ndarray:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         pip_name = {"pywt": "PyWavelets"}.get(package, package)
-        raise ImportError(f"the training photo {name!r} ships with {pip_name}: pip install {pip_name} "
+        raise ImportError(f"the photo {name!r} ships with {pip_name}: pip install {pip_name} "
                           "(or pip install 'dehazeddpm[train]')")
     path = Path(list(spec.submodule_search_locations)[0]) / rel
     if path.suffix == ".npz":
@@ -168,17 +173,17 @@ def load_photo(name: str) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
 
 
 def builtin_photos(split: str) -> dict[str, tuple[torch.Tensor, Optional[torch.Tensor]]]:
-    """Built-in photos of ``split`` ("train", "train_all" or "eval") as ``{name: (clear, depth)}``.
+    """Built-in photos of ``split`` ("train", "train_all", "eval" or "independent") as ``{name: (clear, depth)}``.
 
     clear: float32 3xHxW in [0, 1]; depth: HxW relative depth in (0, 1] (1 = farthest) where the
     photo has real depth (``motorcycle``), else None. The sets are ``TRAIN_PHOTOS``,
-    ``TRAIN_PHOTOS + MORE_TRAIN_PHOTOS`` and ``EVAL_PHOTOS`` (train and eval disjoint).
+    ``TRAIN_PHOTOS + MORE_TRAIN_PHOTOS``, ``EVAL_PHOTOS`` and ``INDEPENDENT_PHOTOS`` (all disjoint).
     Returns fresh tensors: callers may modify them.
     Requires scikit-image (ImportError with the install command otherwise).
     """
-    names = {**PHOTO_SPLITS, "eval": EVAL_PHOTOS}.get(split)
+    names = {**PHOTO_SPLITS, "eval": EVAL_PHOTOS, "independent": INDEPENDENT_PHOTOS}.get(split)
     if names is None:
-        raise ValueError(f"split must be 'train', 'train_all' or 'eval', got {split!r}")
+        raise ValueError(f"split must be 'train', 'train_all', 'eval' or 'independent', got {split!r}")
     out: dict[str, tuple[torch.Tensor, Optional[torch.Tensor]]] = {}
     for name in names:
         clear, depth = load_photo(name)
@@ -229,7 +234,8 @@ def make_eval_set(
     """Write the deterministic eval pairs ``out_dir/hazy/NAME.png`` and ``out_dir/gt/NAME.png``.
 
     One pair per ``EVAL_PHOTOS`` entry, in that order (``split="train"``: per ``TRAIN_PHOTOS``
-    entry, for choices that must not look at the eval photos; ``names`` keeps only those). ``kind`` (one of :data:`EVAL_HAZE`):
+    entry, for choices that must not look at the eval photos; any split of :func:`builtin_photos`;
+    ``names`` keeps only those). ``kind`` (one of :data:`EVAL_HAZE`):
     "depth" hazes over the photo's depth with :func:`eval_haze_params`; "nh" / "dense" lay
     non-homogeneous haze of that kind (:func:`synthesize_nonhomogeneous`) seeded by the photo's
     name, whose layout is the same at every ``size``. The parameters go to ``out_dir/params.json``.
