@@ -1,4 +1,4 @@
-"""Rules R7, R8, R9, R10 (also R11's verdict), S1, S2, S3, W1 to W5, D7 and D8 (docs/benchmarks.md): which demo stage 1 ships, and whether its matched denoiser does.
+"""Rules R7, R8, R9, R10 (also R11's verdict), R13, S1, S2, S3, W1 to W5, D7 and D8 (docs/benchmarks.md): which demo stage 1 ships, and whether its matched denoiser does.
 
 Usage::
 
@@ -7,6 +7,7 @@ Usage::
     python benchmarks/stage1_rule.py --rule r9 --round5 R5_STAGE1 --candidate round10=R10_STAGE1
     python benchmarks/stage1_rule.py --rule r10 --candidate round11=R11_STAGE1
     python benchmarks/stage1_rule.py --rule r10 --candidate round12=R12_STAGE1  # Rule R11: R10's tests
+    python benchmarks/stage1_rule.py --rule r13 --candidate round17=R17_STAGE1  # photos neither trained on
     python benchmarks/stage1_rule.py --pair R7_STAGE1 R7_DENOISER          # Rule D7
     python benchmarks/stage1_rule.py --rule s1                             # Rule S1
     python benchmarks/stage1_rule.py --rule s2                             # Rule S2
@@ -19,8 +20,8 @@ Usage::
     python benchmarks/stage1_rule.py --rule w5                             # Rule W5
     python benchmarks/stage1_rule.py --rule w5b                            # Rule W5b: photos stage 1 never saw
 
-Every rule here but W5b judges on training-photo pairs (``make_eval_set(split="train")``, the 8
-photos of :data:`NAMES`; W5b on photos stage 1 never trained on), never on the eval photos, per
+Every rule here but W5b and R13 judges on training-photo pairs (``make_eval_set(split="train")``,
+the 8 photos of :data:`NAMES`; W5b and R13 also on photos stage 1 never trained on), never on the eval photos, per
 (haze kind, size) cell: kinds depth, nh and dense, shorter sides 128 and 384, haze seeds 0, 1, 2. Each cell's mean is over photos and seeds; cells
 are never averaged together.
 
@@ -46,6 +47,12 @@ R10 (a dense round) judges a candidate against the bundled stage 1 alone: every 
 least :data:`R10_DENSE_DB`, no other cell loses more than :data:`R10_CELL_DB`, no photo in any cell
 loses more than :data:`R10_PHOTO_DB` and no cell's colour error rises more than :data:`R9_COLOUR`;
 the largest smallest dense gain wins.
+
+R13 (a round on more photos) judges a candidate against the bundled stage 1 on photos neither
+trained on (:data:`JUDGE_SET`, :func:`judge_pairs`, over :data:`W5B_SEEDS`): every cell gains at
+least :data:`R13_GAIN_DB`, no photo in any cell loses more than :data:`R10_PHOTO_DB`, no cell's
+colour error rises more than :data:`R9_COLOUR`; and on the rule photos no cell loses more than
+:data:`R10_CELL_DB`. The largest smallest gain on the judge photos wins.
 
 S1 scores the bundled weights' default call against calls that average K samples of fewer steps
 each at the same UNet work (:data:`S1_CANDIDATES`). One replaces the default when no cell's SSIM is
@@ -108,7 +115,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from dehazeddpm.data import INDEPENDENT_PHOTOS, MORE_TRAIN_PHOTOS, TRAIN_PHOTOS, make_eval_set
+from dehazeddpm.data import INDEPENDENT_PHOTOS, JUDGE_PHOTOS, MORE_TRAIN_PHOTOS, TRAIN_PHOTOS, make_eval_set
 from dehazeddpm.diffusion import sampling_schedule
 from dehazeddpm.evaluation import DEFAULT_CALL, STAGE1, Pair, by_image, evaluate, summarize
 from dehazeddpm.hub import WeightsError
@@ -197,6 +204,10 @@ W5_CANDIDATES: Dict[str, Dict[str, Any]] = {W5_BASELINE: {"stage1_flip": False},
 # than the eval photos: glymur's two, and matplotlib's portrait (reserved for evaluation, never trained on)
 UNSEEN_PHOTOS = (*MORE_TRAIN_PHOTOS, *INDEPENDENT_PHOTOS)
 W5B_SEEDS = (0, 1, 2, 3, 4, 5)
+# Rule R13: photos no shipped or candidate stage 1 trains on (the CC BY-SA wallpapers, and
+# matplotlib's portrait), for rounds that train on glymur's photos or the wallpapers
+JUDGE_SET = (*JUDGE_PHOTOS, *INDEPENDENT_PHOTOS)
+R13_GAIN_DB = 0.1    # the least every cell of the judge photos must gain over the bundled stage 1
 
 Cell = Tuple[str, int]
 
@@ -227,6 +238,12 @@ def unseen_pairs(out_dir: str, size: int, seed: int, kind: str) -> List[Tuple[Pa
     (:data:`UNSEEN_PHOTOS`), made by ``make_eval_set`` as every rule's pairs are."""
     return (make_eval_set(Path(out_dir) / "glymur", size=size, seed=seed, kind=kind, split="train_all",
                           names=MORE_TRAIN_PHOTOS)
+            + make_eval_set(Path(out_dir) / "independent", size=size, seed=seed, kind=kind, split="independent"))
+
+
+def judge_pairs(out_dir: str, size: int, seed: int, kind: str) -> List[Tuple[Path, Path]]:
+    """Rule R13's pairs: :data:`JUDGE_SET`, made by ``make_eval_set`` as every rule's pairs are."""
+    return (make_eval_set(Path(out_dir) / "judge", size=size, seed=seed, kind=kind, split="judge")
             + make_eval_set(Path(out_dir) / "independent", size=size, seed=seed, kind=kind, split="independent"))
 
 
@@ -378,6 +395,26 @@ def judge_r10(bundled: Dict[Cell, Dict[str, Any]], candidates: Dict[str, Dict[Ce
         verdicts[name] = {"min_dense_gain": v.pop("min_gain"), **v}
     passing = [n for n, v in verdicts.items() if v["passes"]]
     winner = max(passing, key=lambda n: verdicts[n]["min_dense_gain"]) if passing else None
+    return {"candidates": verdicts, "winner": winner}
+
+
+def judge_r13(bundled_judge: Dict[Cell, Dict[str, Any]], bundled_rule: Dict[Cell, Dict[str, Any]],
+              candidates: Dict[str, Tuple[Dict[Cell, Dict[str, Any]], Dict[Cell, Dict[str, Any]]]]) -> Dict[str, Any]:
+    """Rule R13's verdict. ``bundled_judge`` / ``bundled_rule``: the bundled stage 1's J on the judge
+    photos and on the rule photos; ``candidates``: name -> (its J on the judge photos, on the rule
+    photos). Per candidate: its gains, photos and colour, pass/fail and why; and the winner (or None)."""
+    kinds = tuple(k for k, _ in bundled_judge)
+    verdicts: Dict[str, Dict[str, Any]] = {}
+    for name, (judge, rule) in candidates.items():
+        v = judge_gains(bundled_judge, judge, kinds, R13_GAIN_DB, 0.0)
+        seen = {f"{k} {s}": rule[(k, s)]["psnr"] - bundled_rule[(k, s)]["psnr"] for k, s in rule}
+        why = list(v["why_not"]) + [f"rule photos {c} loses {d:+.2f} dB < {-R10_CELL_DB:+g}"
+                                    for c, d in seen.items() if d < -R10_CELL_DB]
+        verdicts[name] = {"min_gain": v["min_gain"], "worst_photo": v["worst_photo"],
+                          "worst_photo_gain": v["worst_photo_gain"], "photo_gains": v["photo_gains"],
+                          "rule_photo_cells": seen, "passes": not why, "why_not": why}
+    passing = [n for n, v in verdicts.items() if v["passes"]]
+    winner = max(passing, key=lambda n: verdicts[n]["min_gain"]) if passing else None
     return {"candidates": verdicts, "winner": winner}
 
 
@@ -557,7 +594,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--candidate", action="append", default=[], metavar="NAME=FILE",
                     help="a stage-1 file (Rules R7-R10), or a denoiser file (Rule D8)")
-    ap.add_argument("--rule", choices=("r7", "r8", "r9", "r10", "s1", "s2", "s3", "w1", "w2", "w3", "w4", "w5",
+    ap.add_argument("--rule", choices=("r7", "r8", "r9", "r10", "r13", "s1", "s2", "s3", "w1", "w2", "w3", "w4", "w5",
                                       "w5b", "d8"),
                     default="r7",
                     help="the rule that judges --candidate (s1, s2, s3, w1: the default call; w2, w3, w4, w5: stage "
@@ -591,8 +628,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         for name, pipe in pipes.items():
             print(name, flush=True)
             cols[name] = cell_scores(pipe, dict(STAGE1))
+            if args.rule == "r13":
+                print(f"{name}, judge photos", flush=True)
+                cols[f"{name}, judge photos"] = cell_scores(pipe, dict(STAGE1), pairs_of=judge_pairs,
+                                                            haze_seeds=W5B_SEEDS)
         judged = {n: cols[n] for n in cands}
-        if args.rule == "r8":
+        if args.rule == "r13":
+            verdict = result["r13"] = judge_r13(cols["bundled, judge photos"], cols["bundled"],
+                                                {n: (cols[f"{n}, judge photos"], cols[n]) for n in cands})
+            _report("R13", verdict, lambda v: f"smallest judge-photo gain {v['min_gain']:+.2f} dB, worst photo "
+                                              f"{v['worst_photo']} {v['worst_photo_gain']:+.2f} dB")
+        elif args.rule == "r8":
             verdict = result["r8"] = judge_r8(cols["round5"], cols["bundled"], judged)
             _report("R8", verdict, lambda v: f"nh/dense colour error {v['hard_colour_error']:.2f}")
         elif args.rule == "r9":

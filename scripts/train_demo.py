@@ -13,7 +13,8 @@ checked. Stage 1 may train in phases (``more``: each from the previous phase's r
 finished earlier with the recipe's settings is kept on a rerun. Stage 1 is the standard
 ``Stage1Net``; stage 2 a small SR3 UNet. Both train on synthetic haze over the built-in training
 photos only (the recipe's ``photos``: ``"train"``, ``dehazeddpm.data.TRAIN_PHOTOS``, or
-``"train_all"``, with ``MORE_TRAIN_PHOTOS``; the eval photos are disjoint) for a fixed number of
+``"train_all"``, with ``MORE_TRAIN_PHOTOS``, or ``"train_wide"``, with ``WIDE_TRAIN_PHOTOS`` too; the
+eval and judge photos are disjoint) for a fixed number of
 steps, so a rerun with one torch thread retraces the run.
 
 ``export`` writes the fp16 files, ``demo_provenance.json`` and the registry entry into
@@ -58,11 +59,15 @@ def registry_entry(recipe: Dict[str, Any], s1: Path, den: Path) -> Dict[str, Any
     """The registry's ``demo`` entry for these files (sha256, size, unet_config, schedule, dataset, notes)."""
     e = json.loads(_registry_path().read_text())["entries"]["demo"]
     trained = _trained(recipe)
-    more = any(part["config"].get("photos", "train") == "train_all" for part in trained.values())
-    e["dataset"] = ("synthetic depth-driven and non-homogeneous haze over the built-in training photos "
-                    + ("(dehazeddpm.data.TRAIN_PHOTOS and MORE_TRAIN_PHOTOS: scikit-image, PyWavelets, mahotas and "
-                       "glymur wheels)" if more else
-                       "(dehazeddpm.data.TRAIN_PHOTOS: scikit-image, PyWavelets and mahotas wheels)"))
+    splits = {part["config"].get("photos", "train") for part in trained.values()}
+    widest = next((s for s in ("train_wide", "train_all") if s in splits), "train")
+    e["dataset"] = ("synthetic depth-driven and non-homogeneous haze over the built-in training photos " + {
+        "train": "(dehazeddpm.data.TRAIN_PHOTOS: scikit-image, PyWavelets and mahotas wheels)",
+        "train_all": "(dehazeddpm.data.TRAIN_PHOTOS and MORE_TRAIN_PHOTOS: scikit-image, PyWavelets, mahotas and "
+                     "glymur wheels)",
+        "train_wide": "(dehazeddpm.data.TRAIN_PHOTOS, MORE_TRAIN_PHOTOS and WIDE_TRAIN_PHOTOS: scikit-image, "
+                      "PyWavelets, mahotas and glymur wheels, and CC BY / CC0 wallpaper photos credited in "
+                      "dehazeddpm/assets/photos/README.md)"}[widest])
     e["notes"] = recipe["registry_note"]
     for role, f in (("stage1", s1), ("denoiser", den)):
         e[role]["sha256"] = sha256_file(f)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -461,3 +462,36 @@ def test_rule_r10_asks_dense_gains_that_cost_no_cell_and_no_photo():
     assert "dense 128 colour error +0.50 (> +0.3)" in c["colour up"]["why_not"]
     assert verdict["winner"] == "more dense"  # +0.5 dB against +0.4
     assert r.judge_r10(bundled, {"as bundled": bundled})["winner"] is None
+
+
+def test_rule_r13_asks_every_cell_of_photos_neither_trained_on_to_gain_and_guards_the_rule_photos():
+    r = _rule()
+    # the judge photos: trained on by no shipped or candidate stage 1, none an eval photo
+    assert set(r.JUDGE_SET) == {"bridge", "dragonfly", "kleiber", "free", "greentock", "grace_hopper"}
+    from dehazeddpm.data import EVAL_PHOTOS, PHOTO_SPLITS
+    assert not set(r.JUDGE_SET) & ({p for split in PHOTO_SPLITS.values() for p in split} | set(EVAL_PHOTOS))
+    judge = _photos(_with_colour(_cells(20.0, 18.0, 14.0), depth=6.0, nh=9.0, dense=12.0), a=-0.5, b=0.5)
+    seen = _cells(24.0, 21.0, 16.0)
+    def cand(d, nh_, dense, a=-0.5, b=0.5, dense_colour=12.0, seen_depth=24.0):
+        return (_photos(_with_colour(_cells(d, nh_, dense), depth=6.0, nh=9.0, dense=dense_colour), a=a, b=b),
+                _cells(seen_depth, 21.0, 16.0))
+    verdict = r.judge_r13(judge, seen, {
+        "broad": cand(20.2, 18.3, 14.15),                  # smallest gain +0.15
+        "broader": cand(20.3, 18.25, 14.3),                # +0.25: wins
+        "depth flat": cand(20.05, 18.5, 14.5),             # depth +0.05 < +0.1
+        "forgets": cand(20.3, 18.3, 14.3, seen_depth=23.8),  # rule photos' depth -0.2 dB
+        "one photo pays": cand(20.3, 18.3, 14.3, a=-1.4, b=1.4),  # photo a: -0.6 dB on depth
+        "colour": cand(20.3, 18.3, 14.3, dense_colour=12.4),
+    })
+    c = verdict["candidates"]
+    assert c["broad"]["passes"] and c["broader"]["passes"] and verdict["winner"] == "broader"
+    assert c["depth flat"]["why_not"] == ["depth 128 gains +0.05 dB < +0.1", "depth 384 gains +0.05 dB < +0.1"]
+    assert c["forgets"]["why_not"] == ["rule photos depth 128 loses -0.20 dB < -0.1",
+                                       "rule photos depth 384 loses -0.20 dB < -0.1"]
+    assert c["one photo pays"]["why_not"][0] == "depth 128 a loses -0.60 dB (< -0.5)"
+    assert c["colour"]["why_not"] == ["dense 128 colour error +0.40 (> +0.3)", "dense 384 colour error +0.40 (> +0.3)"]
+    assert r.judge_r13(judge, seen, {"depth flat": cand(20.05, 18.5, 14.5)})["winner"] is None
+    # the judge pairs are made by make_eval_set from both splits, 6 photos
+    with tempfile.TemporaryDirectory() as tmp:
+        pairs = r.judge_pairs(tmp, 32, 0, "nh")
+    assert sorted(h.stem for h, _ in pairs) == sorted(r.JUDGE_SET)

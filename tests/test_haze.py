@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -164,8 +165,9 @@ def test_builtin_split_sets_are_disjoint(eval_photos):
     assert set(haze.INDEPENDENT_PHOTOS).isdisjoint(every_train + haze.EVAL_PHOTOS) and "independent" not in haze.PHOTO_SPLITS
     assert list(haze.builtin_photos("independent")) == ["grace_hopper"]
     from dehazeddpm.training import TrainConfig
-    with pytest.raises(ValueError, match="photos must be 'train' or 'train_all'"):
-        TrainConfig.from_dict({"stage": "stage1", "photos": "independent"})
+    for split in ("independent", "judge", "eval"):
+        with pytest.raises(ValueError, match="photos must be one of 'train', 'train_all', 'train_wide'.*never trained on"):
+            TrainConfig.from_dict({"stage": "stage1", "photos": split})
     train = haze.builtin_photos("train_all")
     assert list(train) == list(every_train) and list(eval_photos) == list(haze.EVAL_PHOTOS)
     # "train" stays the 16 photos the shipped recipes trained on, the same tensors
@@ -185,8 +187,31 @@ def test_builtin_split_sets_are_disjoint(eval_photos):
     # callers get copies
     train["astronaut"][0].zero_()
     assert float(haze.builtin_photos("train")["astronaut"][0].max()) > 0
-    with pytest.raises(ValueError, match="'train', 'train_all', 'eval' or 'independent'"):
+    with pytest.raises(ValueError, match="'train', 'train_all', 'train_wide', 'eval', 'independent', 'judge'"):
         haze.builtin_photos("test")
+
+
+def test_wallpaper_photos_train_wide_and_judge_apart():
+    """The shipped wallpaper photos: the CC BY / CC0 ones widen training, the CC BY-SA ones are only judged."""
+    wide, judge = haze.builtin_photos("train_wide"), haze.builtin_photos("judge")
+    assert list(wide) == list(haze.TRAIN_PHOTOS + haze.MORE_TRAIN_PHOTOS + haze.WIDE_TRAIN_PHOTOS)
+    assert list(judge) == list(haze.JUDGE_PHOTOS) and "judge" not in haze.PHOTO_SPLITS
+    assert set(haze.ASSET_PHOTOS) == set(haze.WIDE_TRAIN_PHOTOS) | set(haze.JUDGE_PHOTOS)
+    for name in haze.ASSET_PHOTOS:  # the licence decides the split
+        assert (name in haze.JUDGE_PHOTOS) == ("SA" in haze.ASSET_PHOTOS[name]), name
+    readme = (Path(haze.__file__).resolve().parents[1] / "assets" / "photos" / "README.md").read_text()
+    every_split = [*wide, *judge, *haze.EVAL_PHOTOS, *haze.INDEPENDENT_PHOTOS]
+    assert len(every_split) == len(set(every_split))
+    for name, (clear, depth) in {**{n: wide[n] for n in haze.WIDE_TRAIN_PHOTOS}, **judge}.items():
+        assert f"`{name}.jpg`" in readme and depth is None, name
+        assert clear.dtype == torch.float32 and clear.shape[0] == 3 and min(clear.shape[1:]) == 512, name
+        # colour photos, not greyscale replicated (free, a grey room, is the least coloured: 0.027)
+        assert float((clear.max(0).values - clear.min(0).values).mean()) > 0.02, name
+    # the photos are different scenes from every earlier one
+    fingerprints = {n: c[:, :64, :64].mean().item() for n, (c, _) in wide.items() if n not in haze.ASSET_PHOTOS}
+    for name in haze.ASSET_PHOTOS:
+        f = {**wide, **judge}[name][0][:, :64, :64].mean().item()
+        assert all(abs(f - g) > 1e-4 for g in fingerprints.values()), name
 
 
 def test_missing_scikit_image_message(monkeypatch):

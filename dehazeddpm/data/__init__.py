@@ -28,15 +28,18 @@ from .nonhomogeneous import (
     synthesize_nonhomogeneous,
 )
 from .photos import (
+    ASSET_PHOTOS,
     EVAL_HAZE,
     EVAL_PHOTOS,
     INDEPENDENT_PHOTOS,
+    JUDGE_PHOTOS,
     MORE_TRAIN_PHOTOS,
     MOTORCYCLE_DOFFS,
     PHOTO_SPLITS,
     REAL_HAZE_PHOTOS,
     TRAIN_PHOTOS,
     WHEEL_PHOTOS,
+    WIDE_TRAIN_PHOTOS,
     builtin_photos,
     disparity_to_depth,
     eval_haze_params,
@@ -48,7 +51,7 @@ from .photos import (
 from .public import DATASETS, SPLITS, DatasetError, DatasetLayout, Pair, dataset_pairs, describe_datasets
 
 __all__ = ["DATASETS", "SPLITS", "DatasetError", "DatasetLayout", "Pair", "dataset_pairs", "describe_datasets",
-           "AIRLIGHT_RANGE", "AIRLIGHT_TINT", "BETA_RANGE", "EVAL_HAZE", "EVAL_PHOTOS", "HAZE_KINDS", "INDEPENDENT_PHOTOS", "MORE_TRAIN_PHOTOS", "PHOTO_SPLITS",
+           "AIRLIGHT_RANGE", "AIRLIGHT_TINT", "ASSET_PHOTOS", "JUDGE_PHOTOS", "WIDE_TRAIN_PHOTOS", "BETA_RANGE", "EVAL_HAZE", "EVAL_PHOTOS", "HAZE_KINDS", "INDEPENDENT_PHOTOS", "MORE_TRAIN_PHOTOS", "PHOTO_SPLITS",
            "REAL_HAZE_PHOTOS", "HazeKind",
            "WHEEL_PHOTOS", "airlight_field", "fbm_field", "plume_field", "random_haze_kind_params",
            "synthesize_nonhomogeneous", "cast_airlight", "smog_or_mist", "HazySample", "MOTORCYCLE_DOFFS",

@@ -1,8 +1,9 @@
 """The photos bundled with the package's dependencies, split into disjoint train and eval sets.
 
-Photos come from files inside installed wheels only (nothing is downloaded): scikit-image's data,
-and the photos PyWavelets, mahotas and glymur ship (:data:`WHEEL_PHOTOS` says which file and
-licence):
+Photos come from files inside installed wheels (nothing is downloaded): scikit-image's data,
+the photos PyWavelets, mahotas and glymur ship (:data:`WHEEL_PHOTOS` says which file and
+licence), and this package's own ``assets/photos`` (:data:`ASSET_PHOTOS`, from Debian's lomiri
+wallpapers, credited in ``assets/photos/README.md``):
 
 * ``TRAIN_PHOTOS``: astronaut, coffee, chelsea, immunohistochemistry, hubble_deep_field, grass,
   brick, gravel, coins, moon, text, page (scikit-image); ascent, aero (PyWavelets);
@@ -10,6 +11,11 @@ licence):
 * ``MORE_TRAIN_PHOTOS``: nemo (a Boston street after a blizzard), goodstuff (a glass of beer)
   (glymur). Split ``"train_all"`` is both sets; ``"train"`` stays the 16 above so the recipes
   trained on them reproduce;
+* ``WIDE_TRAIN_PHOTOS``: picosdeeuropa, life, friends, seeding, wine, fig, brushes (CC BY 4.0 /
+  CC0 wallpapers): split ``"train_wide"`` is ``"train_all"`` and these;
+* ``JUDGE_PHOTOS``: bridge, dragonfly, kleiber, free, greentock (CC BY-SA wallpapers), split
+  ``"judge"``: photos no shipped weights train on, for rules that must see how weights do on a
+  photo they never saw;
 * ``EVAL_PHOTOS``: motorcycle (left view of Middlebury 2014 "Motorcycle", with its *real*
   disparity-derived depth), rocket, camera.
 * ``INDEPENDENT_PHOTOS``: grace_hopper (matplotlib's sample portrait), split ``"independent"``.
@@ -37,14 +43,25 @@ from ..utils import resize, scaled_shape, write_json
 from .haze import depth_prior, random_haze_params, synthesize_haze
 from .nonhomogeneous import HAZE_KINDS, synthesize_nonhomogeneous
 
-__all__ = ["EVAL_HAZE", "EVAL_PHOTOS", "INDEPENDENT_PHOTOS", "MORE_TRAIN_PHOTOS", "MOTORCYCLE_DOFFS", "PHOTO_SPLITS", "REAL_HAZE_PHOTOS", "TRAIN_PHOTOS", "WHEEL_PHOTOS", "builtin_photos", "disparity_to_depth", "real_haze_photos",
+__all__ = ["ASSET_PHOTOS", "EVAL_HAZE", "EVAL_PHOTOS", "INDEPENDENT_PHOTOS", "JUDGE_PHOTOS", "MORE_TRAIN_PHOTOS", "MOTORCYCLE_DOFFS", "PHOTO_SPLITS", "REAL_HAZE_PHOTOS", "TRAIN_PHOTOS", "WHEEL_PHOTOS", "WIDE_TRAIN_PHOTOS", "builtin_photos", "disparity_to_depth", "real_haze_photos",
            "eval_haze_params", "load_photo", "make_eval_set", "resize_photo"]
 
 TRAIN_PHOTOS: tuple[str, ...] = ("astronaut", "coffee", "chelsea", "immunohistochemistry", "hubble_deep_field", "grass",
                                   "brick", "gravel", "coins", "moon", "text", "page",
                                   "ascent", "aero", "department_store", "luispedro")
 MORE_TRAIN_PHOTOS: tuple[str, ...] = ("nemo", "goodstuff")
-PHOTO_SPLITS: dict[str, tuple[str, ...]] = {"train": TRAIN_PHOTOS, "train_all": TRAIN_PHOTOS + MORE_TRAIN_PHOTOS}
+WIDE_TRAIN_PHOTOS: tuple[str, ...] = ("picosdeeuropa", "life", "friends", "seeding", "wine", "fig", "brushes")
+PHOTO_SPLITS: dict[str, tuple[str, ...]] = {"train": TRAIN_PHOTOS, "train_all": TRAIN_PHOTOS + MORE_TRAIN_PHOTOS,
+                                            "train_wide": TRAIN_PHOTOS + MORE_TRAIN_PHOTOS + WIDE_TRAIN_PHOTOS}
+# Never in PHOTO_SPLITS (what training reads): their CC BY-SA licence would reach trained weights.
+JUDGE_PHOTOS: tuple[str, ...] = ("bridge", "dragonfly", "kleiber", "free", "greentock")
+# Clear photos shipped in assets/photos (512 px shorter side): name -> licence, credited in its README.
+ASSET_PHOTOS: dict[str, str] = {
+    **{name: "CC BY 4.0" for name in ("picosdeeuropa", "life", "friends", "wine", "fig", "brushes")},
+    "seeding": "CC0 1.0", "kleiber": "CC BY-SA 3.0",
+    **{name: "CC BY-SA 4.0" for name in ("bridge", "dragonfly", "free", "greentock")},
+}
+_ASSET_PHOTO_DIR = Path(__file__).resolve().parents[1] / "assets" / "photos"
 
 # Photos other packages bundle in their wheels: name -> (import name, file inside the package,
 # licence). The files are found through the package's install location, without importing it.
@@ -157,6 +174,8 @@ def _rgb(arr: np.ndarray) -> np.ndarray:
 def load_photo(name: str) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     """One built-in photo as ``(clear 3xHxW in [0, 1], depth HxW or None)``, decoded once per
     process (callers must not modify the tensors: :func:`builtin_photos` hands out copies)."""
+    if name in ASSET_PHOTOS:
+        return load_image(_ASSET_PHOTO_DIR / f"{name}.jpg")[0], None
     if name in WHEEL_PHOTOS:
         clear = load_image(_rgb(_wheel_photo(name)))[0]
         if name in _SHORTER_SIDE:
@@ -173,17 +192,19 @@ def load_photo(name: str) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
 
 
 def builtin_photos(split: str) -> dict[str, tuple[torch.Tensor, Optional[torch.Tensor]]]:
-    """Built-in photos of ``split`` ("train", "train_all", "eval" or "independent") as ``{name: (clear, depth)}``.
+    """Built-in photos of ``split`` (a :data:`PHOTO_SPLITS` key, "eval", "independent" or "judge") as ``{name: (clear, depth)}``.
 
     clear: float32 3xHxW in [0, 1]; depth: HxW relative depth in (0, 1] (1 = farthest) where the
-    photo has real depth (``motorcycle``), else None. The sets are ``TRAIN_PHOTOS``,
-    ``TRAIN_PHOTOS + MORE_TRAIN_PHOTOS``, ``EVAL_PHOTOS`` and ``INDEPENDENT_PHOTOS`` (all disjoint).
+    photo has real depth (``motorcycle``), else None. The training splits nest ("train" within
+    "train_all" within "train_wide"); ``EVAL_PHOTOS``, ``INDEPENDENT_PHOTOS`` and ``JUDGE_PHOTOS``
+    are disjoint from them and from each other.
     Returns fresh tensors: callers may modify them.
     Requires scikit-image (ImportError with the install command otherwise).
     """
-    names = {**PHOTO_SPLITS, "eval": EVAL_PHOTOS, "independent": INDEPENDENT_PHOTOS}.get(split)
+    splits = {**PHOTO_SPLITS, "eval": EVAL_PHOTOS, "independent": INDEPENDENT_PHOTOS, "judge": JUDGE_PHOTOS}
+    names = splits.get(split)
     if names is None:
-        raise ValueError(f"split must be 'train', 'train_all', 'eval' or 'independent', got {split!r}")
+        raise ValueError(f"split must be one of {', '.join(map(repr, splits))}, got {split!r}")
     out: dict[str, tuple[torch.Tensor, Optional[torch.Tensor]]] = {}
     for name in names:
         clear, depth = load_photo(name)

@@ -76,7 +76,8 @@ class RunSettings:
     """What both stages read: the data, the optimiser, the run's folder and its schedule of saves.
 
     ``data``: ``"synthetic"`` (hazy crops of ``photos``: ``"train"``, the 16 built-in training
-    photos, ``"train_all"``, those and glymur's two, or a folder of your own clear photos),
+    photos, ``"train_all"``, those and glymur's two, ``"train_wide"``, those and seven wallpaper
+    photos (``assets/photos``), or a folder of your own clear photos),
     ``"folder"`` (``hazy_dir``/``gt_dir`` pairs) or
     ``"dataset"``: the training split (every image but the test split's) of a public dataset the
     eval readers know (``dataset``, e.g. ``"nh-haze"``, unpacked at ``root``). ``steps`` counts optimiser steps; ``val_every``/``save_every``
@@ -149,9 +150,10 @@ class RunSettings:
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} is a probability in [0, 1], got {getattr(self, name)}")
         if self.data == "synthetic" and self.photos not in PHOTO_SPLITS and not os.path.isdir(self.photos):
-            why = " (the evaluation photos are never trained on)" if self.photos == "eval" else ""
-            raise ValueError(f"photos must be 'train' or 'train_all' (the built-in training photos) or a folder of "
-                             f"your clear photos, got {self.photos!r}{why}")
+            why = (" (the evaluation and judging photos are never trained on)"
+                   if self.photos in ("eval", "independent", "judge") else "")
+            raise ValueError(f"photos must be one of {', '.join(map(repr, PHOTO_SPLITS))} (the built-in training "
+                             f"photos) or a folder of your clear photos, got {self.photos!r}{why}")
         if self.precision not in TRAIN_PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(TRAIN_PRECISIONS)}, got {self.precision!r}")
         if self.data == "folder" and not (self.hazy_dir and self.gt_dir):

@@ -68,8 +68,8 @@ def folder_photos(folder: str) -> Dict[str, Tuple[torch.Tensor, Optional[torch.T
 
 
 def training_photos(photos: str) -> Dict[str, Tuple[torch.Tensor, Optional[torch.Tensor]]]:
-    """The clear photos synthetic haze is laid over: ``"train"`` or ``"train_all"`` (the built-in
-    training photos, :data:`~dehazeddpm.data.PHOTO_SPLITS`) or a folder of the user's
+    """The clear photos synthetic haze is laid over: a key of :data:`~dehazeddpm.data.PHOTO_SPLITS`
+    (the built-in training photos: ``"train"``, ``"train_all"``, ``"train_wide"``) or a folder of the user's
     (:func:`folder_photos`)."""
     return builtin_photos(photos) if photos in PHOTO_SPLITS else folder_photos(photos)
 
