@@ -185,15 +185,19 @@ def test_train_demo_registry_entry_names_the_photos_its_recipe_trained_on(tmp_pa
     den.write_bytes(b"denoiser")
     shipped = json.loads((REPO / "dehazeddpm" / "hub" / "weights.json").read_text())["entries"]["demo"]
     make = _load("train_demo").registry_entry
-    for name in ("demo_round15.json", "demo_round13.json"):
+    for name in ("demo_round15.json", "demo_round13.json", "demo_round17.json"):
         recipe = json.loads((REPO / "scripts" / "recipes" / name).read_text())
         entry = make(recipe, s1, den)
         if name == "demo_round15.json":  # the shipped round: its stage 1 kept from round 8
             assert "kept" in recipe["stage1"]
             assert entry["dataset"] == shipped["dataset"] and entry["notes"] == shipped["notes"]
-        else:
+        elif name == "demo_round13.json":
             assert recipe["stage1"]["config"]["photos"] == "train_all"
             assert "MORE_TRAIN_PHOTOS" in entry["dataset"] and "glymur" in entry["dataset"]
+            assert "WIDE_TRAIN_PHOTOS" not in entry["dataset"]
+        else:  # both stages on the wallpaper photos too, credited where the entry points
+            assert {recipe[r]["config"]["photos"] for r in ("stage1", "denoiser")} == {"train_wide"}
+            assert "WIDE_TRAIN_PHOTOS" in entry["dataset"] and "assets/photos/README.md" in entry["dataset"]
         assert entry["stage1"]["size"] == 9 and entry["denoiser"]["size"] == 8
 
 
@@ -227,3 +231,20 @@ def test_train_demo_runs_stage1_phases_in_turn_and_keeps_finished_ones(tmp_path,
     with pytest.raises(SystemExit, match="unfinished stage1 run: rerun with --resume"):
         train_demo.main(["--recipe", str(path), "--out", str(tmp_path / "cut"), "--phase", "stage1"])
     assert (tmp_path / "cut" / "stage1" / "resume_stage1.pt").read_bytes() == b"left by a killed run"
+
+
+def test_wallpaper_photos_refuses_files_it_does_not_know_in_one_line(tmp_path, capsys):
+    """The photos are remade only from the two packages whose sha256 it records: a renamed or
+    corrupt file is refused before anything under assets/photos is touched."""
+    mod = _load("wallpaper_photos")
+    assets = {p.name: p.read_bytes() for p in mod.OUT.glob("*")}
+    assert set(mod.SOURCES) == {p.stem for p in mod.OUT.glob("*.jpg")}  # one source per shipped photo
+    fake = tmp_path / "lomiri-wallpapers-16.04_20.04.0-2_all.deb"
+    fake.write_bytes(b"not a package")
+    other = tmp_path / "photos.deb"
+    other.write_bytes(b"")
+    for deb, why in ((fake, "does not have the sha256 recorded for it"), (other, "is not one of")):
+        with pytest.raises(SystemExit) as exc:
+            mod.main([str(deb)])
+        assert why in str(exc.value) and "\n" not in str(exc.value)
+    assert {p.name: p.read_bytes() for p in mod.OUT.glob("*")} == assets
