@@ -248,3 +248,33 @@ def test_wallpaper_photos_refuses_files_it_does_not_know_in_one_line(tmp_path, c
             mod.main([str(deb)])
         assert why in str(exc.value) and "\n" not in str(exc.value)
     assert {p.name: p.read_bytes() for p in mod.OUT.glob("*")} == assets
+
+
+def test_mix_stage1_interpolates_every_weight_between_two_stage1_files(tmp_path):
+    """alpha 0 and 1 give the two files' weights exactly, 0.5 their mean; a denoiser or an alpha
+    outside [0, 1] is refused in one line and nothing is written."""
+    import torch
+
+    from dehazeddpm.io import load_stage1, save_stage1
+    from dehazeddpm.models import Stage1Net
+
+    torch.manual_seed(0)
+    a, b = Stage1Net(), Stage1Net()
+    save_stage1(a, tmp_path / "a.pth")
+    torch.save({"params": {k: v.half() for k, v in b.state_dict().items()}}, tmp_path / "b.pth")  # fp16, as shipped
+    mod = _load("mix_stage1")
+    for alpha in (0.0, 0.5, 1.0):
+        out = tmp_path / f"mix{alpha}.pth"
+        assert mod.main([str(tmp_path / "a.pth"), str(tmp_path / "b.pth"), "--alpha", str(alpha), "--out", str(out)]) == 0
+        got = load_stage1(out).state_dict()
+        for k, v in a.state_dict().items():
+            want = torch.lerp(v.float(), b.state_dict()[k].half().float(), alpha)
+            assert torch.equal(got[k], want), (alpha, k)
+    den = tmp_path / "den.pth"
+    den.write_bytes((REPO / "dehazeddpm" / "assets" / "demo_denoiser.pth").read_bytes())
+    for args, why in (([str(tmp_path / "a.pth"), str(den), "--alpha", "0.5"], "load it with load_denoiser"),
+                      ([str(tmp_path / "a.pth"), str(tmp_path / "b.pth"), "--alpha", "1.5"], "alpha must lie in [0, 1]")):
+        with pytest.raises(SystemExit) as exc:
+            mod.main(args + ["--out", str(tmp_path / "bad.pth")])
+        assert why in str(exc.value)
+    assert not (tmp_path / "bad.pth").exists()
