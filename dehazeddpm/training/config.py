@@ -150,7 +150,7 @@ class RunSettings:
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} is a probability in [0, 1], got {getattr(self, name)}")
         if self.data == "synthetic" and self.photos not in PHOTO_SPLITS and not os.path.isdir(self.photos):
-            why = (" (the evaluation and judging photos are never trained on)"
+            why = (" (the evaluation photos are never trained on, nor the judge and independent ones)"
                    if self.photos in ("eval", "independent", "judge") else "")
             raise ValueError(f"photos must be one of {', '.join(map(repr, PHOTO_SPLITS))} (the built-in training "
                              f"photos) or a folder of your clear photos, got {self.photos!r}{why}")
