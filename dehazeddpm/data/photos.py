@@ -53,7 +53,7 @@ MORE_TRAIN_PHOTOS: tuple[str, ...] = ("nemo", "goodstuff")
 WIDE_TRAIN_PHOTOS: tuple[str, ...] = ("picosdeeuropa", "life", "friends", "seeding", "wine", "fig", "brushes")
 PHOTO_SPLITS: dict[str, tuple[str, ...]] = {"train": TRAIN_PHOTOS, "train_all": TRAIN_PHOTOS + MORE_TRAIN_PHOTOS,
                                             "train_wide": TRAIN_PHOTOS + MORE_TRAIN_PHOTOS + WIDE_TRAIN_PHOTOS}
-# Never in PHOTO_SPLITS (what training reads): their CC BY-SA licence would reach trained weights.
+# Never in PHOTO_SPLITS (what training reads), so their CC BY-SA licence cannot reach trained weights.
 JUDGE_PHOTOS: tuple[str, ...] = ("bridge", "dragonfly", "kleiber", "free", "greentock")
 # Clear photos shipped in assets/photos (512 px shorter side): name -> licence, credited in its README.
 ASSET_PHOTOS: dict[str, str] = {
