@@ -233,18 +233,22 @@ def rule_pairs(out_dir: str, size: int, seed: int, kind: str) -> List[Tuple[Path
     return make_eval_set(out_dir, size=size, seed=seed, kind=kind, split="train", names=NAMES)
 
 
+def _pairs_of_splits(out_dir: str, size: int, seed: int, kind: str,
+                     parts: Sequence[Tuple[str, Optional[Sequence[str]]]]) -> List[Tuple[Path, Path]]:
+    """``make_eval_set``'s pairs for each (split, names or None) of ``parts``, one subfolder each."""
+    return [pair for split, names in parts
+            for pair in make_eval_set(Path(out_dir) / split, size=size, seed=seed, kind=kind, split=split, names=names)]
+
+
 def unseen_pairs(out_dir: str, size: int, seed: int, kind: str) -> List[Tuple[Path, Path]]:
     """Rule W5b's pairs: photos the shipped stage 1 never trained on, other than the eval photos
     (:data:`UNSEEN_PHOTOS`), made by ``make_eval_set`` as every rule's pairs are."""
-    return (make_eval_set(Path(out_dir) / "glymur", size=size, seed=seed, kind=kind, split="train_all",
-                          names=MORE_TRAIN_PHOTOS)
-            + make_eval_set(Path(out_dir) / "independent", size=size, seed=seed, kind=kind, split="independent"))
+    return _pairs_of_splits(out_dir, size, seed, kind, [("train_all", MORE_TRAIN_PHOTOS), ("independent", None)])
 
 
 def judge_pairs(out_dir: str, size: int, seed: int, kind: str) -> List[Tuple[Path, Path]]:
     """Rule R13's pairs: :data:`JUDGE_SET`, made by ``make_eval_set`` as every rule's pairs are."""
-    return (make_eval_set(Path(out_dir) / "judge", size=size, seed=seed, kind=kind, split="judge")
-            + make_eval_set(Path(out_dir) / "independent", size=size, seed=seed, kind=kind, split="independent"))
+    return _pairs_of_splits(out_dir, size, seed, kind, [("judge", None), ("independent", None)])
 
 
 def cell_scores(pipe: DehazePipeline, run: Dict[str, Any], seeds: Sequence[int] = (0,),

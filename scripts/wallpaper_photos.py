@@ -11,13 +11,14 @@ to which split (trained on or only judged) is decided in ``dehazeddpm.data.photo
 from __future__ import annotations
 
 import argparse
-import hashlib
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from PIL import Image
+
+from dehazeddpm.hub import sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "dehazeddpm" / "assets" / "photos"
@@ -44,14 +45,6 @@ SOURCES = {
 }
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("debs", nargs="+", type=Path, help="the downloaded lomiri-wallpapers .deb files")
@@ -61,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             want = PACKAGES.get(deb.name)
             if want is None:
                 sys.exit(f"wallpaper_photos.py: {deb.name} is not one of {sorted(PACKAGES)}")
-            if _sha256(deb) != want:
+            if sha256_file(deb) != want:
                 sys.exit(f"wallpaper_photos.py: {deb} does not have the sha256 recorded for it")
             subprocess.run(["dpkg-deb", "-x", str(deb), tmp], check=True)
         backgrounds = Path(tmp) / "usr" / "share" / "backgrounds"
@@ -76,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                 k = SHORTER_SIDE / min(w, h)
                 small = im.resize((round(w * k), round(h * k)), Image.LANCZOS)
             small.save(OUT / f"{name}.jpg", quality=92)
-            print(f"{name}.jpg  {small.size[0]}x{small.size[1]}  {_sha256(OUT / f'{name}.jpg')}")
+            print(f"{name}.jpg  {small.size[0]}x{small.size[1]}  {sha256_file(OUT / f'{name}.jpg')}")
     return 0
 
 
