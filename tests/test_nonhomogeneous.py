@@ -106,6 +106,23 @@ def test_eval_set_kinds(tmp_path):
         data.make_eval_set(tmp_path / "x", size=48, kind="smog")
 
 
+def test_eval_haze_is_the_saved_pair_with_its_true_transmission_and_airlight(tmp_path):
+    pytest.importorskip("skimage.data")
+    name = data.EVAL_PHOTOS[1]
+    clear, depth = data.resize_photo(*data.builtin_photos("eval")[name], 40)
+    for kind in data.EVAL_HAZE:
+        (hazy_path, gt_path), = data.make_eval_set(tmp_path / kind, size=40, kind=kind, seed=2, names=[name])
+        s = data.eval_haze(name, clear, depth, kind=kind, seed=2)
+        assert torch.equal(load_image(gt_path)[0], s.clear)
+        assert (load_image(hazy_path)[0] - s.hazy).abs().max() <= 0.5 / 255 + 1e-6  # the saved 8-bit image
+        # the scattering model with its true T and airlight map gives the hazy image back
+        a = s.airlight if s.airlight_map is None else s.airlight_map
+        assert torch.allclose((s.clear * s.transmission + a * (1 - s.transmission)).clamp(0, 1), s.hazy, atol=1e-5)
+        assert s.transmission.shape == (1, *clear.shape[-2:])
+    with pytest.raises(ValueError, match="kind"):
+        data.eval_haze(name, clear, depth, kind="smog")
+
+
 def test_synthetic_dataset_mixes_nonhomogeneous_crops():
     photos = {"a": (torch.rand(3, 80, 80, generator=_g(0)), None)}
     ds = data.SyntheticHazeDataset(photos, crop=32, length=40, seed=0, nonhomogeneous=1.0)

@@ -122,6 +122,30 @@ def test_demo_acceptance_names_the_photo_a_cell_mean_hides(tmp_path, capsys):
     assert "J_worst_photo" not in json.loads((tmp_path / "o.json").read_text())["rows"][0]
 
 
+def test_airlight_scores_stage1_against_the_model_with_the_true_airlight(tmp_path):
+    out = tmp_path / "a.json"
+    assert _bench("airlight").main(["--split", "judge", "--sizes", "24,original", "--haze", "nh,depth",
+                                    "--haze-seeds", "0,1", "--threads", "1", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert set(data["cells"]) == {"nh 24", "nh original", "depth 24", "depth original"}
+    n_photos = len(data["photos"])
+    rows = [r for r in data["rows"] if (r["kind"], r["size"]) == ("nh", "24")]
+    cell = data["cells"]["nh 24"]
+    assert len(rows) == cell["pairs"] == 2 * n_photos
+    for label, score in cell["images"].items():  # each cell is its pairs' mean
+        assert score["abs_db"] == pytest.approx(sum(abs(r["images"][label]["db"]) for r in rows) / len(rows))
+    assert cell["A_abs_error"] == pytest.approx(sum(r["A_abs_error"] for r in rows) / len(rows))
+    # the finding it records for the demo stage 1: its A is near grey under tinted nh airlight, so
+    # solving the model with it casts the image, and the true airlight with stage 1's own T does not
+    assert cell["stage1_tint"] < cell["true_tint"] / 2
+    with_a, with_true = cell["images"]["model, T and A of stage 1"], cell["images"]["model, T of stage 1, true airlight"]
+    assert with_true["abs_db"] < with_a["abs_db"] / 2 and with_true["psnr"] > with_a["psnr"] + 1
+    assert cell["true_tint"] > 0.02  # nh airlight is tinted
+    with pytest.raises(SystemExit) as exc:
+        _bench("airlight").main(["--split", "nowhere"])
+    assert exc.value.code == 2
+
+
 @pytest.mark.parametrize("bad", [["--haze", "smog"], ["--split", "train", "--names", "motorcycle"], ["--sizes", "0"],
                                  ["--seeds", "x"]])
 def test_quality_refuses_bad_arguments_in_one_line(bad, capsys):

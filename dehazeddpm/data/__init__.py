@@ -42,6 +42,7 @@ from .photos import (
     WIDE_TRAIN_PHOTOS,
     builtin_photos,
     disparity_to_depth,
+    eval_haze,
     eval_haze_params,
     load_photo,
     make_eval_set,
@@ -56,5 +57,5 @@ __all__ = ["DATASETS", "SPLITS", "DatasetError", "DatasetLayout", "Pair", "datas
            "WHEEL_PHOTOS", "airlight_field", "fbm_field", "plume_field", "random_haze_kind_params",
            "synthesize_nonhomogeneous", "cast_airlight", "smog_or_mist", "HazySample", "MOTORCYCLE_DOFFS",
            "PAIR_SUFFIXES", "PairedFolderDataset", "SyntheticHazeDataset", "TRAIN_PHOTOS", "builtin_photos",
-           "depth_prior", "disparity_to_depth", "eval_haze_params", "item_generator", "load_photo", "make_eval_set", "pair_key", "real_haze_photos",
+           "depth_prior", "disparity_to_depth", "eval_haze", "eval_haze_params", "item_generator", "load_photo", "make_eval_set", "pair_key", "real_haze_photos",
            "random_depth_field", "random_haze_params", "resize_photo", "SCENE_TINT_RANGE", "synthesize_haze", "tint_scene"]

@@ -40,11 +40,11 @@ import torch
 
 from ..io.images import load_image, save_image_atomic, to_pil
 from ..utils import resize, scaled_shape, write_json
-from .haze import depth_prior, random_haze_params, synthesize_haze
+from .haze import HazySample, depth_prior, random_haze_params, synthesize_haze
 from .nonhomogeneous import HAZE_KINDS, synthesize_nonhomogeneous
 
 __all__ = ["ASSET_PHOTOS", "EVAL_HAZE", "EVAL_PHOTOS", "INDEPENDENT_PHOTOS", "JUDGE_PHOTOS", "MORE_TRAIN_PHOTOS", "MOTORCYCLE_DOFFS", "PHOTO_SPLITS", "REAL_HAZE_PHOTOS", "TRAIN_PHOTOS", "WHEEL_PHOTOS", "WIDE_TRAIN_PHOTOS", "builtin_photos", "disparity_to_depth", "real_haze_photos",
-           "eval_haze_params", "load_photo", "make_eval_set", "resize_photo"]
+           "eval_haze", "eval_haze_params", "load_photo", "make_eval_set", "resize_photo"]
 
 TRAIN_PHOTOS: tuple[str, ...] = ("astronaut", "coffee", "chelsea", "immunohistochemistry", "hubble_deep_field", "grass",
                                   "brick", "gravel", "coins", "moon", "text", "page",
@@ -248,6 +248,20 @@ def eval_haze_params(name: str, seed: int = 0) -> tuple[float, tuple[float, floa
     return random_haze_params(g)
 
 
+def eval_haze(name: str, clear: torch.Tensor, depth: Optional[torch.Tensor], *, kind: str = "depth",
+              seed: int = 0) -> HazySample:
+    """The haze :func:`make_eval_set` lays over photo ``name`` (its clear image 3xHxW in [0, 1] and
+    depth HxW or None, as :func:`builtin_photos` / :func:`resize_photo` give them), with the true
+    transmission and airlight that the saved pair does not keep. Seeded by ``name`` and ``seed``."""
+    if kind not in EVAL_HAZE:
+        raise ValueError(f"kind must be one of {EVAL_HAZE}, got {kind!r}")
+    if kind == "depth":
+        beta, airlight = eval_haze_params(name, seed)
+        return synthesize_haze(clear, depth, beta=beta, airlight=airlight)
+    d = depth_prior(clear) if depth is None else depth.clamp(0, 1)
+    return synthesize_nonhomogeneous(clear, kind, d, generator=_name_generator(name, seed, 1))
+
+
 def make_eval_set(
     out_dir: Union[str, Path], *, size: Optional[int] = None, seed: int = 0, kind: str = "depth",
     split: str = "eval", names: Optional[Sequence[str]] = None,
@@ -277,13 +291,10 @@ def make_eval_set(
         if size is not None:
             clear, depth = resize_photo(clear, depth, size)
         info: dict = {"height": int(clear.shape[-2]), "width": int(clear.shape[-1]), "real_depth": depth is not None}
+        sample = eval_haze(name, clear, depth, kind=kind, seed=seed)
         if kind == "depth":
-            beta, airlight = eval_haze_params(name, seed)
-            sample = synthesize_haze(clear, depth, beta=beta, airlight=airlight)
-            info.update(beta=beta, airlight=list(airlight))
+            info.update(beta=sample.beta, airlight=list(eval_haze_params(name, seed)[1]))
         else:
-            d = depth_prior(clear) if depth is None else depth.clamp(0, 1)
-            sample = synthesize_nonhomogeneous(clear, kind, d, generator=_name_generator(name, seed, 1))
             info.update(beta=sample.beta, mean_airlight=[round(v, 4) for v in sample.airlight.flatten().tolist()],
                         mean_transmission=round(float(sample.transmission.mean()), 4))
         gt_path = save_image_atomic(sample.clear, out / "gt" / f"{name}.png")
