@@ -19,6 +19,7 @@ from pathlib import Path
 from PIL import Image
 
 from dehazeddpm.hub import sha256_file
+from dehazeddpm.utils import scaled_shape
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "dehazeddpm" / "assets" / "photos"
@@ -65,9 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, src in SOURCES.items():
             with Image.open(backgrounds / src) as im:
                 im = im.convert("RGB")
-                w, h = im.size
-                k = SHORTER_SIDE / min(w, h)
-                small = im.resize((round(w * k), round(h * k)), Image.LANCZOS)
+                h, w = scaled_shape(im.height, im.width, SHORTER_SIDE)
+                small = im.resize((w, h), Image.LANCZOS)
             small.save(OUT / f"{name}.jpg", quality=92)
             print(f"{name}.jpg  {small.size[0]}x{small.size[1]}  {sha256_file(OUT / f'{name}.jpg')}")
     return 0
