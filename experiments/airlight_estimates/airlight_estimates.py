@@ -94,6 +94,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=str(ROOT / "experiments" / "airlight_estimates" / "airlight_estimates.json"))
     args = ap.parse_args(argv)
+    try:
+        seeds = [int(s) for s in args.haze_seeds.split(",")]
+    except ValueError as exc:
+        ap.error(f"--haze-seeds: integers: {exc}")
+    if args.steps < 0 or args.size < 1 or not args.lr > 0:
+        ap.error("--steps must be >= 0, --size >= 1 and --lr > 0")
     pin_threads(args.threads)
     t0 = time.time()
     pipe = DehazePipeline.from_pretrained("demo", device="cpu", download=False, progress=False)
@@ -115,7 +121,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         sums: Dict[str, Dict[str, float]] = {k: {"A_abs_error": 0.0, "psnr": 0.0, "abs_da": 0.0, "abs_db": 0.0}
                                              for k in estimators}
         n = 0
-        for seed in (int(s) for s in args.haze_seeds.split(",")):
+        for seed in seeds:
             for name, (clear, depth) in photos.items():
                 clear, depth = resize_photo(clear, depth, args.size)
                 sample = eval_haze(name, clear, depth, kind=kind, seed=seed)
